@@ -1,0 +1,1 @@
+"""Canonical records and one adapter per public data set."""
