@@ -79,25 +79,42 @@ class DropReport:
     dropped: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
     max_examples: int = 5
+    skipped: Counter = field(default_factory=Counter)
 
     def add(self, err: DataError) -> None:
         self.dropped[err.reason.split(" (")[0]] += 1
         if len(self.examples) < self.max_examples:
             self.examples.append(str(err))
 
+    def skip(self, reason: str, n: int = 1) -> None:
+        """Count rows left out on purpose (a filter, tied scores): not malformed, never raised."""
+        self.skipped[reason] += n
+
     @property
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
 
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
     def summary(self) -> str:
         head = f"{self.source or 'data'}: kept {self.kept} rows, dropped {self.total_dropped}"
-        if not self.dropped:
-            return head
-        reasons = "; ".join(f"{n} x {reason}" for reason, n in self.dropped.most_common())
-        return f"{head} ({reasons})"
+        if self.dropped:
+            head += f" ({'; '.join(f'{n} x {reason}' for reason, n in self.dropped.most_common())})"
+        if self.skipped:
+            reasons = "; ".join(f"{n} x {reason}" for reason, n in self.skipped.most_common())
+            head += f", skipped {self.total_skipped} ({reasons})"
+        return head
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "kept": self.kept, "dropped": dict(self.dropped), "examples": list(self.examples)}
+        return {
+            "source": self.source,
+            "kept": self.kept,
+            "dropped": dict(self.dropped),
+            "skipped": dict(self.skipped),
+            "examples": list(self.examples),
+        }
 
 
 def read_records(
@@ -111,7 +128,8 @@ def read_records(
     """Apply ``parse_row`` to each ``(line, row)``; a ``DataError`` is raised (strict) or counted.
 
     ``parse_row`` may return one record, a list of records (a row that yields several pairs), or
-    ``None`` for a row deliberately skipped by a filter (not counted as malformed).
+    ``None`` for a row deliberately skipped by a filter (not counted as malformed; the adapter
+    may say why with :meth:`DropReport.skip`).
     """
     report = report if report is not None else DropReport(source=source)
     report.source = report.source or source
