@@ -1,1 +1,1 @@
-
+"""Model loading, scalar heads, log-probabilities and the reference model."""

@@ -1,0 +1,87 @@
+"""Per-token log-probabilities of a causal LM, aligned with the input tokens.
+
+Convention used everywhere in prefalign: for ``input_ids`` of shape (B, T), ``token_logprobs[:, t]``
+is ``log pi(input_ids[:, t] | input_ids[:, :t])``; position 0 has no prediction and is 0. A
+``response_mask`` of shape (B, T) (1 on response tokens) selects the terms that count, so masks,
+log-probs, values and rewards all index the same positions.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from prefalign.models.heads import _position_ids
+
+
+def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+    """log softmax(logits)[targets] without materialising the full (N, V) log-softmax at once.
+
+    logits (..., V), targets (...) -> (...). Rows are processed in chunks of ``chunk_size``.
+    """
+    flat_logits = logits.reshape(-1, logits.shape[-1])
+    flat_targets = targets.reshape(-1)
+    out = torch.empty(flat_targets.shape, dtype=torch.float32, device=logits.device)
+    for start in range(0, flat_logits.shape[0], chunk_size):
+        block = flat_logits[start : start + chunk_size].float()
+        picked = block.gather(1, flat_targets[start : start + chunk_size, None]).squeeze(1)
+        out[start : start + chunk_size] = picked - torch.logsumexp(block, dim=-1)
+    return out.view(targets.shape)
+
+
+def forward_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """(B, T - first, V) logits for positions ``first..T-1`` (earlier positions are not projected)."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=_position_ids(attention_mask),
+        use_cache=False,
+        logits_to_keep=input_ids.shape[1] - first if first > 0 else 0,
+    )
+    return out.logits
+
+
+def token_logprobs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+):
+    """(B, T) log-probabilities (and optionally (B, T) entropies) aligned with ``input_ids``.
+
+    When ``response_mask`` is given, only logits from the first response position onwards are
+    computed (the prompt part of the vocabulary projection is skipped), and positions outside the
+    mask are set to 0. ``temperature`` divides the logits, matching a sampler that used it.
+    """
+    batch, length = input_ids.shape
+    first = 0
+    if response_mask is not None and bool(response_mask.any()):
+        first_response = int(response_mask.float().argmax(dim=1).min().item())
+        first = max(first_response - 1, 0)
+    logits = forward_logits(model, input_ids, attention_mask, first)  # (B, T-first, V)
+    logits = logits[:, :-1]  # position t predicts token t+1
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = input_ids[:, first + 1 :]
+    picked = gather_logprobs(logits, targets)  # (B, T-first-1)
+    out = torch.zeros(batch, length, dtype=torch.float32, device=input_ids.device)
+    out[:, first + 1 :] = picked
+    entropy = None
+    if return_entropy:
+        entropy = torch.zeros_like(out)
+        with torch.no_grad():
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            entropy[:, first + 1 :] = -(logp.exp() * logp).sum(-1)
+    if response_mask is not None:
+        out = out * response_mask
+        if entropy is not None:
+            entropy = entropy * response_mask
+    return (out, entropy) if return_entropy else out
+
+
+def sequence_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) sum of the response tokens' log-probabilities."""
+    return token_logprobs(model, input_ids, attention_mask, response_mask).sum(dim=1)

@@ -1,0 +1,276 @@
+"""Loop parts every trainer shares, as plain functions and small classes (no Trainer subclass).
+
+- configuration pieces: :class:`OptimConfig`, :class:`BatchConfig`, :class:`RunConfig`;
+- :func:`build_optimizer` (AdamW) and :func:`build_scheduler` (warm-up, then linear or cosine decay
+  to a floor);
+- :class:`BatchPlan`: a deterministic order of examples per epoch, cut into global batches, each
+  split across processes and then into micro-batches for gradient accumulation;
+- :func:`accumulate_and_step`: backward over micro-batches, one optimizer step;
+- checkpointing and logging live in :mod:`prefalign.trainers.checkpoint` and
+  :mod:`prefalign.trainers.logging`.
+
+Distributed runs go through ``accelerate`` (``accelerate launch`` with any number of processes).
+A global batch is split across processes by rank and each loss is normalised by the *global*
+number of terms it averages over, so a run's result does not depend on the number of processes or
+micro-batches (tests check this).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 1e-5
+    """Peak learning rate."""
+    min_learning_rate: float = 0.0
+    """Floor the schedule decays to (Ivison et al.'s reward model: 1e-6)."""
+    warmup_ratio: float = 0.03
+    """Fraction of the optimizer steps spent warming up linearly from 0."""
+    schedule: str = "linear"
+    """Decay after warm-up: linear, cosine or constant."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    adam_epsilon: float = 1e-8
+    """AdamW epsilon."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this (None: no clipping)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(f"optim.schedule must be linear, cosine or constant, got {self.schedule!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.learning_rate <= 0 or self.min_learning_rate < 0 or self.min_learning_rate > self.learning_rate:
+            raise ValueError("optim: need 0 <= min_learning_rate <= learning_rate and learning_rate > 0")
+
+
+@dataclass
+class BatchConfig:
+    global_batch_size: int = 64
+    """Examples per optimizer step, summed over processes and micro-batches."""
+    micro_batch_size: int = 8
+    """Examples per forward pass on one process (what fits in memory)."""
+    epochs: float = 1.0
+    """Passes over the training data (fractions allowed)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (None: as many as the epochs give)."""
+
+    def __post_init__(self) -> None:
+        if self.global_batch_size < 1 or self.micro_batch_size < 1:
+            raise ValueError("batch sizes must be positive")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/run"
+    """Folder for checkpoints, logs and the final model."""
+    seed: int = 0
+    """Seed for data order, initialisation and sampling."""
+    resume: bool = False
+    """Continue from the latest checkpoint in output_dir."""
+    save_every: int = 0
+    """Save a checkpoint every N optimizer steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep (the newest)."""
+    log_every: int = 1
+    """Write metrics every N optimizer steps."""
+    eval_every: int = 0
+    """Evaluate on held-out data every N optimizer steps (0: only at the end)."""
+    mixed_precision: str = "no"
+    """Autocast: no, bf16 or fp16 (fp16 needs a GPU)."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+    progress: bool = True
+    """Show a rich progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"run.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_accelerator(run: RunConfig) -> Accelerator:
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    mixed = run.mixed_precision
+    if mixed == "fp16" and not torch.cuda.is_available():
+        raise ValueError("run.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
+    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+
+
+def build_optimizer(params, cfg: OptimConfig) -> torch.optim.AdamW:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters")
+    return torch.optim.AdamW(
+        params,
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_epsilon,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    floor = cfg.min_learning_rate / cfg.learning_rate
+    span = max(total_steps - warmup, 1)
+    progress = min((step - warmup) / span, 1.0)
+    if cfg.schedule == "linear":
+        return 1.0 - (1.0 - floor) * progress
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, cfg))
+
+
+@dataclass
+class BatchPlan:
+    """Which examples make up each optimizer step, deterministic in (seed, epoch).
+
+    Epoch ``e`` visits the examples in ``randperm(n, seed + e)``; consecutive slices of
+    ``global_batch_size`` make the steps (a last partial slice is dropped, so every step has the
+    same size). Process ``rank`` of ``world`` takes ``indices[rank::world]`` of each step.
+    """
+
+    num_examples: int
+    global_batch_size: int
+    seed: int
+    epochs: float = 1.0
+    max_steps: int | None = None
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_examples < self.global_batch_size:
+            raise ValueError(f"{self.num_examples} examples are fewer than one global batch of {self.global_batch_size}")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_examples // self.global_batch_size
+
+    @property
+    def total_steps(self) -> int:
+        total = max(1, int(self.steps_per_epoch * self.epochs))
+        return min(total, self.max_steps) if self.max_steps else total
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_examples))
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.num_examples, generator=g).tolist()
+
+    def step_indices(self, step: int) -> list[int]:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = self.epoch_order(epoch)
+        return order[within * self.global_batch_size : (within + 1) * self.global_batch_size]
+
+    def epoch_of(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+
+def shard(indices: Sequence[int], rank: int, world: int) -> list[int]:
+    """This process's share of a global batch."""
+    if len(indices) % world:
+        raise ValueError(f"a global batch of {len(indices)} does not split over {world} processes")
+    return list(indices[rank::world])
+
+
+def micro_batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def global_sum(value: float | torch.Tensor, accelerator: Accelerator) -> float:
+    """Sum of a number over all processes (the global normaliser of a loss)."""
+    t = torch.as_tensor(float(value), dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        t = accelerator.reduce(t, reduction="sum")
+    return float(t.item())
+
+
+def accumulate_and_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    batches: Sequence,
+    loss_fn: Callable[[object], torch.Tensor],
+    max_grad_norm: float | None,
+) -> float | None:
+    """Backward each micro-batch's loss, then one clipped optimizer step; returns the grad norm.
+
+    ``loss_fn(batch)`` must return this micro-batch's share of the *global* loss (its sum of terms
+    divided by the global count), so the accumulated gradient equals the full-batch gradient. DDP
+    averages gradients over processes; the loss is scaled by the process count to undo that.
+    """
+    world = accelerator.num_processes
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        context = accelerator.no_sync(model) if not last else _null()
+        with context:
+            with accelerator.autocast():
+                loss = loss_fn(batch) * world
+            accelerator.backward(loss)
+    grad_norm = None
+    if max_grad_norm is not None:
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def check_finite(name: str, value: torch.Tensor | float, step: int) -> None:
+    """Stop the run with a clear message on a non-finite loss or reward (before any save)."""
+    t = torch.as_tensor(value)
+    if not bool(torch.isfinite(t).all()):
+        raise FloatingPointError(
+            f"non-finite {name} at step {step} ({t.flatten()[:4].tolist()}); stopping before any checkpoint is "
+            f"written. Lower the learning rate, enable gradient clipping or check the reward source."
+        )
+
+
+def local_rank_info(accelerator: Accelerator) -> tuple[int, int]:
+    return accelerator.process_index, accelerator.num_processes
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
