@@ -1,0 +1,110 @@
+"""The ``prefalign`` command: one subcommand per job, each configured by a dataclass tree.
+
+    prefalign <command> [--config FILE.yaml] [--preset NAME] [--field value ...]
+
+Settings are taken, lowest first, from the dataclass defaults, the preset, the YAML file and the
+flags. ``prefalign <command> --help`` lists every field with its documentation and current value
+(after preset and YAML). Each run writes its resolved settings to ``<output_dir>/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+
+#: command -> (module, config class, run function, presets mapping or None, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str | None, str]] = {
+    "quickstart": ("prefalign.trainers.quickstart", "QuickstartConfig", "run_quickstart", None,
+                   "SFT then reward-model training on the embedded SmolLM2 and HH-RLHF harmless pairs; prints the figures"),
+    "sft": ("prefalign.trainers.sft", "SFTConfig", "run_sft", "PRESETS", "supervised fine-tuning on responses (loss on response tokens only)"),
+    "rm": ("prefalign.trainers.reward_model", "RewardModelConfig", "run_reward_model", "PRESETS",
+           "train a Bradley-Terry reward model on preference pairs; reports held-out accuracy"),
+}
+
+
+@dataclass
+class _Command:
+    name: str
+    module: str
+    config_cls: str
+    run_fn: str
+    presets: str | None
+    help: str
+
+    def load(self):
+        module = importlib.import_module(self.module)
+        presets = getattr(module, self.presets) if self.presets else None
+        return getattr(module, self.config_cls), getattr(module, self.run_fn), presets
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def parse_config(name: str, argv: list[str]):
+    """Build the config of command ``name`` from argv (without the command word)."""
+    import tyro
+
+    from prefalign.config import build_config
+
+    entry = _Command(name, *COMMANDS[name])
+    config_cls, run_fn, presets = entry.load()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--preset", default=None)
+    known, rest = pre.parse_known_args(argv)
+    base = build_config(config_cls, presets=presets, preset=known.preset, yaml_path=known.config)
+    description = entry.help
+    if presets:
+        description += f"\n\nPresets (--preset NAME): {', '.join(sorted(presets))}. Also: --config FILE.yaml."
+    else:
+        description += "\n\nAlso: --config FILE.yaml."
+    config = tyro.cli(
+        config_cls, default=base, args=rest, prog=f"prefalign {name}", description=description,
+        use_underscores=True, config=(tyro.conf.FlagConversionOff,),
+    )
+    return config, run_fn
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(len(n) for n in COMMANDS)
+        print("usage: prefalign <command> [--config FILE.yaml] [--preset NAME] [--field value ...]\n\ncommands:")
+        for name, entry in COMMANDS.items():
+            print(f"  {name:<{width}}  {entry[4]}")
+        print("\n`prefalign <command> --help` lists every setting of a command.")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"prefalign: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    _quiet_libraries()
+    from prefalign.config import ConfigError
+
+    try:
+        config, run_fn = parse_config(name, rest)
+    except ConfigError as exc:
+        print(f"prefalign {name}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run_fn(config)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"prefalign {name}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
