@@ -78,3 +78,12 @@ def test_gae_splitting_the_batch_changes_nothing():
     a2, r2 = compute_gae(rewards[2:], values[2:], mask[2:], 1.0, 0.95)
     torch.testing.assert_close(torch.cat([a1, a2]), full_adv)
     torch.testing.assert_close(torch.cat([r1, r2]), full_ret)
+
+
+def test_low_precision_inputs_are_upcast():
+    rewards, values, mask = _batch()
+    advantages, returns = compute_gae(rewards.bfloat16(), values.bfloat16(), mask, 1.0, 0.95)
+    assert advantages.dtype == torch.float32 and returns.dtype == torch.float32
+    ref_adv, _ = reference_gae(rewards.bfloat16().double(), values.bfloat16().double(), mask, 1.0, 0.95)
+    torch.testing.assert_close(advantages.double(), ref_adv, atol=1e-5, rtol=1e-5)
+    assert compute_discounted_returns(rewards.half(), mask, 1.0).dtype == torch.float32

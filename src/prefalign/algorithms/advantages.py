@@ -21,7 +21,9 @@ Conventions (and departures from a plain "one episode per row" reading):
 * A masked *gap inside* a response (e.g. a tool output in a multi-turn rollout) is skipped:
   the step before the gap bootstraps from the value at the first response token after it,
   with one factor of gamma, as verl's multi-turn GAE does.
-* Outputs are detached: they are regression and policy-gradient targets.
+* Outputs are detached: they are regression and policy-gradient targets. The recursion runs
+  in at least float32 (bf16/fp16 inputs are upcast, float64 stays float64), and the outputs
+  have that dtype: a long bf16 recursion would lose most of its precision.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def compute_gae(
     response_mask: (B, T) 1 on response tokens, 0 on prompt and padding.
     Returns (advantages, returns), both (B, T), 0 on masked positions, detached.
     """
-    rewards = token_rewards.detach()
-    vals = values.detach()
+    dtype = torch.promote_types(torch.promote_types(token_rewards.dtype, values.dtype), torch.float32)
+    rewards = token_rewards.detach().to(dtype)
+    vals = values.detach().to(dtype)
     mask = response_mask.bool()
     batch, length = rewards.shape
     zero = torch.zeros(batch, dtype=vals.dtype, device=vals.device)  # (B,)
@@ -74,7 +77,7 @@ def compute_discounted_returns(
     Same time-step conventions as ``compute_gae`` (it equals GAE with V = 0 and lam = 1);
     this is the REINFORCE / RLOO return.
     """
-    rewards = token_rewards.detach()
+    rewards = token_rewards.detach().to(torch.promote_types(token_rewards.dtype, torch.float32))
     mask = response_mask.bool()
     batch, length = rewards.shape
     zero = torch.zeros(batch, dtype=rewards.dtype, device=rewards.device)  # (B,)

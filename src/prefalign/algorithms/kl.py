@@ -1,7 +1,7 @@
 """KL estimators, KL-penalised token rewards and KL-coefficient controllers.
 
 The RLHF objective (Ziegler et al. 2019, "Fine-Tuning Language Models from Human
-Preferences", Eq. 2; Ivison et al. 2024, Eq. 4; Xu et al. 2024, Eq. 5) maximises
+Preferences", Eq. 2; Ivison et al. 2024, Eq. 4; Xu et al. 2024, section 2) maximises
 
     E_{y ~ pi}[ r(x, y) ] - beta * KL(pi(.|x) || pi_ref(.|x)),
 
@@ -120,6 +120,9 @@ class AdaptiveKLController:
 
         error  = clip(current_kl / target - 1, -0.2, 0.2)
         value <- value * (1 + error * n_steps / horizon)
+
+    The paper writes beta <- beta * (1 + K_beta * error); its code (openai/lm-human-preferences)
+    and TRL set K_beta = n_steps / horizon, which is what is implemented.
 
     current_kl is the measured KL(pi || pi_ref) per sequence (summed over tokens, averaged
     over the batch) and n_steps the number of samples (episodes) seen since the last update.
