@@ -98,6 +98,11 @@ def test_conversational_chosen_and_rejected():
     assert agreeing.prompt == pair.prompt
     with pytest.raises(DataError, match="prompt differs from the conversation"):
         row_to_pair({"prompt": "Something else", "chosen": convo("Blue."), "rejected": convo("Seven.")})
+    with_system = row_to_pair({"prompt": "Name a colour.", "system": "Be brief.", "chosen": convo("Blue."), "rejected": "Seven."})
+    assert with_system.prompt == pair.prompt
+    longer = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, *convo("Blue.")]
+    with pytest.raises(DataError, match="prompt differs from the conversation"):
+        row_to_pair({"prompt": [longer[0], longer[1], longer[2]], "chosen": longer[1:], "rejected": "Seven."})
     other = [{"role": "user", "content": "Name a number."}, {"role": "assistant", "content": "Seven."}]
     with pytest.raises(DataError, match="different prompts") as info:
         row_to_pair({"chosen": convo("Blue."), "rejected": other})

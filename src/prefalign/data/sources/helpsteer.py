@@ -116,8 +116,13 @@ def rated_to_ranked(rated: Iterable[RatedResponse], *, report: DropReport) -> li
         if not _usable(group, report):
             continue
         ranked = sorted(group, key=lambda r: -r.score)
-        metadata = {"source": "helpsteer", "aspects": [r.aspects for r in ranked], "lines": [r.metadata.get("line") for r in ranked]}
-        out.append(RankedResponses(user_prompt(ranked[0].prompt), [r.response for r in ranked], [r.score for r in ranked], metadata))
+        metadata = {
+            "source": "helpsteer",
+            "aspects": [r.aspects for r in ranked],
+            "lines": [r.metadata.get("line") for r in ranked],
+        }
+        responses, scores = [r.response for r in ranked], [r.score for r in ranked]
+        out.append(RankedResponses(user_prompt(ranked[0].prompt), responses, scores, metadata))
     return out
 
 

@@ -233,8 +233,12 @@ def _optional_prompt(row: Mapping[str, Any], cols: dict[str, str]) -> list[Messa
 
 
 def _settle_prompt(given: list[Message] | None, history: list[Message], field: str, prompt_field: str) -> list[Message]:
-    """The prompt from the prompt column, the conversation's history, or both when they agree."""
-    if history and given is not None and not (same_turns(history, given) or same_turns(history, given[1:])):
+    """The prompt from the prompt column, the conversation's history, or both when they agree.
+
+    A ``system`` turn added from the system column may be missing from the conversation.
+    """
+    without_system = given[1:] if given and given[0].role == "system" else given
+    if history and given is not None and not (same_turns(history, given) or same_turns(history, without_system)):
         raise DataError("prompt differs from the conversation", field=field)
     if history:
         if history[-1].role != "user":
@@ -249,7 +253,9 @@ def _metadata(row: Mapping[str, Any], metadata_columns: Sequence[str]) -> dict[s
     return {name: row[name] for name in metadata_columns if name in row}
 
 
-def row_to_pair(row: Mapping[str, Any], columns: Mapping[str, str] | None = None, metadata_columns: Sequence[str] = ()) -> PreferencePair:
+def row_to_pair(
+    row: Mapping[str, Any], columns: Mapping[str, str] | None = None, metadata_columns: Sequence[str] = ()
+) -> PreferencePair:
     """One preference pair from a row, through the column mapping."""
     cols = _columns(PAIR_COLUMNS, columns)
     given = _optional_prompt(row, cols)
@@ -263,7 +269,9 @@ def row_to_pair(row: Mapping[str, Any], columns: Mapping[str, str] | None = None
     return PreferencePair(prompt, chosen, rejected, _metadata(row, metadata_columns))
 
 
-def row_to_sft(row: Mapping[str, Any], columns: Mapping[str, str] | None = None, metadata_columns: Sequence[str] = ()) -> SFTExample:
+def row_to_sft(
+    row: Mapping[str, Any], columns: Mapping[str, str] | None = None, metadata_columns: Sequence[str] = ()
+) -> SFTExample:
     """One SFT example from a row: ``prompt`` + ``response`` columns, or a whole ``messages`` column."""
     cols = _columns(SFT_COLUMNS, columns)
     if "messages" in cols:
@@ -275,7 +283,9 @@ def row_to_sft(row: Mapping[str, Any], columns: Mapping[str, str] | None = None,
     return SFTExample(prompt, response, _metadata(row, metadata_columns))
 
 
-def row_to_prompt(row: Mapping[str, Any], columns: Mapping[str, str] | None = None, metadata_columns: Sequence[str] = ()) -> Prompt:
+def row_to_prompt(
+    row: Mapping[str, Any], columns: Mapping[str, str] | None = None, metadata_columns: Sequence[str] = ()
+) -> Prompt:
     """One prompt (for rollouts or evaluation) from a row."""
     cols = _columns(PROMPT_COLUMNS, columns)
     messages = _optional_prompt(row, cols)

@@ -117,7 +117,9 @@ def scored_completions(row: Mapping[str, Any], score: str = "overall") -> list[S
     return out
 
 
-def _pick_pair(completions: list[ScoredCompletion], pairing: str, seed: int, key: str) -> tuple[ScoredCompletion, ScoredCompletion]:
+def _pick_pair(
+    completions: list[ScoredCompletion], pairing: str, seed: int, key: str
+) -> tuple[ScoredCompletion, ScoredCompletion]:
     best = max(completions, key=lambda c: c.score)  # max keeps the earliest among ties
     if pairing == "best_vs_worst":
         return best, min(completions, key=lambda c: c.score)
