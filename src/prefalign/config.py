@@ -63,6 +63,8 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "", base: C
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         current = getattr(base, f.name) if base is not None else None
+        if base is None and f.name in data and f.default_factory is not dataclasses.MISSING:
+            current = f.default_factory()  # a partial sub-tree overrides the parent's own default, not the sub-class's
         if f.name not in data:
             if base is not None:
                 kwargs[f.name] = current
