@@ -95,6 +95,11 @@ def embedded_smollm2_dir() -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
+    except OSError:
+        # Another process finished the same conversion first: keep its folder.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -122,9 +127,27 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
         return build_byte_tokenizer()
     tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.tokenizer or cfg.name_or_path))
+    if tok.eos_token is None and tok.sep_token is not None:
+        tok.eos_token = tok.sep_token  # encoders (BERT): a response ends with [SEP]
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        tok.chat_template = plain_chat_template(tok)
     return tok
+
+
+def plain_chat_template(tok: PreTrainedTokenizerBase) -> str:
+    """A role-prefixed plain-text template for tokenizers that ship none (e.g. encoder backbones).
+
+    Starts with the tokenizer's [CLS]/BOS token when it has one, so an encoder's pooled position
+    sees the usual first token: ``[CLS]user: ...\nassistant: <response>[SEP]``.
+    """
+    start = tok.cls_token or tok.bos_token or ""
+    return (
+        start.replace("{", "{{'{'}}")
+        + "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+        + "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
 
 
 def _maybe_lora(model: PreTrainedModel, cfg: ModelConfig, task_type: str) -> PreTrainedModel:

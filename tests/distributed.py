@@ -1,0 +1,28 @@
+"""Launching a command in several CPU processes through ``accelerate launch``.
+
+On a machine without GPUs, ``accelerate launch --cpu`` starts ONE process (it expects mpirun to
+start the others); ``--multi_gpu --num_processes N`` goes through ``torch.distributed.run`` and,
+with no GPU present, the Accelerator comes up as MULTI_CPU over gloo.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def accelerate_cmd(num_processes: int, *args: str) -> list[str]:
+    launcher = Path(sys.executable).with_name("accelerate")
+    return [str(launcher), "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000),
+            *args]
+
+
+def run_accelerate(num_processes: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(accelerate_cmd(num_processes, *args), capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"accelerate launch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
