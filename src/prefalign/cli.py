@@ -22,6 +22,14 @@ COMMANDS: dict[str, tuple[str, str, str, str | None, str]] = {
     "sft": ("prefalign.trainers.sft", "SFTConfig", "run_sft", "PRESETS", "supervised fine-tuning on responses (loss on response tokens only)"),
     "rm": ("prefalign.trainers.reward_model", "RewardModelConfig", "run_reward_model", "PRESETS",
            "train a Bradley-Terry reward model on preference pairs; reports held-out accuracy"),
+    "ppo": ("prefalign.trainers.ppo", "PPOConfig", "run_ppo", "PRESETS",
+            "PPO from a reward model and/or a programmatic reward (presets: xu, ivison, table3-*, tiny)"),
+    "ppo-ablation": ("prefalign.trainers.ppo_ablation", "PPOAblationConfig", "run_ppo_ablation", "PRESETS",
+                     "Xu et al. Table 3: PPO baseline, + advantage normalisation, + large batch, + reference EMA"),
+    "dpo": ("prefalign.trainers.dpo", "DPOConfig", "run_dpo", "PRESETS",
+            "offline preference training: DPO, RRHF or PRO (--loss); reports held-out implicit-reward accuracy"),
+    "dpo-iter": ("prefalign.trainers.iterative_dpo", "IterativeDPOConfig", "run_iterative_dpo", "PRESETS",
+                 "iterative DPO: each round samples k responses, labels them with a reward, pairs best vs worst, trains DPO"),
 }
 
 
@@ -100,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run_fn(config)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"prefalign {name}: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as exc:  # bad input: config values, data rows, missing files
+        if os.environ.get("PREFALIGN_DEBUG"):
+            raise
+        print(f"prefalign {name}: error: {exc}\n(set PREFALIGN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
     return 0
 
