@@ -194,7 +194,12 @@ def _head_model(auto_cls, cfg: ModelConfig, seed: int, task_type: str) -> PreTra
         tok = build_byte_tokenizer()
         base = build_tiny_llama(len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, seed=seed)
         with tempfile.TemporaryDirectory() as tmp:
-            base.save_pretrained(tmp)
+            # written by hand: transformers 5's save_pretrained writes nothing on ranks other than 0
+            from safetensors.torch import save_file
+
+            base.config.save_pretrained(tmp)
+            backbone = {k: v.detach().clone().contiguous() for k, v in base.state_dict().items() if k != "lm_head.weight"}
+            save_file(backbone, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
             return _head_model(auto_cls, ModelConfig(**{**cfg.__dict__, "name_or_path": tmp}), seed, task_type)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

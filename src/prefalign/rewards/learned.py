@@ -1,0 +1,87 @@
+"""A learned reward model as a :class:`~prefalign.rewards.base.RewardFunction`.
+
+The score of a response is the reward model's scalar head read at the **last real token** of
+``prompt + response`` (:func:`prefalign.models.heads.sequence_scores`, which finds it from the
+attention mask), so it does not depend on the padding side or on whether the response ended with
+EOS: a response cut off at the length limit is scored at its last generated token.
+
+Two entry points:
+
+- ``score_tokens(input_ids, attention_mask)``: scores token sequences directly. The PPO trainer
+  uses it when the reward model shares the policy's tokenizer, so the rollout is scored without
+  decoding and re-tokenising (which could change the tokens).
+- ``__call__(prompts, responses)``: the text protocol. Each prompt is rendered with the reward
+  model's chat template and the response is appended with EOS, exactly as
+  :func:`prefalign.data.tokenize.encode_example` builds the reward model's training sequences.
+  Departure: a truncated response is scored with an EOS after it on this path; the token path
+  scores what was generated.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from prefalign.data.collate import pad_sequences
+from prefalign.data.schema import Prompt
+from prefalign.data.tokenize import encode_prompt, encode_response
+from prefalign.models.heads import sequence_scores
+
+
+class LearnedReward:
+    """Reward-model scores, computed ``micro_batch_size`` sequences at a time, without gradients."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, micro_batch_size: int = 8,
+                 max_length: int | None = None, name: str = "reward_model"):
+        if micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be positive, got {micro_batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.micro_batch_size = micro_batch_size
+        self.max_length = max_length
+        self.name = name
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def score_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) float32 scores of (B, T) sequences (either padding side), on the CPU."""
+        out = []
+        for start in range(0, input_ids.shape[0], self.micro_batch_size):
+            ids = input_ids[start : start + self.micro_batch_size]
+            mask = attention_mask[start : start + self.micro_batch_size]
+            width = int(mask.sum(dim=1).max().item())
+            if bool(mask[:, width:].any()):
+                width = mask.shape[1]  # left-padded rows: keep every column
+            scores = sequence_scores(self.model, ids[:, :width].to(self.device), mask[:, :width].to(self.device))
+            out.append(scores.float().cpu())
+        return torch.cat(out)
+
+    def encode(self, prompt: Prompt, response: str) -> list[int]:
+        ids = encode_prompt(self.tokenizer, prompt.messages) + encode_response(self.tokenizer, response)
+        if self.max_length is not None and len(ids) > self.max_length:
+            ids = ids[len(ids) - self.max_length :]  # keep the response and the turns nearest it
+        return ids
+
+    def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        rows = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = pad_sequences(rows, pad)
+        mask = pad_sequences([[1] * len(r) for r in rows], 0)
+        return self.score_tokens(ids, mask)
+
+
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """True when two tokenizers map text to the same ids (same vocabulary, EOS and chat template)."""
+    if a is b:
+        return True
+    return (a.eos_token_id == b.eos_token_id and a.chat_template == b.chat_template and len(a) == len(b)
+            and a.get_vocab() == b.get_vocab())

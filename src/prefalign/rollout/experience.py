@@ -1,0 +1,169 @@
+"""From a :class:`~prefalign.rollout.generate.Rollout` to PPO's training record, :class:`Experience`.
+
+Stage 2 of the PPO loop ("score") runs here: one forward pass each of the policy (old
+log-probabilities), the reference (reference log-probabilities), the critic (values) and the
+reward source, micro-batch by micro-batch, without gradients. Nothing is computed twice.
+
+Alignment (shared with :mod:`prefalign.models.logprobs`): for (N, T) ``sequences``,
+
+- ``logprobs[:, t] = log pi(sequences[:, t] | sequences[:, :t])``;
+- ``values[:, t] = V(s_t)``, the critic's estimate *before* token t is emitted, i.e. its head at
+  position t - 1 (:func:`aligned_values`). The state after the last response token is terminal;
+- the sequence score goes to the last response token (EOS when generated), by
+  :func:`prefalign.algorithms.kl.kl_penalized_rewards`.
+
+Score shaping, in this order: the EOS trick (:func:`apply_truncated_reward`, a fixed reward for a
+response cut off without EOS), then optional normalisation by running statistics and clipping
+(:func:`normalize_and_clip`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable, Sequence
+
+import torch
+from transformers import PreTrainedModel
+
+from prefalign.algorithms.normalize import RunningMeanStd
+from prefalign.data.schema import Prompt
+from prefalign.models.heads import _position_ids
+from prefalign.models.logprobs import token_logprobs
+from prefalign.rewards.base import RewardFunction
+from prefalign.rewards.learned import LearnedReward
+from prefalign.rollout.generate import Rollout
+
+
+@dataclass
+class Experience:
+    """A scored rollout batch; N rows, T positions (prompt + response, right-padded)."""
+
+    sequences: torch.Tensor  # (N, T) long: prompt + response ids
+    attention_mask: torch.Tensor  # (N, T) long: 1 on real tokens
+    response_mask: torch.Tensor  # (N, T) long: 1 on response tokens (EOS included when generated)
+    old_logprobs: torch.Tensor  # (N, T) log pi_old(y_t): the sampling policy, at the sampling temperature
+    ref_logprobs: torch.Tensor  # (N, T) log pi_ref(y_t), same temperature
+    old_values: torch.Tensor  # (N, T) critic output V(s_t) at rollout time (normalised space if value normalisation)
+    raw_scores: torch.Tensor  # (N,) reward source output r(x, y)
+    scores: torch.Tensor  # (N,) after EOS trick, normalisation and clipping: what the policy optimises
+    ended_with_eos: torch.Tensor  # (N,) bool
+    kl: torch.Tensor  # (N, T) per-token KL estimate vs the reference (0 off the response)
+    token_rewards: torch.Tensor  # (N, T) -beta * KL_t, plus the score at the last response token
+    advantages: torch.Tensor  # (N, T) GAE advantages (whitened when advantage normalisation is on)
+    returns: torch.Tensor  # (N, T) value targets (normalised space if value normalisation)
+
+    def __len__(self) -> int:
+        return int(self.sequences.shape[0])
+
+    def select(self, rows: Sequence[int] | torch.Tensor) -> "Experience":
+        """The given rows, trimmed to their longest sequence (micro-batches carry no extra padding)."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.sequences.device)
+        width = int(self.attention_mask[index].sum(dim=1).max().item())
+        picked = {}
+        for f in fields(self):
+            value = getattr(self, f.name)[index]
+            picked[f.name] = value[:, :width] if value.dim() == 2 else value
+        return Experience(**picked)
+
+    def to(self, device: torch.device | str) -> "Experience":
+        return Experience(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def aligned_values(critic: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) V(s_t) aligned with the tokens: the critic's head at position t - 1 (0 at t = 0).
+
+    ``critic`` is a per-token value model (``*ForTokenClassification``, num_labels=1), possibly wrapped
+    by DDP: it is called through its own ``forward`` (so gradients synchronise), which applies the head
+    at every position, as :func:`prefalign.models.heads.token_values` does; positions count real tokens.
+    """
+    out = critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask), use_cache=False)
+    per_position = out.logits.squeeze(-1).float()  # (B, T): value of the prefix ending at token t
+    return torch.nn.functional.pad(per_position[:, :-1], (1, 0))
+
+
+def map_micro_batches(
+    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    sequences: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    micro_batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Apply ``fn(ids, attention_mask, response_mask) -> (n, w)`` to right-padded row chunks trimmed to
+    their own width; returns the (N, T) float32 result on the CPU, 0 outside the computed columns."""
+    out = torch.zeros(sequences.shape, dtype=torch.float32)
+    for start in range(0, sequences.shape[0], micro_batch_size):
+        stop = start + micro_batch_size
+        width = int(attention_mask[start:stop].sum(dim=1).max().item())
+        chunk = [t[start:stop, :width].to(device) for t in (sequences, attention_mask, response_mask)]
+        out[start:stop, :width] = fn(*chunk).float().cpu()
+    return out
+
+
+@torch.no_grad()
+def rollout_logprobs(model: PreTrainedModel, rollout: Rollout, micro_batch_size: int, temperature: float) -> torch.Tensor:
+    """(N, T) log-probabilities of the rollout's tokens under ``model`` (0 off the response)."""
+    device = next(model.parameters()).device
+
+    def fn(ids, mask, response):
+        return token_logprobs(model, ids, mask, response, temperature=temperature)
+
+    return map_micro_batches(fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device)
+
+
+@torch.no_grad()
+def rollout_values(critic: PreTrainedModel, rollout: Rollout, micro_batch_size: int) -> torch.Tensor:
+    """(N, T) critic values V(s_t) on the response positions (0 elsewhere)."""
+    device = next(critic.parameters()).device
+
+    def fn(ids, mask, response):
+        return aligned_values(critic, ids, mask) * response
+
+    return map_micro_batches(fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device)
+
+
+class RolloutScorer:
+    """Sequence rewards for a rollout: a weighted sum of reward functions.
+
+    A :class:`LearnedReward` whose tokenizer is the policy's (``token_path=True``) scores the rollout's
+    token ids directly; every other reward function gets the prompts and the decoded responses.
+    """
+
+    def __init__(self, parts: Sequence[tuple[float, RewardFunction, bool]]):
+        if not parts:
+            raise ValueError("RolloutScorer needs at least one reward function")
+        self.parts = list(parts)
+        self.name = "+".join(fn.name for _, fn, _ in self.parts)
+
+    def __call__(self, rollout: Rollout, prompts: Sequence[Prompt]) -> torch.Tensor:
+        """(N,) float32 scores; ``prompts[rollout.prompt_index[i]]`` is row i's prompt."""
+        row_prompts = [prompts[i] for i in rollout.prompt_index.tolist()]
+        total = torch.zeros(len(rollout), dtype=torch.float32)
+        for weight, fn, token_path in self.parts:
+            if token_path and isinstance(fn, LearnedReward):
+                part = fn.score_tokens(rollout.sequences, rollout.attention_mask)
+            else:
+                part = fn(row_prompts, rollout.response_texts)
+            part = torch.as_tensor(part, dtype=torch.float32).cpu()
+            if part.shape != (len(rollout),):
+                raise ValueError(f"reward {fn.name!r} returned shape {tuple(part.shape)}, expected ({len(rollout)},)")
+            total += weight * part
+        return total
+
+
+def apply_truncated_reward(raw_scores: torch.Tensor, ended_with_eos: torch.Tensor, truncated_reward: float | None) -> torch.Tensor:
+    """The EOS trick: rows cut off without EOS get ``truncated_reward`` (None: scores unchanged). (N,) -> (N,)."""
+    scores = raw_scores.float()
+    if truncated_reward is None:
+        return scores
+    return torch.where(ended_with_eos.bool(), scores, torch.full_like(scores, float(truncated_reward)))
+
+
+def normalize_and_clip(scores: torch.Tensor, normalizer: RunningMeanStd | None, clip: float | None) -> torch.Tensor:
+    """(N,) scores normalised by ``normalizer`` (already updated with this batch by the caller; None:
+    no normalisation), then clamped to [-clip, clip] (None: no clipping)."""
+    if normalizer is not None:
+        scores = normalizer.normalize(scores)
+    if clip is not None:
+        scores = scores.clamp(-clip, clip)
+    return scores
