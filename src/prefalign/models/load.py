@@ -267,7 +267,15 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, path: str | Path) -> Path:
-    """Save as an ordinary HF folder (safetensors), atomically: written aside, then renamed."""
+    """Save as an ordinary HF folder (safetensors), atomically: written aside, then renamed.
+
+    A LoRA (peft) model is saved with its adapters merged into a copy of the weights, so the folder
+    opens with plain transformers; the model being trained is left as it is.
+    """
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
