@@ -87,7 +87,9 @@ def dpo_loss(
     chosen_logratios = policy_chosen_logps - ref_chosen_logps  # (B,)
     rejected_logratios = policy_rejected_logps - ref_rejected_logps  # (B,)
     logits = beta * (chosen_logratios - rejected_logratios)  # (B,)
-    losses = -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    losses = -(1.0 - label_smoothing) * F.logsigmoid(logits)
+    if label_smoothing > 0:  # skipped at 0: an infinite margin (a zero-probability response) would give 0 * inf = nan
+        losses = losses - label_smoothing * F.logsigmoid(-logits)
     chosen_rewards = (beta * chosen_logratios).detach()
     rejected_rewards = (beta * rejected_logratios).detach()
     return losses, chosen_rewards, rejected_rewards
