@@ -1,0 +1,581 @@
+"""Run model-written Python against test cases, one fresh interpreter per program.
+
+Xu et al. (2024, section 6) reward a program with 10 when it passes every test case of an APPS or
+CodeContests problem; Chen et al. (2021) score HumanEval by running ``check(entry_point)``. This
+module is the executor both use: :meth:`Sandbox.run_tests` runs one program against a test suite,
+:meth:`Sandbox.run_many` runs many in parallel (a thread pool of subprocess launchers,
+``max_workers`` at a time); a hung or crashing program costs its time limit and nothing more.
+
+It runs two kinds of test suite (the formats of each data set are in :mod:`prefalign.rewards.code`):
+*in-process* suites (:class:`InProcessSuite`: assert statements or function calls run after the
+program, in its namespace, one process in all) and *stdio* suites (:class:`StdioSuite`: one
+process per input; the parent judges the output, so the program never sees the expected one).
+
+Layers of protection (:meth:`Sandbox.isolation` reports which are active here):
+
+1. **Process limits** (always): a new session, killed with ``os.killpg`` at the end; a wall-clock
+   limit (the parent kills the group); ``RLIMIT_CPU`` (SIGXCPU, SIGKILL a second later);
+   ``RLIMIT_AS`` (allocations fail with MemoryError); ``RLIMIT_FSIZE`` (caps stdout, stderr and every
+   file written); ``RLIMIT_NOFILE``; no core files; a private temporary working directory (also HOME
+   and TMPDIR) deleted afterwards. The interpreter runs with ``-I -S -B``: environment ignored, no
+   site-packages (neither the project nor installed packages importable), no bytecode written.
+2. **A throw-away user id** (when run as root): the harness drops to a fresh uid/gid for every run,
+   so ``RLIMIT_NPROC`` counts only that program's processes (it never applies to root: a fork bomb
+   is contained only this way), the kernel refuses its signals to our processes and its writes to
+   the project and the home directory, and ``kill -9 -1`` run as that uid at the end removes every
+   process it left, even ones that escaped the session. Without root, RLIMIT_NPROC is the user's
+   current task count plus ``max_processes`` (approximate) and only the session is killed.
+3. **A network namespace** (root with ``unshare``): the program has no network interface at all,
+   not even loopback to the host's services.
+4. **An audit-hook guard** (PEP 578, installed before the program runs): refuses ``open`` outside
+   the working directory (except reading the standard library), listing or changing files outside
+   it, ``socket.*``, process creation (fork, exec, spawn, system, subprocess), ``os.kill`` and
+   ``killpg``, ``ctypes`` and ``resource.setrlimit``. A refusal raises PermissionError in the program.
+
+Assert-style verdicts are lines on stdout carrying a random nonce the program is not given, so
+``sys.exit(0)``, ``os._exit(0)`` or printing "passed" cannot fake a pass.
+
+What it does NOT protect against: it is not a security boundary like a container or a VM. The audit
+hook is Python-level and a determined program gets around it (``_posixsubprocess``, memory
+corruption) or reads the nonce from the harness's frame (``sys._getframe`` stays allowed because
+``collections.namedtuple`` needs it); past the hook, world-readable files (the project's sources
+too) are readable and world-writable places (``/tmp``, ``/dev/shm``) writable; without root there is
+neither uid nor network isolation. Disk use is capped per file, not in total; memory as address
+space, not resident memory; a program may use every core within its CPU limit. Assert tests can be
+gamed by returning an object whose ``__eq__`` always answers True (call-based tests rule that out by
+a JSON round trip). The interpreter is the running one when an unprivileged uid can read it, else
+the system ``python3``; ``int``/``str`` conversion is unlimited in the sandbox, as in judges.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import marshal
+import math
+import os
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+STATUSES = ("passed", "failed", "timeout", "error", "memory")
+_MEMORY_EXIT = 86  # the harness exits with this code after a MemoryError
+_UID_BASE = 1_000_000  # throw-away uids: base + (pid mod 2**20) * 1024 + run counter mod 1024
+_RUN_COUNTER = itertools.count()
+
+# The child's entry point, run as ``python -I -S -B -c HARNESS job_file``. It imports nothing heavy
+# (startup is most of a trivial program's cost): it reads the job (marshal), sets the limits, drops
+# to the throw-away uid, installs the guard, then runs the stages.
+HARNESS = r'''
+import builtins, marshal, os, sys
+_DENY = {"os.fork", "os.forkpty", "os.exec", "os.spawn", "os.posix_spawn", "os.system", "os.kill",
+         "os.killpg", "os.startfile", "signal.pthread_kill", "subprocess.Popen", "pty.spawn",
+         "resource.setrlimit", "resource.prlimit", "sqlite3.enable_load_extension", "webbrowser.open"}
+_DENY_PREFIX = ("socket.", "ctypes.", "urllib.", "http.", "ftplib.", "smtplib.", "imaplib.", "poplib.",
+                "nntplib.", "telnetlib.", "syslog.")
+_READ_EVENTS = {"os.listdir": (0,), "os.scandir": (0,), "os.chdir": (0,), "glob.glob": (0,),
+                "os.listxattr": (0,), "os.getxattr": (0,)}
+_WRITE_EVENTS = {"os.mkdir": (0,), "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1),
+                 "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,), "os.chmod": (0,),
+                 "os.chown": (0,), "os.utime": (0,), "os.setxattr": (0,), "os.removexattr": (0,),
+                 "sqlite3.connect": (0,)}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+def _install_guard(workdir, read_roots):
+    realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
+    workdir = realpath(workdir)
+    def inside(path, roots):
+        if path is None or isinstance(path, int):
+            return True
+        try:
+            path = realpath(fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        return any(path == r or path.startswith(r.rstrip(sep) + sep) for r in roots)
+    def hook(event, args):
+        if event == "open":
+            mode, flags = args[1], (args[2] if len(args) > 2 else 0) or 0
+            writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & _WRITE_FLAGS)
+            allowed = inside(args[0], (workdir,) if writes else (workdir,) + read_roots)
+        elif event in _READ_EVENTS:
+            allowed = all(inside(args[i], (workdir,) + read_roots) for i in _READ_EVENTS[event] if i < len(args))
+        elif event in _WRITE_EVENTS:
+            allowed = all(inside(args[i], (workdir,)) for i in _WRITE_EVENTS[event] if i < len(args))
+        else:
+            allowed = event not in _DENY and not event.startswith(_DENY_PREFIX)
+        if not allowed:
+            raise PermissionError("sandbox refused %s%r" % (event, tuple(args)[:2]))
+    sys.addaudithook(hook)
+
+def _summary(exc):
+    try:
+        text = "%s: %s" % (type(exc).__name__, exc)
+    except BaseException:
+        text = type(exc).__name__
+    return text.replace("\n", " ")[:300]
+
+def _out_of_memory():
+    os.write(2, b"MemoryError: the program exceeded its memory limit\n")
+    os._exit(MEMORY_EXIT)
+
+def _marker(nonce):
+    def mark(kind, index, summary=""):
+        try:
+            sys.stdout.flush()
+        except BaseException:
+            pass
+        os.write(1, ("\n%s\t%s\t%d\t%s\n" % (nonce, kind, index, summary)).encode())
+    return mark
+
+def _run_checked(stages, mark, stop_at_first_failure):
+    namespace = {"__name__": "__solution__", "__builtins__": builtins}
+    for index, (label, source, is_test) in enumerate(stages):
+        try:
+            exec(compile(source, label, "exec"), namespace)
+        except MemoryError:
+            _out_of_memory()
+        except BaseException as exc:
+            kind = "fail" if is_test and isinstance(exc, AssertionError) else "error"
+            mark(kind, index, _summary(exc))
+            sys.__excepthook__(type(exc), exc, exc.__traceback__)
+            if not is_test or stop_at_first_failure:
+                os._exit(1)
+        else:
+            mark("ok", index)
+    mark("done", len(stages))
+    os._exit(0)
+
+def _run_script(label, source):
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(compile(source, label, "exec"), namespace)
+    except MemoryError:
+        _out_of_memory()
+
+def _main(job_path):
+    with open(job_path, "rb") as fh:
+        job = marshal.load(fh)
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; a write past the cap must kill
+    for name, soft, hard in job["limits"]:
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    if job["uid"] is not None:
+        os.setgroups([])
+        os.setgid(job["uid"])
+        os.setuid(job["uid"])
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)
+    builtins.exit = builtins.quit = sys.exit
+    sys.argv = ["solution.py"]
+    if job["guard"]:
+        _install_guard(job["workdir"], tuple(job["read_roots"]))
+    if job["nonce"] is None:
+        _run_script(*job["stages"][0][:2])
+    else:
+        _run_checked(job["stages"], _marker(job.pop("nonce")), job["stop_at_first_failure"])
+
+_main(sys.argv[1])
+'''.replace("MEMORY_EXIT", str(_MEMORY_EXIT))
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits and isolation switches; every limit applies to each process the sandbox starts."""
+
+    timeout: float = 10.0
+    """Wall-clock seconds per process (per program for assert/call suites, per input for stdio)."""
+    cpu_time: float | None = None
+    """CPU seconds per process (RLIMIT_CPU, rounded up); None: the wall-clock ``timeout``."""
+    memory_bytes: int = 1 << 30
+    """Address-space limit (RLIMIT_AS) per process."""
+    max_processes: int = 8
+    """Processes and threads the program may have at once (RLIMIT_NPROC on its throw-away uid)."""
+    max_output_bytes: int = 8 << 20
+    """Largest stdout, stderr or written file (RLIMIT_FSIZE); beyond it the program is killed."""
+    max_open_files: int = 64
+    tail_chars: int = 2000
+    """Characters of stdout and stderr kept in a result."""
+    max_workers: int | None = None
+    """Programs run at once by ``run_many``; None: the number of CPU cores."""
+    stop_at_first_failure: bool = True
+    """Stop a suite at its first failing test (the reward only needs all-or-nothing)."""
+    drop_privileges: bool = True
+    """As root, run each program under a fresh unprivileged uid (see the module docstring)."""
+    network_namespace: bool = True
+    """As root, run each program in an empty network namespace (``unshare --net``)."""
+    audit_guard: bool = True
+    """Install the audit-hook guard; switch off only to test the OS layers on their own."""
+    python: str | None = None
+    """Interpreter for the programs; None: this one, or ``python3`` if a dropped uid cannot read it."""
+    tmp_dir: str | None = None
+    """Where working directories are made; None: the system default."""
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """Outcome of one program against one test suite.
+
+    ``status``: ``passed`` (every test passed), ``failed`` (a test gave a wrong answer), ``timeout``
+    (wall-clock or CPU limit), ``error`` (did not compile, raised, was refused by the guard, or was
+    killed by a signal), ``memory`` (hit the memory limit). ``elapsed`` and ``cpu_time`` are summed
+    over the processes run; ``detail`` says which test and why.
+    """
+
+    status: str
+    tests_passed: int
+    tests_total: int
+    elapsed: float
+    cpu_time: float = 0.0
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    detail: str = ""
+    returncode: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class InProcessSuite(Protocol):
+    """Tests run in the program's process after it: ``(label, source, is_test)`` stages."""
+
+    def stages(self) -> list[tuple[str, str, bool]]: ...
+
+
+class StdioSuite(Protocol):
+    """Tests that run the program once per input; ``output_ok`` judges its stdout."""
+
+    inputs: tuple[str, ...]
+
+    def output_ok(self, index: int, stdout: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What this machine allows (see the module docstring for what each layer does)."""
+
+    python: str
+    read_roots: tuple[str, ...]
+    uid_switch: bool
+    unshare: str | None
+    audit_guard: bool
+
+    def describe(self) -> dict[str, Any]:
+        return {"python": self.python, "throwaway_uid_and_nproc": self.uid_switch, "network_namespace": self.unshare is not None,
+                "audit_guard": self.audit_guard, "rlimits_and_session_kill": True}
+
+
+_PROBE = "import json, os, sys; print(json.dumps([os.path.realpath(p) for p in sys.path if p]))"
+
+
+def _probe_python(python: str, uid: int | None) -> tuple[str, ...] | None:
+    """The interpreter's import roots if it runs (under ``uid``), else None."""
+    ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+    try:
+        done = subprocess.run([python, "-I", "-S", "-B", "-c", _PROBE], capture_output=True, timeout=60, cwd="/", **ids)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return tuple(json.loads(done.stdout)) if done.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def probe_isolation(python: str | None, drop_privileges: bool, network_namespace: bool, audit_guard: bool) -> Isolation:
+    """Find which layers work here (cached): a dropped uid must be able to start the interpreter
+    (``/root`` is often unreadable to it, hence the fallback to the system ``python3``)."""
+    root = os.geteuid() == 0
+    candidates = [python] if python else [os.path.realpath(sys.executable), shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")]
+    candidates = [c for c in candidates if c]
+    chosen: tuple[str, tuple[str, ...], bool] | None = None
+    if root and drop_privileges:
+        for candidate in candidates:
+            roots = _probe_python(candidate, _UID_BASE - 1)
+            if roots is not None:
+                chosen = (candidate, roots, True)
+                break
+    if chosen is None:
+        roots = _probe_python(candidates[0], None)
+        if roots is None:
+            raise RuntimeError(f"sandbox interpreter {candidates[0]!r} does not start")
+        chosen = (candidates[0], roots, False)
+    unshare = shutil.which("unshare") if root and network_namespace else None
+    if unshare and subprocess.run([unshare, "--net", "--", "true"], capture_output=True).returncode != 0:
+        unshare = None
+    return Isolation(chosen[0], chosen[1], chosen[2], unshare, audit_guard)
+
+
+def _next_uid() -> int:
+    """A uid no other run is using: distinct per process (pid) and per run (counter)."""
+    return _UID_BASE + (os.getpid() % (1 << 20)) * 1024 + next(_RUN_COUNTER) % 1024
+
+
+# A small root process that kills every process of a uid on request: it forks itself (cheap, unlike
+# forking this process, which may hold a whole model), drops to the uid and calls kill(-1, SIGKILL),
+# which reaches every process of that uid and nothing else.
+_SWEEPER = r'''
+import os, sys
+for line in sys.stdin:
+    uid = int(line)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([]); os.setgid(uid); os.setuid(uid); os.kill(-1, 9)
+        except OSError:
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
+    sys.stdout.write("swept\n")
+    sys.stdout.flush()
+'''
+_sweeper_lock = threading.Lock()
+_sweeper: list[subprocess.Popen] = []
+
+
+def kill_uid(uid: int, python: str = sys.executable) -> None:
+    """Kill every process of ``uid`` (as root): ``kill(-1, SIGKILL)`` run under that uid."""
+    with _sweeper_lock:
+        if not _sweeper or _sweeper[0].poll() is not None:
+            argv = [python, "-I", "-S", "-B", "-c", _SWEEPER]
+            _sweeper[:] = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")]
+        sweeper = _sweeper[0]
+        sweeper.stdin.write(f"{uid}\n")
+        sweeper.stdin.flush()
+        if sweeper.stdout.readline() != "swept\n":
+            raise RuntimeError(f"the process sweeper died while killing the processes of uid {uid}")
+
+
+def _user_task_count() -> int:
+    """Tasks (processes and threads) of this user, which non-root RLIMIT_NPROC counts."""
+    uid, count = os.getuid(), 0
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{name}/task"))
+        except OSError:
+            continue
+    return count
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` exits (without reaping it); False on timeout."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(max(0, int(timeout * 1000))))
+        finally:
+            os.close(fd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def _remove_tree(path: str) -> None:
+    def make_writable(func, target, _exc):
+        os.chmod(os.path.dirname(target), 0o700)
+        func(target)
+
+    shutil.rmtree(path, onerror=make_writable)
+
+
+@dataclass(frozen=True)
+class _Process:
+    returncode: int
+    timed_out: bool
+    elapsed: float
+    cpu_time: float
+    stdout: bytes
+    stderr: bytes
+
+
+class Sandbox:
+    """Runs programs against test suites under the limits of a :class:`SandboxConfig`."""
+
+    def __init__(self, config: SandboxConfig | None = None):
+        self.config = config or SandboxConfig()
+        c = self.config
+        self._isolation = probe_isolation(c.python, c.drop_privileges, c.network_namespace, c.audit_guard)
+
+    def isolation(self) -> dict[str, Any]:
+        """Which protection layers are active on this machine."""
+        return self._isolation.describe()
+
+    def run_many(self, items: Sequence[tuple[str, InProcessSuite | StdioSuite]]) -> list[ExecutionResult]:
+        """``run_tests`` on every ``(program, suite)``, ``max_workers`` at a time, results in order."""
+        workers = min(self.config.max_workers or os.cpu_count() or 1, max(1, len(items)))
+        if workers == 1:
+            return [self.run_tests(program, suite) for program, suite in items]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+            return list(pool.map(lambda item: self.run_tests(*item), items))
+
+    def run_tests(self, program: str, suite: InProcessSuite | StdioSuite) -> ExecutionResult:
+        """Run ``program`` against ``suite`` (in one process, or once per stdin input)."""
+        if hasattr(suite, "stages"):
+            return self._run_in_process(program, suite.stages())
+        return self._run_stdio(program, suite)
+
+    # -- the two ways of running tests -------------------------------------------------------
+
+    def _run_in_process(self, program: str, test_stages: list[tuple[str, str, bool]]) -> ExecutionResult:
+        stages = [("solution.py", program, False)] + list(test_stages)
+        nonce = secrets.token_hex(16)
+        proc = self._spawn(program, stages, nonce, None)
+        marks, stdout = _parse_marks(proc.stdout, nonce)
+        total = sum(1 for stage in stages if stage[2])
+        passed = sum(1 for kind, index, _ in marks if kind == "ok" and stages[index][2])
+        status, detail = self._limit_status(proc) or ("passed", "")
+        if status == "passed":
+            bad = next(((k, i, s) for k, i, s in marks if k in ("fail", "error")), None)
+            if bad is not None:
+                status, detail = ("failed" if bad[0] == "fail" else "error"), f"{stages[bad[1]][0]}: {bad[2]}"
+            elif not marks or marks[-1][0] != "done" or passed != total:
+                status, detail = "error", f"exited with code {proc.returncode} before the tests finished{_last_line(proc.stderr)}"
+        return self._result(status, passed, total, [proc], detail, stdout)
+
+    def _run_stdio(self, program: str, suite: StdioSuite) -> ExecutionResult:
+        procs: list[_Process] = []
+        passed, outcome = 0, None
+        for index, text in enumerate(suite.inputs):
+            proc = self._spawn(program, [("solution.py", program, False)], None, text)
+            procs.append(proc)
+            verdict = self._limit_status(proc)
+            if verdict is None and proc.returncode != 0:
+                verdict = ("error", f"exited with code {proc.returncode}{_last_line(proc.stderr)}")
+            if verdict is None and not suite.output_ok(index, proc.stdout.decode("utf-8", "replace")):
+                verdict = ("failed", "wrong answer")
+            if verdict is None:
+                passed += 1
+                continue
+            outcome = outcome or (verdict[0], f"input {index + 1}: {verdict[1]}", proc)
+            if self.config.stop_at_first_failure:
+                break
+        status, detail, shown = outcome or ("passed", "", procs[-1] if procs else None)
+        return self._result(status, passed, len(suite.inputs), procs, detail, shown.stdout if shown else b"", shown)
+
+    def _limit_status(self, proc: _Process) -> tuple[str, str] | None:
+        """A verdict from how the process ended, when a limit or a signal ended it."""
+        c = self.config
+        cpu_limit = math.ceil(c.cpu_time or c.timeout)
+        if proc.timed_out:
+            return "timeout", f"wall-clock limit of {c.timeout:g} s"
+        if proc.returncode == -signal.SIGXCPU or (proc.returncode == -signal.SIGKILL and proc.cpu_time >= cpu_limit):
+            return "timeout", f"CPU time limit of {cpu_limit} s"
+        if proc.returncode == _MEMORY_EXIT:
+            return "memory", f"memory limit of {c.memory_bytes} bytes"
+        if proc.returncode == -signal.SIGXFSZ:
+            return "error", f"output or file larger than {c.max_output_bytes} bytes"
+        if proc.returncode < 0:
+            return "error", f"killed by {signal.Signals(-proc.returncode).name}"
+        return None
+
+    def _result(self, status, passed, total, procs, detail, stdout, shown=None) -> ExecutionResult:
+        tail = self.config.tail_chars
+        shown = shown or (procs[-1] if procs else None)
+        return ExecutionResult(
+            status=status,
+            tests_passed=passed,
+            tests_total=total,
+            elapsed=sum(p.elapsed for p in procs),
+            cpu_time=sum(p.cpu_time for p in procs),
+            stdout_tail=stdout.decode("utf-8", "replace")[-tail:],
+            stderr_tail=shown.stderr.decode("utf-8", "replace")[-tail:] if shown else "",
+            detail=detail,
+            returncode=shown.returncode if shown else None,
+        )
+
+    # -- one process -------------------------------------------------------------------------
+
+    def _limits(self, uid: int | None) -> list[tuple[str, int, int]]:
+        c = self.config
+        cpu = math.ceil(c.cpu_time or c.timeout)
+        nproc = c.max_processes if uid is not None else _user_task_count() + c.max_processes
+        return [
+            ("RLIMIT_CPU", cpu, cpu + 1),
+            ("RLIMIT_AS", c.memory_bytes, c.memory_bytes),
+            ("RLIMIT_FSIZE", c.max_output_bytes, c.max_output_bytes),
+            ("RLIMIT_NOFILE", c.max_open_files, c.max_open_files),
+            ("RLIMIT_NPROC", nproc, nproc),
+            ("RLIMIT_CORE", 0, 0),
+        ]
+
+    def _spawn(self, program: str, stages: list, nonce: str | None, stdin_text: str | None) -> _Process:
+        iso, c = self._isolation, self.config
+        uid = _next_uid() if iso.uid_switch else None
+        control = tempfile.mkdtemp(prefix="prefalign-control-", dir=c.tmp_dir)
+        workdir = tempfile.mkdtemp(prefix="prefalign-run-", dir=c.tmp_dir)
+        try:
+            with open(os.path.join(workdir, "solution.py"), "w", encoding="utf-8") as fh:
+                fh.write(program)
+            if uid is not None:
+                os.chown(workdir, uid, uid)
+            job = {"limits": self._limits(uid), "uid": uid, "guard": iso.audit_guard, "workdir": workdir,
+                   "read_roots": list(iso.read_roots), "nonce": nonce, "stages": [tuple(s) for s in stages],
+                   "stop_at_first_failure": c.stop_at_first_failure}
+            job_path = os.path.join(control, "job")
+            with open(job_path, "wb") as fh:
+                marshal.dump(job, fh)
+            with open(os.path.join(control, "stdin"), "w+b") as fin:
+                fin.write((stdin_text or "").encode("utf-8"))
+                fin.seek(0)
+                return self._launch(job_path, workdir, uid, fin)
+        finally:
+            _remove_tree(workdir)
+            _remove_tree(control)
+
+    def _launch(self, job_path: str, workdir: str, uid: int | None, stdin) -> _Process:
+        iso, c = self._isolation, self.config
+        argv = ([iso.unshare, "--net", "--"] if iso.unshare else []) + [iso.python, "-I", "-S", "-B", "-c", HARNESS, job_path]
+        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        control = os.path.dirname(job_path)
+        with open(os.path.join(control, "stdout"), "w+b") as out, open(os.path.join(control, "stderr"), "w+b") as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=workdir, env=env, start_new_session=True)
+            finished = _wait_exit(proc.pid, c.timeout)
+            try:  # the whole session, before reaping, so that its group id cannot have been reused
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            if uid is not None:
+                kill_uid(uid, iso.python)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            elapsed = time.perf_counter() - start
+            out.seek(0)
+            err.seek(0)
+            return _Process(proc.returncode, not finished, elapsed, usage.ru_utime + usage.ru_stime, out.read(), err.read())
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return f": {lines[-1][:300]}" if lines else ""
+
+
+def _parse_marks(stdout: bytes, nonce: str) -> tuple[list[tuple[str, int, str]], bytes]:
+    """The harness's verdict lines ``\\n nonce<TAB>kind<TAB>stage index<TAB>summary`` and the
+    program's own output (without them and the line break put before each)."""
+    marks, kept = [], []
+    for line in stdout.split(b"\n"):
+        fields = line.decode("utf-8", "replace").split("\t", 3)
+        if len(fields) == 4 and fields[0] == nonce and fields[2].isdigit():
+            marks.append((fields[1], int(fields[2]), fields[3]))
+            if kept and kept[-1] == b"":
+                kept.pop()
+        else:
+            kept.append(line)
+    return marks, b"\n".join(kept)

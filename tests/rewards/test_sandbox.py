@@ -1,0 +1,217 @@
+"""The sandbox contains hostile programs (each layer on its own where the machine allows it), and
+the next program still runs; verdicts cannot be faked by exiting early."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+import prefalign
+from prefalign.rewards.code import AssertTests, StdioTests
+from prefalign.rewards.sandbox import _UID_BASE, ExecutionResult, Sandbox, SandboxConfig
+
+FAST = dict(timeout=1.0, memory_bytes=256 << 20, max_output_bytes=1 << 20, max_workers=2)
+TRIVIAL = ("def f(x):\n    return x + 1\n", AssertTests(("assert f(1) == 2",)))
+PROJECT_SRC = Path(prefalign.__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox(SandboxConfig(**FAST))
+
+
+@pytest.fixture(scope="module")
+def unguarded() -> Sandbox:
+    """The OS layers alone (no audit hook): only meaningful where a throw-away uid is used."""
+    box = Sandbox(SandboxConfig(**FAST, audit_guard=False))
+    if not box.isolation()["throwaway_uid_and_nproc"]:
+        pytest.skip("no throw-away uid here (not root, or no interpreter readable by another uid)")
+    return box
+
+
+def run(box: Sandbox, program: str, tests: tuple[str, ...] = ("assert True",)) -> ExecutionResult:
+    result = box.run_tests(program, AssertTests(tests))
+    follow_up = box.run_tests(*TRIVIAL)
+    assert follow_up.status == "passed", f"the next program failed after {program!r}: {follow_up}"
+    return result
+
+
+def sandbox_uid_processes(settle: float = 3.0) -> list[int]:
+    """Live (non-zombie) processes under any throw-away uid of this test process, after giving
+    killed ones ``settle`` seconds to die."""
+    low = _UID_BASE + (os.getpid() % (1 << 20)) * 1024
+    deadline = time.monotonic() + settle
+    while True:
+        left = []
+        for name in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{name}/status") as fh:
+                    fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            except OSError:
+                continue
+            uid = int(fields.get("Uid", "0").split()[0])
+            if low <= uid < low + 1024 and not fields.get("State", "").strip().startswith("Z"):
+                left.append(int(name))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def test_passing_failing_and_erroring_programs(sandbox):
+    assert sandbox.run_tests(*TRIVIAL).status == "passed"
+    wrong = sandbox.run_tests("def f(x):\n    return x\n", AssertTests(("assert f(1) == 1", "assert f(1) == 2")))
+    assert (wrong.status, wrong.tests_passed, wrong.tests_total) == ("failed", 1, 2)
+    assert "<test 2>" in wrong.detail and "AssertionError" in wrong.stderr_tail
+    broken = sandbox.run_tests("def f(x) return x\n", AssertTests(("assert f(1) == 2",)))
+    assert broken.status == "error" and "SyntaxError" in broken.detail
+
+
+@pytest.mark.parametrize(
+    "program",
+    ["import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "print('passed')\nprint('done')\n", "exit()\n"],
+)
+def test_exiting_early_or_printing_does_not_fake_a_pass(sandbox, program):
+    assert sandbox.run_tests(program + "def f(x):\n    return x\n", AssertTests(("assert f(1) == 2",))).status != "passed"
+
+
+def test_infinite_loop_times_out_on_wall_clock(sandbox):
+    start = time.perf_counter()
+    result = run(sandbox, "while True:\n    pass\n")
+    assert result.status == "timeout"
+    assert time.perf_counter() - start < 10
+
+
+def test_sleeping_program_times_out(sandbox):
+    assert run(sandbox, "import time\ntime.sleep(60)\n").status == "timeout"
+
+
+def test_cpu_limit_applies_before_the_wall_clock():
+    box = Sandbox(SandboxConfig(timeout=8.0, cpu_time=1.0))
+    result = box.run_tests("while True:\n    pass\n", AssertTests(("assert True",)))
+    assert result.status == "timeout" and "CPU" in result.detail
+
+
+@pytest.mark.parametrize(
+    "program", ["x = bytearray(2 * 1024 ** 3)\n", "chunks = []\nwhile True:\n    chunks.append(bytearray(10 ** 7))\n"]
+)
+def test_memory_hog_is_stopped(sandbox, program):
+    result = run(sandbox, program)
+    assert result.status == "memory", result
+
+
+def test_output_flood_is_capped(sandbox):
+    result = run(sandbox, "while True:\n    print('x' * 10000)\n")
+    assert result.status == "error" and "larger than" in result.detail
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "open('/etc/passwd').read()\n",
+        f"open({str(PROJECT_SRC / '__init__.py')!r}).read()\n",
+        "import os\nos.listdir('/')\n",
+        "import os\nos.listdir(os.path.expanduser('~root'))\n",
+        "import os\nos.remove('/tmp/nothing-to-remove-here')\n",
+    ],
+)
+def test_guard_refuses_files_outside_the_working_directory(sandbox, program):
+    result = run(sandbox, program)
+    assert result.status == "error" and "sandbox refused" in result.detail
+
+
+def test_writing_into_the_project_is_refused_by_guard_and_by_uid(sandbox, unguarded):
+    target = PROJECT_SRC / "sandbox_escape_probe.txt"
+    program = f"open({str(target)!r}, 'w').write('escaped')\n"
+    try:
+        for box in (sandbox, unguarded):
+            result = run(box, program)
+            assert result.status == "error" and "PermissionError" in result.detail
+            assert not target.exists()
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_home_directory_is_unreadable_without_the_guard(unguarded):
+    result = run(unguarded, "import os\nos.listdir('/root')\n")
+    assert result.status == "error" and "PermissionError" in result.detail
+
+
+def test_working_directory_is_private_home_and_deleted():
+    box = Sandbox(SandboxConfig(**FAST))
+    program = "import os\nopen('scratch.txt', 'w').write('x')\nprint(os.getcwd())\nprint(os.environ['HOME'])\n"
+    result = box.run_tests(program, StdioTests(("",), ("",)))
+    cwd, home = result.stdout_tail.split()
+    assert cwd == home and not os.path.exists(cwd)
+
+
+@pytest.fixture
+def listener():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.2)
+    yield server
+    server.close()
+
+
+def test_network_is_refused_by_guard_and_by_namespace(sandbox, unguarded, listener):
+    port = listener.getsockname()[1]
+    program = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
+    boxes = [sandbox] + ([unguarded] if unguarded.isolation()["network_namespace"] else [])
+    for box in boxes:
+        result = run(box, program)
+        assert result.status == "error", result
+        with pytest.raises(socket.timeout):
+            listener.accept()
+
+
+@pytest.mark.parametrize("program", [
+    "import os\nos.kill(os.getppid(), 9)\n",
+    "import os\nos.killpg(os.getpgid(os.getppid()), 9)\n",
+])
+def test_killing_the_parent_is_refused(sandbox, unguarded, program):
+    for box in (sandbox, unguarded):
+        assert run(box, program).status == "error"
+
+
+def test_fork_is_refused_by_the_guard(sandbox):
+    result = run(sandbox, "import os\nos.fork()\n")
+    assert result.status == "error" and "os.fork" in result.detail
+
+
+def test_fork_bomb_is_contained_and_swept(unguarded):
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    start = time.perf_counter()
+    result = run(unguarded, bomb)
+    assert result.status in ("timeout", "error")
+    assert time.perf_counter() - start < 15
+    assert sandbox_uid_processes() == []
+
+
+def test_processes_that_leave_the_session_are_swept(unguarded):
+    escapee = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('parent done')\n"
+    result = unguarded.run_tests(escapee, StdioTests(("",), ("parent done",)))
+    assert result.status == "passed"
+    assert sandbox_uid_processes() == []
+
+
+def test_without_a_throwaway_uid_limits_and_guard_still_hold():
+    box = Sandbox(SandboxConfig(**FAST, drop_privileges=False, network_namespace=False))
+    assert not box.isolation()["throwaway_uid_and_nproc"]
+    assert box.run_tests(*TRIVIAL).status == "passed"
+    assert run(box, "while True:\n    pass\n").status == "timeout"
+    assert run(box, "import os\nos.fork()\n").status == "error"
+
+
+def test_parallel_runs_cost_only_their_time_limit(sandbox):
+    items = [("import time\ntime.sleep(0.5)\n", AssertTests(("assert True",)))] * 4 + [("while True:\n    pass\n", AssertTests(("assert True",)))]
+    box = Sandbox(SandboxConfig(**{**FAST, "max_workers": 5}))
+    start = time.perf_counter()
+    results = box.run_many(items)
+    wall = time.perf_counter() - start
+    assert [r.status for r in results] == ["passed"] * 4 + ["timeout"]
+    assert wall < 2.0  # in sequence: 4 x 0.5 s + 1 s; in parallel the sleeps overlap the 1 s loop
