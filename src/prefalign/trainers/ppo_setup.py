@@ -27,6 +27,7 @@ from prefalign.data.schema import Prompt, user_prompt
 from prefalign.data.tokenize import Encoded, TruncatedAway, encode_example, encode_prompt
 from prefalign.models.load import (ModelConfig, disable_dropout, load_causal_lm, load_reward_model, load_tokenizer,
                                    load_value_model, save_model)
+from prefalign.models.heads import _is_encoder
 from prefalign.models.reference import ReferenceModel
 from prefalign.rewards.learned import LearnedReward, same_tokenizer
 from prefalign.rewards.registry import task_reward
@@ -126,7 +127,8 @@ def build_scorer(config: PPOConfig, tokenizer: PreTrainedTokenizerBase, device: 
         model = load_reward_model(rc.model, seed=config.run.seed).to(device)
         disable_dropout(model)
         rm_tokenizer = load_tokenizer(rc.model)
-        learned = LearnedReward(model, rm_tokenizer, config.batch.micro_batch_size)
+        max_length = getattr(model.config, "max_position_embeddings", None)  # e.g. 512 for a MiniLM reward model
+        learned = LearnedReward(model, rm_tokenizer, config.batch.micro_batch_size, max_length=max_length)
         parts.append((rc.model_weight, learned, same_tokenizer(rm_tokenizer, tokenizer)))
     if rc.kind in ("task", "sum"):
         parts.append((rc.task_weight, task_reward(rc.task), False))
@@ -160,6 +162,9 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         reference = ReferenceModel.copy_of(policy)
     reference.model.to(acc.device)
     critic = load_value_model(_critic_source(config), seed=config.run.seed)
+    if _is_encoder(critic):
+        raise ValueError(f"the critic must be a causal (decoder) model; critic_init={config.critic_init!r} gives a "
+                         f"{critic.config.model_type} encoder, whose value at a token would see later tokens: use critic_init=policy")
     disable_dropout(critic)
     scorer = build_scorer(config, tokenizer, acc.device)
     actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
