@@ -145,7 +145,7 @@ def counter_example(
         "preference": "y1 > y2",
         "dpo_policy": dpo_policy.tolist(),
         "dpo_loss_path": path,
-        "dpo_loss_at_dpo_policy": float(at_policy),
+        "dpo_loss_at_dpo_policy": float(at_policy) + 0.0,  # + 0.0 turns -log sigmoid(inf) = -0.0 into 0.0
         "dpo_loss_infimum": 0.0,  # -log sigmoid(.) > 0 for every finite logit: 0 is the bound
         "dpo_policy_kl_to_reference": float(kl_divergence(dpo_policy_logp, ref_logp)),  # +inf
         "dpo_policy_ppo_objective": float(kl_regularized_objective(dpo_policy_logp, ref_logp, limit_reward, beta)),
