@@ -1,0 +1,421 @@
+"""Preference data as training batches, and the per-example objectives of the offline methods.
+
+Used by :mod:`prefalign.trainers.dpo` (DPO, RRHF, PRO) and :mod:`prefalign.trainers.iterative_dpo`.
+
+Data. A record (a :class:`~prefalign.data.schema.PreferencePair`, or a
+:class:`~prefalign.data.schema.RankedResponses` list for RRHF / PRO) becomes an
+:class:`EncodedRanking`: K tokenised sequences that share one rendered prompt, best first. A pair is
+a ranking of two (chosen, rejected). An empty response makes the whole record unusable: it is
+counted in a :class:`SkipReport` under its reason and left out, never scored as zero.
+
+Batches. A micro-batch of B rankings is one (K*B, T) batch, rows ``k*B + b`` = response k of
+example b (for K = 2: the B chosen rows, then the B rejected rows, the layout of
+:func:`~prefalign.data.collate.collate_pairs`), so every response of every example goes through the
+model in **one** forward pass. T is the micro-batch's own longest sequence. Within an optimizer step
+a process sorts its examples by length and cuts them into micro-batches (:func:`length_sorted_groups`),
+so sequences of similar length are padded together; since each loss term is divided by the global
+number of examples, the split does not change the gradient.
+
+Log-probabilities. :func:`response_logps` returns sum_t log pi(y_t | x, y_<t) over each row's
+response tokens. It projects onto the vocabulary only the hidden states that predict a response
+token (no prompt or padding position reaches the (N, V) logits), a saving of the LM head's and the
+log-softmax's work on those positions; the result equals
+:func:`prefalign.models.logprobs.sequence_logprobs` (a test checks it). Models that transform
+their logits after the head (Gemma-2 soft-capping, Cohere's logit scale) fall back to that function.
+
+Objectives (one function each, per example, over (B, K) sequence log-probs):
+
+- ``dpo``: :func:`prefalign.algorithms.preference.dpo_loss` (Xu et al. 2024, Eq. 7; Ivison et al.
+  2024, Eq. 3) on responses 0 (chosen) and K-1 (rejected); it needs K = 2 (a ranking of more
+  responses is refused rather than silently reduced to its ends).
+- ``rrhf``: :func:`~prefalign.algorithms.preference.rrhf_loss` (Yuan et al. 2023).
+- ``pro``: :func:`~prefalign.algorithms.preference.pro_loss` (Song et al. 2024).
+
+Every objective returns the per-example losses and a dict of metric **sums** over the micro-batch;
+the trainer adds the sums over micro-batches and processes and divides by the global count.
+
+Sources and files: :func:`load_preference_records` (pairs, or rankings for RRHF / PRO, with the
+PKU-SafeRLHF dual-safe / dual-unsafe filters of :func:`data_with_filters`), :func:`sft_examples`
+(the SFT data of "SFT before DPO"), and the JSONL pair files of iterative DPO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from prefalign.algorithms.preference import dpo_loss, pro_loss, rrhf_loss
+from prefalign.config import ConfigError
+from prefalign.data.collate import collate_encoded
+from prefalign.data.config import DataConfig, _split, _with_data_dir, load_pairs
+from prefalign.data.io import DropReport
+from prefalign.data.schema import Message, PreferencePair, RankedResponses, SFTExample
+from prefalign.data.tokenize import Encoded, TruncatedAway, encode_prompt, encode_response, join_truncated
+from prefalign.models.heads import _position_ids
+from prefalign.models.logprobs import gather_logprobs, sequence_logprobs
+
+Records = list[PreferencePair] | list[RankedResponses]
+
+# ----------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class EncodedRanking:
+    """K tokenised responses to one prompt, best first; ``scores`` (K,) in the same order."""
+
+    sequences: list[Encoded]
+    scores: list[float]
+    source_index: int  # position of the record in the list it was encoded from
+
+    @property
+    def max_length(self) -> int:
+        return max(len(s.input_ids) for s in self.sequences)
+
+    @property
+    def truncated(self) -> bool:
+        return any(s.truncated for s in self.sequences)
+
+
+@dataclass
+class SkipReport:
+    """Records left out before training, by reason, with the first few kept verbatim."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    truncated: int = 0
+
+    def add(self, reason: str, index: int) -> None:
+        self.counts[reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"record {index}: {reason}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self, kept: int, what: str = "records") -> str:
+        text = f"{kept} {what} encoded ({self.truncated} truncated)"
+        if self.counts:
+            text += ", skipped " + "; ".join(f"{n} x {reason}" for reason, n in self.counts.most_common())
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"by_reason": dict(self.counts), "truncated": self.truncated, "examples": list(self.examples)}
+
+
+def _as_ranking(record: PreferencePair | RankedResponses) -> tuple[list, list[str], list[float], list[bool]]:
+    """(prompt, responses best first, scores, add_eos per response)."""
+    if isinstance(record, PreferencePair):
+        meta = record.metadata
+        scores = [float(meta.get("score_chosen", 1.0)), float(meta.get("score_rejected", 0.0))]
+        # a sampled response cut at max_new_tokens (iterative DPO) is trained without an EOS it never produced
+        add_eos = [not meta.get("chosen_truncated", False), not meta.get("rejected_truncated", False)]
+        return record.prompt, [record.chosen, record.rejected], scores, add_eos
+    k = len(record.responses)
+    scores = [float(s) for s in record.scores] if record.scores is not None else [float(k - 1 - i) for i in range(k)]
+    return record.prompt, list(record.responses), scores, [True] * k
+
+
+def encode_ranking(tokenizer, record: PreferencePair | RankedResponses, index: int, max_length: int,
+                   max_prompt_length: int | None) -> EncodedRanking:
+    """Tokenise one record; raises TruncatedAway naming the empty response."""
+    prompt, responses, scores, add_eos = _as_ranking(record)
+    names = ["chosen", "rejected"] if len(responses) == 2 and isinstance(record, PreferencePair) else [f"response {i}" for i in range(len(responses))]
+    for name, text in zip(names, responses):
+        if not text.strip():
+            raise TruncatedAway(f"empty {name} response")
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    sequences = []
+    for name, text, eos in zip(names, responses, add_eos):
+        try:
+            sequences.append(join_truncated(prompt_ids, encode_response(tokenizer, text, add_eos=eos), max_length, max_prompt_length))
+        except TruncatedAway:
+            raise TruncatedAway(f"{name} response truncated away") from None
+    return EncodedRanking(sequences, scores, index)
+
+
+def encode_rankings(tokenizer, records: Sequence[PreferencePair | RankedResponses], max_length: int,
+                    max_prompt_length: int | None = None) -> tuple[list[EncodedRanking], SkipReport]:
+    """Encode every record; unusable ones are counted in the report and left out."""
+    report, out = SkipReport(), []
+    for i, record in enumerate(records):
+        try:
+            enc = encode_ranking(tokenizer, record, i, max_length, max_prompt_length)
+        except TruncatedAway as exc:
+            report.add(str(exc), i)
+            continue
+        report.truncated += int(enc.truncated)
+        out.append(enc)
+    sizes = {len(e.sequences) for e in out}
+    if len(sizes) > 1:
+        raise ValueError(f"rankings of different sizes {sorted(sizes)} cannot share batches; give every prompt the same number of responses")
+    return out, report
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def collate_rankings(batch: Sequence[EncodedRanking], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """``input_ids`` / ``attention_mask`` / ``response_mask`` (K*B, T), ``scores`` and ``lengths`` (B, K)."""
+    k = len(batch[0].sequences)
+    out = collate_encoded([r.sequences[j] for j in range(k) for r in batch], pad_token_id)
+    out["scores"] = torch.tensor([r.scores for r in batch], dtype=torch.float32)  # (B, K)
+    out["lengths"] = torch.tensor([[s.response_length for s in r.sequences] for r in batch], dtype=torch.float32)  # (B, K)
+    return out
+
+
+def length_sorted_groups(examples: Sequence[EncodedRanking], indices: Sequence[int], max_examples: int,
+                         max_tokens: int | None = None) -> list[list[int]]:
+    """Cut ``indices`` into micro-batches of similar length, longest first.
+
+    A micro-batch holds at most ``max_examples`` rankings and, when ``max_tokens`` is set, at most
+    that many padded tokens (K * examples * longest sequence); a single longer ranking still forms
+    its own micro-batch. Ties keep the given order, so the grouping is deterministic.
+    """
+    order = sorted(indices, key=lambda i: -examples[i].max_length)
+    groups: list[list[int]] = []
+    for i in order:
+        if groups:
+            group = groups[-1]
+            width = max(examples[j].max_length for j in group)  # sorted: the first is the longest
+            padded = len(examples[i].sequences) * (len(group) + 1) * width
+            if len(group) < max_examples and (max_tokens is None or padded <= max_tokens):
+                group.append(i)
+                continue
+        groups.append([i])
+    return groups
+
+
+def _transforms_logits(model: torch.nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return any(getattr(config, key, None) not in (None, 1.0) for key in ("final_logit_softcapping", "logit_scale"))
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def response_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(N,) sum over each row's response tokens of log pi(y_t | x, y_<t), from one forward pass.
+
+    Only hidden states that predict a response token are projected onto the vocabulary. The call
+    goes through ``model`` itself (a DDP wrapper included), so gradient synchronisation works.
+    """
+    input_ids, attention_mask, response_mask = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+    inner = _unwrap(model)
+    if _transforms_logits(inner):
+        return sequence_logprobs(model, input_ids, attention_mask, response_mask)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask),
+                use_cache=False, output_hidden_states=-1, logits_to_keep=1)
+    hidden = out.hidden_states[-1]  # (N, T, H), after the final norm
+    predicts = response_mask[:, 1:].bool()  # (N, T-1): position t predicts response token t+1
+    states = hidden[:, :-1][predicts]  # (M, H), M = response tokens in the batch
+    targets = input_ids[:, 1:][predicts]  # (M,)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(predicts)[predicts]  # (M,)
+    logits = inner.get_output_embeddings()(states)  # (M, V)
+    token_logps = gather_logprobs(logits, targets)  # (M,) float32
+    return torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+
+
+def ranking_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, K) sequence log-probs of a :func:`collate_rankings` batch."""
+    batch_size, k = batch["scores"].shape
+    return response_logps(model, batch).view(k, batch_size).transpose(0, 1)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+@torch.no_grad()
+def logps_table(model: torch.nn.Module, examples: Sequence[EncodedRanking], indices: Sequence[int], pad_token_id: int,
+                max_examples: int, max_tokens: int | None, device: torch.device, autocast=None) -> torch.Tensor:
+    """(len(indices), K) sequence log-probs of the given examples, in the order of ``indices``."""
+    out = torch.zeros(len(indices), len(examples[0].sequences), dtype=torch.float32)
+    where = {index: row for row, index in enumerate(indices)}
+    was_training = model.training
+    model.eval()
+    try:
+        for group in length_sorted_groups(examples, indices, max_examples, max_tokens):
+            batch = to_device(collate_rankings([examples[i] for i in group], pad_token_id), device)
+            with autocast() if autocast is not None else torch.autocast("cpu", enabled=False):
+                values = ranking_logps(model, batch).float().cpu()
+            out[[where[i] for i in group]] = values
+    finally:
+        model.train(was_training)
+    return out
+
+
+def distributed_logps_table(accelerator, model: torch.nn.Module, examples: Sequence[EncodedRanking], pad_token_id: int,
+                            max_examples: int, max_tokens: int | None) -> torch.Tensor:
+    """(N, K) log-probs of all examples; each process computes every ``world``-th one, then a sum-reduce joins them."""
+    if not examples:
+        return torch.zeros(0, 2)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(examples), world))
+    table = torch.zeros(len(examples), len(examples[0].sequences), dtype=torch.float32)
+    if mine:
+        table[mine] = logps_table(model, examples, mine, pad_token_id, max_examples, max_tokens, accelerator.device, accelerator.autocast)
+    if world > 1:
+        table = accelerator.reduce(table.to(accelerator.device), reduction="sum").cpu()
+    return table
+
+
+# ----------------------------------------------------------------------------- objectives
+
+
+@dataclass
+class RRHFConfig:
+    length_normalized: bool = True
+    """Rank by the length-normalised log-prob (Yuan et al. Eq. 1); False: by the summed log-prob."""
+    sft_weight: float = 1.0
+    """Weight of the fine-tuning term on the best response (Eq. 4: 1)."""
+
+
+@dataclass
+class PROConfig:
+    sft_weight: float = 0.05
+    """Weight of the SFT term on the best response (the authors' scripts: 0.05)."""
+    temperature_from_scores: bool = True
+    """Dynamic temperature from the reward-score gaps (Song et al.); False: every T = 1."""
+    scale_sft_by_ranking_length: bool = False
+    """Multiply the SFT term by (K - 1)^2, as the authors' code does."""
+
+
+@dataclass
+class ObjectiveSettings:
+    """What the objectives read from the trainer's config."""
+
+    beta: float
+    label_smoothing: float
+    rrhf: RRHFConfig
+    pro: PROConfig
+
+
+def _common_stats(logps: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"logps/chosen": logps[:, 0].detach().sum(), "logps/rejected": logps[:, -1].detach().sum()}
+
+
+def implicit_reward_stats(logps: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    """Sums over the batch of the DPO implicit rewards beta (log pi - log pi_ref) of best and worst, their margin and accuracy."""
+    chosen = beta * (logps[:, 0] - ref[:, 0]).detach()
+    rejected = beta * (logps[:, -1] - ref[:, -1]).detach()
+    return {"rewards/chosen": chosen.sum(), "rewards/rejected": rejected.sum(),
+            "rewards/margin": (chosen - rejected).sum(), "rewards/accuracy": (chosen > rejected).float().sum()}
+
+
+def dpo_objective(logps, ref, scores, lengths, s: ObjectiveSettings):
+    """DPO on (chosen, rejected) = responses (0, 1)."""
+    if logps.shape[1] != 2:
+        raise ValueError(f"DPO takes pairs; got rankings of {logps.shape[1]} responses (use --loss rrhf or pro)")
+    if ref is None:
+        raise ValueError("DPO needs reference log-probs")
+    losses, _, _ = dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], s.beta, s.label_smoothing)
+    return losses, {**_common_stats(logps), **implicit_reward_stats(logps, ref, s.beta)}
+
+
+def _ranking_stats(logps, lengths, stats, n):
+    normalised = logps / lengths.clamp(min=1)
+    out = {key: value * n for key, value in stats.items()}  # the library returns batch means
+    out["rank/accuracy"] = (normalised[:, 0] > normalised[:, -1]).float().sum()
+    return out
+
+
+def rrhf_objective(logps, ref, scores, lengths, s: ObjectiveSettings):
+    """RRHF over the ranking (ranking hinge + fine-tuning on the best response)."""
+    losses, stats = rrhf_loss(logps, scores, length_normalized=s.rrhf.length_normalized, sft_weight=s.rrhf.sft_weight, lengths=lengths)
+    return losses, {**_common_stats(logps), **_ranking_stats(logps, lengths, stats, logps.shape[0])}
+
+
+def pro_objective(logps, ref, scores, lengths, s: ObjectiveSettings):
+    """PRO over the ranking (list-wise softmax with dynamic temperature + SFT on the best response)."""
+    losses, stats = pro_loss(logps, scores, lengths, sft_weight=s.pro.sft_weight, temperature_from_scores=s.pro.temperature_from_scores,
+                             scale_sft_by_ranking_length=s.pro.scale_sft_by_ranking_length)
+    return losses, {**_common_stats(logps), **_ranking_stats(logps, lengths, stats, logps.shape[0])}
+
+
+Objective = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+OBJECTIVES: dict[str, Objective] = {"dpo": dpo_objective, "rrhf": rrhf_objective, "pro": pro_objective}
+NEEDS_REFERENCE = {"dpo"}
+
+
+REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy")
+
+
+def metric_keys(loss: str, with_rewards: bool) -> list[str]:
+    """The metric sums an objective reports (the same on every process, so they can be reduced together)."""
+    keys = ["loss", "logps/chosen", "logps/rejected"]
+    if loss != "dpo":
+        keys += ["rank_loss", "sft_loss", "rank/accuracy"]
+    if with_rewards or loss in NEEDS_REFERENCE:
+        keys += list(REWARD_KEYS)
+    return keys
+
+
+# ----------------------------------------------------------------------------- data sources and pair files
+
+
+def data_with_filters(data: DataConfig, drop_dual_safe: bool, drop_dual_unsafe: bool) -> DataConfig:
+    """``data`` with the dual-safe / dual-unsafe filters of Xu et al. passed to the PKU-SafeRLHF adapter."""
+    if not (drop_dual_safe or drop_dual_unsafe):
+        return data
+    from prefalign.data.sources import source_name
+
+    if source_name(data.source) != "safe-rlhf":
+        raise ConfigError(f"drop_dual_safe / drop_dual_unsafe need data.source safe-rlhf (got {data.source!r})")
+    options = {**data.options, "drop_dual_safe": drop_dual_safe, "drop_dual_unsafe": drop_dual_unsafe}
+    return dataclasses.replace(data, options=options)
+
+
+def load_preference_records(data: DataConfig, loss: str) -> tuple[Records, Records, DropReport]:
+    """(train, held-out, report): pairs for DPO; for RRHF / PRO all rated responses where the source has them."""
+    from prefalign.data.sources import RANKED_SOURCES, load_ranked_data, source_name
+
+    if loss == "dpo" or source_name(data.source) not in RANKED_SOURCES:
+        train, held_out, report = load_pairs(data)
+        if loss != "dpo":
+            train, held_out = [p.as_ranked() for p in train], [p.as_ranked() for p in held_out]
+        return train, held_out, report
+    with _with_data_dir(data):
+        records, report = load_ranked_data(data.source, path=data.path, strict=data.strict, limit=data.num_examples,
+                                           seed=data.seed, **data.options)
+    train, held_out = _split(records, data)  # the same split as load_pairs
+    return train, held_out, report
+
+
+def sft_examples(records: Sequence[PreferencePair | RankedResponses]) -> list[SFTExample]:
+    """SFT data from preference data: every safe response for PKU-SafeRLHF ("SFT (Safe)"), else the chosen / best one."""
+    from prefalign.data.sources.safe_rlhf import safe_sft_examples
+
+    if records and all(isinstance(r, PreferencePair) and "chosen_safe" in r.metadata for r in records):
+        return safe_sft_examples(records)
+    out = []
+    for r in records:
+        best = r.chosen if isinstance(r, PreferencePair) else r.responses[0]
+        out.append(SFTExample(list(r.prompt), best, {**r.metadata, "from": "chosen"}))
+    return out
+
+
+def write_jsonl_atomic(path: Path, rows: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+
+
+def pair_to_row(pair: PreferencePair) -> dict:
+    return {"prompt": [m.to_dict() for m in pair.prompt], "chosen": pair.chosen, "rejected": pair.rejected, "metadata": pair.metadata}
+
+
+def read_pairs(path: Path) -> list[PreferencePair]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [PreferencePair([Message.from_dict(m) for m in r["prompt"]], r["chosen"], r["rejected"], r["metadata"]) for r in rows]
