@@ -162,6 +162,11 @@ class SyntheticConfig:
             raise ValueError(f"seeds must be at least 2 for a confidence interval, got {self.seeds}")
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        k = self.responses_per_prompt
+        if not 2 <= k <= self.num_prompts:
+            raise ValueError(f"responses_per_prompt must be in [2, num_prompts={self.num_prompts}], got {k}")
+        if self.pairs_per_prompt is not None and not k - 1 <= self.pairs_per_prompt <= k * (k - 1) // 2:
+            raise ValueError(f"pairs_per_prompt must be in [{k - 1}, {k * (k - 1) // 2}], got {self.pairs_per_prompt}")
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, got {self.beta}")
         if (self.num_prompts * self.ppo_episodes_per_prompt) % self.ppo_minibatches:
