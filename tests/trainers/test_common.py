@@ -65,3 +65,10 @@ def test_checkpoint_is_atomic_and_pruned(tmp_path):
     (tmp_path / "checkpoints" / "latest").write_text("step-00000099")
     with pytest.raises(FileNotFoundError, match="missing or incomplete"):
         ckpt.latest()
+
+
+def test_trainers_with_different_precisions_run_in_one_process(tmp_path):
+    from prefalign.trainers.common import RunConfig, make_accelerator
+
+    assert make_accelerator(RunConfig(output_dir=str(tmp_path), mixed_precision="bf16")).mixed_precision == "bf16"
+    assert make_accelerator(RunConfig(output_dir=str(tmp_path), mixed_precision="no")).mixed_precision == "no"

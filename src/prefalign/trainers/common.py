@@ -118,7 +118,20 @@ def make_accelerator(run: RunConfig) -> Accelerator:
     mixed = run.mixed_precision
     if mixed == "fp16" and not torch.cuda.is_available():
         raise ValueError("run.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
+    _release_precision_setting(mixed)
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+
+
+def _release_precision_setting(mixed: str) -> None:
+    """Let one process run several trainers with different precisions (a study, a notebook).
+
+    accelerate keeps the mixed-precision choice in a process-wide singleton and refuses a second
+    Accelerator with another one; the process group itself (PartialState) is kept.
+    """
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.AdamW:
