@@ -90,7 +90,7 @@ def test_sleeping_program_times_out(sandbox):
 
 
 def test_cpu_limit_applies_before_the_wall_clock():
-    box = Sandbox(SandboxConfig(timeout=8.0, cpu_time=1.0))
+    box = Sandbox(SandboxConfig(timeout=30.0, cpu_time=1.0))
     result = box.run_tests("while True:\n    pass\n", AssertTests(("assert True",)))
     assert result.status == "timeout" and "CPU" in result.detail
 
@@ -98,8 +98,9 @@ def test_cpu_limit_applies_before_the_wall_clock():
 @pytest.mark.parametrize(
     "program", ["x = bytearray(2 * 1024 ** 3)\n", "chunks = []\nwhile True:\n    chunks.append(bytearray(10 ** 7))\n"]
 )
-def test_memory_hog_is_stopped(sandbox, program):
-    result = run(sandbox, program)
+def test_memory_hog_is_stopped(program):
+    box = Sandbox(SandboxConfig(**{**FAST, "timeout": 10.0}))  # filling 256 MB takes a while on a loaded machine
+    result = run(box, program)
     assert result.status == "memory", result
 
 
@@ -214,4 +215,4 @@ def test_parallel_runs_cost_only_their_time_limit(sandbox):
     results = box.run_many(items)
     wall = time.perf_counter() - start
     assert [r.status for r in results] == ["passed"] * 4 + ["timeout"]
-    assert wall < 2.0  # in sequence: 4 x 0.5 s + 1 s; in parallel the sleeps overlap the 1 s loop
+    assert wall < 2.5  # in sequence: 4 x 0.5 s + 1 s; in parallel the sleeps overlap the 1 s loop

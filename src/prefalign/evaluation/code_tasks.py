@@ -102,34 +102,64 @@ class CodeTask:
         out = {}
         for n, k in self.n_at_ks:
             if k <= fewest:
-                solved = [n_at_k([r["passed_public"] for r in g], [r["passed"] for r in g], n, k) for g in by_problem.values()]
+                groups = by_problem.values()
+                solved = [n_at_k([r["passed_public"] for r in g], [r["passed"] for r in g], n, k) for g in groups]
                 out[f"{n}@{k}"] = float(np.mean(solved))
         return out
 
 
-def humaneval_task(sandbox: Sandbox | None = None, *, path: str | Path | None = None, ks: Sequence[int] = (1, 10, 100)) -> CodeTask:
+def humaneval_task(
+    sandbox: Sandbox | None = None, *, path: str | Path | None = None, ks: Sequence[int] = (1, 10, 100)
+) -> CodeTask:
     """HumanEval (164 problems), pass@k as in Chen et al. (2021)."""
     return CodeTask("humaneval", lambda: load_humaneval(path=path), sandbox, ks=ks)
 
 
-def mbpp_task(sandbox: Sandbox | None = None, *, split: str = "test", sanitized: bool = False, path: str | Path | None = None,
-              ks: Sequence[int] = (1, 10, 100)) -> CodeTask:
+def mbpp_task(
+    sandbox: Sandbox | None = None,
+    *,
+    split: str = "test",
+    sanitized: bool = False,
+    path: str | Path | None = None,
+    ks: Sequence[int] = (1, 10, 100),
+) -> CodeTask:
     """MBPP (the 500-problem test split by default; ``sanitized`` for the 427-row hand-checked set)."""
     name = "mbpp_sanitized" if sanitized else "mbpp"
     return CodeTask(name, lambda: load_mbpp(split, sanitized=sanitized, path=path), sandbox, ks=ks)
 
 
-def apps_task(path: str | Path | None = None, sandbox: Sandbox | None = None, *, difficulty: str | None = None, num_public: int = 0,
-              ks: Sequence[int] = (1, 5, 10), n_at_ks: Sequence[tuple[int, int]] = ()) -> CodeTask:
+def apps_task(
+    path: str | Path | None = None,
+    sandbox: Sandbox | None = None,
+    *,
+    difficulty: str | None = None,
+    num_public: int = 0,
+    ks: Sequence[int] = (1, 5, 10),
+    n_at_ks: Sequence[tuple[int, int]] = (),
+) -> CodeTask:
     """APPS (Hendrycks et al., 2021), optionally one difficulty; n@k needs ``num_public`` > 0."""
     name = f"apps_{difficulty}" if difficulty else "apps"
-    return CodeTask(name, lambda: load_apps(path, difficulty=difficulty, num_public=num_public), sandbox, ks=ks, n_at_ks=n_at_ks)
+
+    def load() -> list[Prompt]:
+        return load_apps(path, difficulty=difficulty, num_public=num_public)
+
+    return CodeTask(name, load, sandbox, ks=ks, n_at_ks=n_at_ks)
 
 
-def code_contests_task(path: str | Path | None = None, sandbox: Sandbox | None = None, *, include_generated: bool = True,
-                       ks: Sequence[int] = (1, 10, 100), n_at_ks: Sequence[tuple[int, int]] = ((10, 1000),)) -> CodeTask:
+def code_contests_task(
+    path: str | Path | None = None,
+    sandbox: Sandbox | None = None,
+    *,
+    include_generated: bool = True,
+    ks: Sequence[int] = (1, 10, 100),
+    n_at_ks: Sequence[tuple[int, int]] = ((10, 1000),),
+) -> CodeTask:
     """CodeContests (Li et al., 2022) with Xu et al.'s 10@1k (reported once a problem has 1000 samples)."""
-    return CodeTask("code_contests", lambda: load_code_contests(path, include_generated=include_generated), sandbox, ks=ks, n_at_ks=n_at_ks)
+
+    def load() -> list[Prompt]:
+        return load_code_contests(path, include_generated=include_generated)
+
+    return CodeTask("code_contests", load, sandbox, ks=ks, n_at_ks=n_at_ks)
 
 
 CODE_TASKS: dict[str, Callable[..., CodeTask]] = {

@@ -81,7 +81,8 @@ def preference_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequenc
     RewardBench convention) or "half" (0.5)."""
     chosen, rejected = np.asarray(chosen_scores, dtype=float), np.asarray(rejected_scores, dtype=float)
     if chosen.shape != rejected.shape or chosen.ndim != 1 or chosen.size == 0:
-        raise ValueError(f"need two equal-length non-empty 1-D score lists, got shapes {chosen.shape} and {rejected.shape}")
+        shapes = f"{chosen.shape} and {rejected.shape}"
+        raise ValueError(f"need two equal-length non-empty 1-D score lists, got shapes {shapes}")
     if ties not in ("wrong", "half"):
         raise ValueError(f"ties must be 'wrong' or 'half', got {ties!r}")
     wins = (chosen > rejected).astype(float)
@@ -101,7 +102,9 @@ class MeanCI:
     confidence: float
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95, method: str = "normal", num_resamples: int = 2000, seed: int = 0) -> MeanCI:
+def mean_ci(
+    values: Sequence[float], confidence: float = 0.95, method: str = "normal", num_resamples: int = 2000, seed: int = 0
+) -> MeanCI:
     """Mean and confidence interval: ``"normal"`` (mean +- z * s / sqrt(n), s with ddof=1) or
     ``"bootstrap"`` (percentile interval of ``num_resamples`` resampled means). With one value the
     interval is that value under bootstrap and undefined (nan) under the normal method."""

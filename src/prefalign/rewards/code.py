@@ -3,9 +3,10 @@
 Xu et al. (2024, section 6) train on APPS and CodeContests with a test-case reward: 10 when the
 sampled program passes every test case of its problem, 0 otherwise (both values are arguments here).
 :class:`CodeExecutionReward` implements the :class:`~prefalign.rewards.base.RewardFunction`
-protocol with that rule; :func:`run_prompt_tests` is the one code path it shares with the coding
-tasks of :mod:`prefalign.evaluation.code_tasks`, so the reward optimised and the pass rate reported
-cannot drift apart.
+protocol with that rule. It shares its code path with the coding tasks of
+:mod:`prefalign.evaluation.code_tasks` (:func:`test_items` builds the programs and suites,
+:meth:`Sandbox.run_many` runs them, :meth:`CodeExecutionReward.reward_of` maps a result to a
+reward), so the reward optimised and the pass rate reported cannot drift apart.
 
 A prompt's tests live in ``Prompt.metadata`` as plain dicts (``to_dict`` of the suites below):
 ``hidden_tests`` (the official tests that score a program) and ``public_tests`` (the ones shown
@@ -30,6 +31,7 @@ import torch
 
 from prefalign.data.schema import Prompt
 from prefalign.rewards.sandbox import ExecutionResult, Sandbox
+
 
 @dataclass(frozen=True)
 class AssertTests:
@@ -75,10 +77,9 @@ class CallTests:
         cases = []
         for i, (args, expected) in enumerate(zip(self.inputs, self.outputs)):
             args = args if isinstance(args, list) else [args]
-            source = (
-                f"assert _prefalign_same(_prefalign_call({self.fn_name!r}, _prefalign_json.loads({json.dumps(args)!r})),"
-                f" _prefalign_json.loads({json.dumps(expected)!r})), 'wrong answer on case {i + 1}'"
-            )
+            call = f"_prefalign_call({self.fn_name!r}, _prefalign_json.loads({json.dumps(args)!r}))"
+            want = f"_prefalign_json.loads({json.dumps(expected)!r})"
+            source = f"assert _prefalign_same({call}, {want}), 'wrong answer on case {i + 1}'"
             cases.append((f"<case {i + 1}>", source, True))
         return [("<call setup>", _CALL_SETUP, False)] + cases
 
@@ -100,7 +101,12 @@ class StdioTests:
         return outputs_match(stdout, self.outputs[index], self.float_tolerance)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "stdio", "inputs": list(self.inputs), "outputs": list(self.outputs), "float_tolerance": self.float_tolerance}
+        return {
+            "kind": "stdio",
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "float_tolerance": self.float_tolerance,
+        }
 
 
 TestSuite = AssertTests | CallTests | StdioTests

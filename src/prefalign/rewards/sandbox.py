@@ -49,6 +49,7 @@ the system ``python3``; ``int``/``str`` conversion is unlimited in the sandbox, 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import itertools
 import json
@@ -271,8 +272,13 @@ class Isolation:
     audit_guard: bool
 
     def describe(self) -> dict[str, Any]:
-        return {"python": self.python, "throwaway_uid_and_nproc": self.uid_switch, "network_namespace": self.unshare is not None,
-                "audit_guard": self.audit_guard, "rlimits_and_session_kill": True}
+        return {
+            "python": self.python,
+            "throwaway_uid_and_nproc": self.uid_switch,
+            "network_namespace": self.unshare is not None,
+            "audit_guard": self.audit_guard,
+            "rlimits_and_session_kill": True,
+        }
 
 
 _PROBE = "import json, os, sys; print(json.dumps([os.path.realpath(p) for p in sys.path if p]))"
@@ -293,8 +299,8 @@ def probe_isolation(python: str | None, drop_privileges: bool, network_namespace
     """Find which layers work here (cached): a dropped uid must be able to start the interpreter
     (``/root`` is often unreadable to it, hence the fallback to the system ``python3``)."""
     root = os.geteuid() == 0
-    candidates = [python] if python else [os.path.realpath(sys.executable), shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")]
-    candidates = [c for c in candidates if c]
+    system_python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    candidates = [c for c in ([python] if python else [os.path.realpath(sys.executable), system_python]) if c]
     chosen: tuple[str, tuple[str, ...], bool] | None = None
     if root and drop_privileges:
         for candidate in candidates:
@@ -351,6 +357,16 @@ def kill_uid(uid: int, python: str = sys.executable) -> None:
         sweeper.stdin.flush()
         if sweeper.stdout.readline() != "swept\n":
             raise RuntimeError(f"the process sweeper died while killing the processes of uid {uid}")
+
+
+@atexit.register
+def _stop_sweeper() -> None:
+    with _sweeper_lock:
+        for sweeper in _sweeper:
+            sweeper.stdin.close()
+            sweeper.wait(timeout=10)
+            sweeper.stdout.close()
+        _sweeper.clear()
 
 
 def _user_task_count() -> int:
@@ -445,7 +461,8 @@ class Sandbox:
             if bad is not None:
                 status, detail = ("failed" if bad[0] == "fail" else "error"), f"{stages[bad[1]][0]}: {bad[2]}"
             elif not marks or marks[-1][0] != "done" or passed != total:
-                status, detail = "error", f"exited with code {proc.returncode} before the tests finished{_last_line(proc.stderr)}"
+                ended = f"exited with code {proc.returncode} before the tests finished"
+                status, detail = "error", ended + _last_line(proc.stderr)
         return self._result(status, passed, total, [proc], detail, stdout)
 
     def _run_stdio(self, program: str, suite: StdioSuite) -> ExecutionResult:
@@ -540,12 +557,15 @@ class Sandbox:
 
     def _launch(self, job_path: str, workdir: str, uid: int | None, stdin) -> _Process:
         iso, c = self._isolation, self.config
-        argv = ([iso.unshare, "--net", "--"] if iso.unshare else []) + [iso.python, "-I", "-S", "-B", "-c", HARNESS, job_path]
+        argv = [iso.unshare, "--net", "--"] if iso.unshare else []
+        argv += [iso.python, "-I", "-S", "-B", "-c", HARNESS, job_path]
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         control = os.path.dirname(job_path)
         with open(os.path.join(control, "stdout"), "w+b") as out, open(os.path.join(control, "stderr"), "w+b") as err:
             start = time.perf_counter()
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=workdir, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdin=stdin, stdout=out, stderr=err, cwd=workdir, env=env, start_new_session=True
+            )
             finished = _wait_exit(proc.pid, c.timeout)
             try:  # the whole session, before reaping, so that its group id cannot have been reused
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -558,7 +578,8 @@ class Sandbox:
             elapsed = time.perf_counter() - start
             out.seek(0)
             err.seek(0)
-            return _Process(proc.returncode, not finished, elapsed, usage.ru_utime + usage.ru_stime, out.read(), err.read())
+            cpu = usage.ru_utime + usage.ru_stime
+            return _Process(proc.returncode, not finished, elapsed, cpu, out.read(), err.read())
 
 
 def _last_line(stderr: bytes) -> str:

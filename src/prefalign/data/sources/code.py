@@ -77,8 +77,15 @@ def _with_tests(metadata: dict[str, Any], hidden: dict[str, Any], public: dict[s
     return metadata
 
 
-def _load(path: Path, parse: Callable[[dict[str, Any]], Prompt | None], strict: bool, report: DropReport | None, limit: int | None) -> list[Prompt]:
-    prompts = read_records(iter_rows(path, strict=strict, report=report), parse, source=str(path), strict=strict, report=report)
+def _load(
+    path: Path,
+    parse: Callable[[dict[str, Any]], Prompt | None],
+    strict: bool,
+    report: DropReport | None,
+    limit: int | None,
+) -> list[Prompt]:
+    rows = iter_rows(path, strict=strict, report=report)
+    prompts = read_records(rows, parse, source=str(path), strict=strict, report=report)
     for prompt in prompts:
         prompt.metadata["id"] = prompt.metadata["task_id"]
     return prompts[:limit] if limit is not None else prompts
@@ -95,13 +102,20 @@ def parse_humaneval_row(row: dict[str, Any]) -> Prompt:
     if not re.search(rf"def\s+{re.escape(entry_point)}\s*\(", prompt_code):
         raise DataError(f"prompt does not define the entry point {entry_point!r}", field="entry_point")
     text = f"Complete the following Python function. {ANSWER_FORMAT}\n\n```python\n{prompt_code}```"
-    metadata = {"task": "humaneval", "task_id": task_id, "entry_point": entry_point, "prompt_code": prompt_code,
-                "canonical_solution": prompt_code + solution}
+    metadata = {
+        "task": "humaneval",
+        "task_id": task_id,
+        "entry_point": entry_point,
+        "prompt_code": prompt_code,
+        "canonical_solution": prompt_code + solution,
+    }
     hidden = assert_suite([f"{test}\ncheck({entry_point})\n"])
     return Prompt(user_prompt(text), _with_tests(metadata, hidden, None))
 
 
-def load_humaneval(*, path: str | Path | None = None, strict: bool = False, report: DropReport | None = None, limit: int | None = None) -> list[Prompt]:
+def load_humaneval(
+    *, path: str | Path | None = None, strict: bool = False, report: DropReport | None = None, limit: int | None = None
+) -> list[Prompt]:
     """The 164 HumanEval problems in file order."""
     path = Path(path) if path is not None else data_path("humaneval", "HumanEval.jsonl.gz")
     return _load(path, parse_humaneval_row, strict, report, limit)
@@ -112,7 +126,8 @@ def load_humaneval(*, path: str | Path | None = None, strict: bool = False, repo
 
 def mbpp_prompt_text(description: str, tests: list[str]) -> str:
     """Austin et al.'s MBPP prompt: the task, then the tests the code must pass."""
-    return f"You are an expert Python programmer, and here is your task: {description} Your code should pass these tests:\n\n" + "\n".join(tests)
+    head = f"You are an expert Python programmer, and here is your task: {description}"
+    return f"{head} Your code should pass these tests:\n\n" + "\n".join(tests)
 
 
 def parse_mbpp_row(row: dict[str, Any], *, sanitized: bool = False) -> Prompt:
@@ -130,16 +145,28 @@ def parse_mbpp_row(row: dict[str, Any], *, sanitized: bool = False) -> Prompt:
     else:
         setup = _text(row, "test_setup_code", allow_empty=True)
     suite = assert_suite(tests, setup)
-    metadata = {"task": "mbpp", "task_id": f"mbpp/{task_id}", "canonical_solution": code,
-                "challenge_tests": list(row.get("challenge_test_list") or []), "sanitized": sanitized}
+    metadata = {
+        "task": "mbpp",
+        "task_id": f"mbpp/{task_id}",
+        "canonical_solution": code,
+        "challenge_tests": list(row.get("challenge_test_list") or []),
+        "sanitized": sanitized,
+    }
     match = re.match(r"\s*assert\s+(?:not\s+)?\(?\s*(?:set\(|math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(", tests[0])
     if match:
         metadata["function_name"] = match.group(1)
     return Prompt(user_prompt(mbpp_prompt_text(description.strip(), tests)), _with_tests(metadata, suite, suite))
 
 
-def load_mbpp(split: str = "test", *, sanitized: bool = False, path: str | Path | None = None, strict: bool = False,
-              report: DropReport | None = None, limit: int | None = None) -> list[Prompt]:
+def load_mbpp(
+    split: str = "test",
+    *,
+    sanitized: bool = False,
+    path: str | Path | None = None,
+    strict: bool = False,
+    report: DropReport | None = None,
+    limit: int | None = None,
+) -> list[Prompt]:
     """MBPP problems of one split (by task id; ``"all"`` for every row), full or sanitized."""
     if split not in MBPP_SPLITS:
         raise ValueError(f"unknown MBPP split {split!r}; choose one of {sorted(MBPP_SPLITS)}")
@@ -177,13 +204,14 @@ def _as_text(value: Any, name: str) -> str:
 
 
 def _apps_suites(cases: Any, num_public: int) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
-    if not isinstance(cases, dict) or not isinstance(cases.get("inputs"), list) or not isinstance(cases.get("outputs"), list):
+    if not isinstance(cases, dict) or not all(isinstance(cases.get(k), list) for k in ("inputs", "outputs")):
         raise DataError('expected {"inputs": [...], "outputs": [...]}', field="input_output")
     inputs, outputs, fn_name = cases["inputs"], cases["outputs"], cases.get("fn_name")
     if not inputs or len(inputs) != len(outputs):
         raise DataError(f"{len(inputs)} inputs and {len(outputs)} outputs", field="input_output")
     if fn_name is not None:
-        suites = [{"kind": "call", "fn_name": fn_name, "inputs": inputs[:n], "outputs": outputs[:n]} for n in (len(inputs), num_public)]
+        sizes = (len(inputs), num_public)
+        suites = [{"kind": "call", "fn_name": fn_name, "inputs": inputs[:n], "outputs": outputs[:n]} for n in sizes]
     else:
         ins = [_as_text(v, "input_output.inputs") for v in inputs]
         outs = [_as_text(v, "input_output.outputs") for v in outputs]
@@ -197,9 +225,9 @@ def apps_prompt_text(question: str, starter_code: str, call_based: bool) -> str:
     if starter_code.strip():
         parts.append(f"```python\n{starter_code}\n```")
     if call_based:
-        parts.append("Use Call-Based format: complete the starter code; the function is called with each test's arguments.")
+        parts.append("Use Call-Based format: complete the starter code; it is called with each test's arguments.")
     else:
-        parts.append("Use Standard Input format: read the input from standard input and print the answer to standard output.")
+        parts.append("Use Standard Input format: read standard input and print the answer to standard output.")
     return "\n\n".join(parts) + f" {ANSWER_FORMAT}"
 
 
@@ -214,13 +242,29 @@ def parse_apps_row(row: dict[str, Any], *, num_public: int = 0) -> Prompt:
     difficulty = row.get("difficulty")
     if difficulty is not None and difficulty not in APPS_DIFFICULTIES:
         raise DataError(f"unknown difficulty {difficulty!r}; expected one of {APPS_DIFFICULTIES}", field="difficulty")
-    metadata = {"task": "apps", "task_id": f"apps/{row.get('problem_id', '?')}", "difficulty": difficulty,
-                "url": row.get("url"), "fn_name": fn_name, "canonical_solution": solutions[0] if solutions else None}
-    return Prompt(user_prompt(apps_prompt_text(question, starter_code, fn_name is not None)), _with_tests(metadata, hidden, public))
+    if not isinstance(row.get("problem_id"), (int, str)) or isinstance(row.get("problem_id"), bool):
+        raise DataError("missing problem id (an integer or string)", field="problem_id")
+    metadata = {
+        "task": "apps",
+        "task_id": f"apps/{row['problem_id']}",
+        "difficulty": difficulty,
+        "url": row.get("url"),
+        "fn_name": fn_name,
+        "canonical_solution": solutions[0] if solutions else None,
+    }
+    text = apps_prompt_text(question, starter_code, fn_name is not None)
+    return Prompt(user_prompt(text), _with_tests(metadata, hidden, public))
 
 
-def load_apps(path: str | Path | None = None, *, difficulty: str | None = None, num_public: int = 0, strict: bool = False,
-              report: DropReport | None = None, limit: int | None = None) -> list[Prompt]:
+def load_apps(
+    path: str | Path | None = None,
+    *,
+    difficulty: str | None = None,
+    num_public: int = 0,
+    strict: bool = False,
+    report: DropReport | None = None,
+    limit: int | None = None,
+) -> list[Prompt]:
     """APPS problems (``path``: the rows as .jsonl or .parquet; default ``apps/test.jsonl``)."""
     path = Path(path) if path is not None else data_path("apps", "test.jsonl")
 
@@ -240,7 +284,8 @@ def _contest_tests(row: dict[str, Any], name: str) -> tuple[list[str], list[str]
         return [], []
     if not isinstance(tests, dict):
         raise DataError('expected {"input": [...], "output": [...]}', field=name)
-    inputs, outputs = _string_list(tests.get("input"), f"{name}.input"), _string_list(tests.get("output"), f"{name}.output")
+    inputs = _string_list(tests.get("input"), f"{name}.input")
+    outputs = _string_list(tests.get("output"), f"{name}.output")
     if len(inputs) != len(outputs):
         raise DataError(f"{len(inputs)} inputs and {len(outputs)} outputs", field=name)
     return inputs, outputs
@@ -249,7 +294,8 @@ def _contest_tests(row: dict[str, Any], name: str) -> tuple[list[str], list[str]
 def _python3_solution(row: dict[str, Any]) -> str | None:
     solutions = row.get("solutions") or {}
     languages, programs = solutions.get("language") or [], solutions.get("solution") or []
-    return next((program for language, program in zip(languages, programs) if language == CODE_CONTESTS_PYTHON3), None)
+    python3 = (program for language, program in zip(languages, programs) if language == CODE_CONTESTS_PYTHON3)
+    return next(python3, None)
 
 
 def parse_code_contests_row(row: dict[str, Any], *, include_generated: bool = True) -> Prompt:
@@ -264,15 +310,31 @@ def parse_code_contests_row(row: dict[str, Any], *, include_generated: bool = Tr
         raise DataError("no hidden tests", field="private_tests")
     limit = row.get("time_limit") or {}
     seconds = (limit.get("seconds") or 0) + (limit.get("nanos") or 0) / 1e9 if isinstance(limit, dict) else None
-    metadata = {"task": "code_contests", "task_id": f"code_contests/{name}", "difficulty": row.get("difficulty"),
-                "time_limit_seconds": seconds or None, "canonical_solution": _python3_solution(row)}
-    text = f"{description.strip()}\n\nWrite a Python 3 program that reads from standard input and writes to standard output. {ANSWER_FORMAT}"
+    metadata = {
+        "task": "code_contests",
+        "task_id": f"code_contests/{name}",
+        "difficulty": row.get("difficulty"),
+        "time_limit_seconds": seconds or None,
+        "canonical_solution": _python3_solution(row),
+    }
+    task = "Write a Python 3 program that reads from standard input and writes to standard output."
+    text = f"{description.strip()}\n\n{task} {ANSWER_FORMAT}"
     public = stdio_suite(public_in, public_out) if public_in else None
     return Prompt(user_prompt(text), _with_tests(metadata, stdio_suite(hidden_in, hidden_out), public))
 
 
-def load_code_contests(path: str | Path | None = None, *, include_generated: bool = True, strict: bool = False,
-                       report: DropReport | None = None, limit: int | None = None) -> list[Prompt]:
-    """CodeContests problems (``path``: the rows as .jsonl or .parquet; default ``code_contests/test.jsonl``)."""
+def load_code_contests(
+    path: str | Path | None = None,
+    *,
+    include_generated: bool = True,
+    strict: bool = False,
+    report: DropReport | None = None,
+    limit: int | None = None,
+) -> list[Prompt]:
+    """CodeContests problems (``path``: rows as .jsonl or .parquet; default ``code_contests/test.jsonl``)."""
     path = Path(path) if path is not None else data_path("code_contests", "test.jsonl")
-    return _load(path, lambda row: parse_code_contests_row(row, include_generated=include_generated), strict, report, limit)
+
+    def parse(row: dict[str, Any]) -> Prompt:
+        return parse_code_contests_row(row, include_generated=include_generated)
+
+    return _load(path, parse, strict, report, limit)
