@@ -133,7 +133,7 @@ def test_apps_call_based_row():
     "change, field",
     [({"input_output": ""}, "input_output"), ({"input_output": "{not json"}, "input_output"),
      ({"input_output": json.dumps({"inputs": ["1"], "outputs": []})}, "input_output"),
-     ({"question": ""}, "question"), ({"difficulty": "easy"}, "difficulty")],
+     ({"question": ""}, "question"), ({"difficulty": "easy"}, "difficulty"), ({"problem_id": None}, "problem_id")],
 )
 def test_apps_malformed_rows_name_their_field(change, field):
     with pytest.raises(DataError) as info:

@@ -109,6 +109,12 @@ def test_stdio_tests_run_each_input_and_stop_at_first_failure(sandbox):
     assert crash.status == "error" and "ValueError" in crash.stderr_tail
 
 
+def test_a_suite_without_tests_is_refused(sandbox):
+    for empty in (AssertTests((), "x = 1"), StdioTests((), ()), CallTests("f", (), ())):
+        with pytest.raises(ValueError, match="holds no test"):
+            sandbox.run_tests("x = 1", empty)
+
+
 def test_stdio_program_may_exit_normally(sandbox):
     program = "import sys\nprint(int(input()) * 2)\nsys.exit(0)\n"
     assert sandbox.run_tests(program, StdioTests(("21\n",), ("42",))).passed

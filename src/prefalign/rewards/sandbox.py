@@ -442,9 +442,10 @@ class Sandbox:
 
     def run_tests(self, program: str, suite: InProcessSuite | StdioSuite) -> ExecutionResult:
         """Run ``program`` against ``suite`` (in one process, or once per stdin input)."""
-        if hasattr(suite, "stages"):
-            return self._run_in_process(program, suite.stages())
-        return self._run_stdio(program, suite)
+        stages = suite.stages() if hasattr(suite, "stages") else None
+        if not (any(stage[2] for stage in stages) if stages is not None else suite.inputs):
+            raise ValueError(f"{type(suite).__name__} holds no test: any program would pass it")
+        return self._run_in_process(program, stages) if stages is not None else self._run_stdio(program, suite)
 
     # -- the two ways of running tests -------------------------------------------------------
 
