@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str, str | None, str]] = {
             "offline preference training: DPO, RRHF or PRO (--loss); reports held-out implicit-reward accuracy"),
     "dpo-iter": ("prefalign.trainers.iterative_dpo", "IterativeDPOConfig", "run_iterative_dpo", "PRESETS",
                  "iterative DPO: each round samples k responses, labels them with a reward, pairs best vs worst, trains DPO"),
+    "study": ("prefalign.studies.study", "StudyConfig", "run_study", "PRESETS",
+              "the whole PPO-vs-DPO comparison on the embedded tiny world: report, tables, plots (presets: quick, full)"),
 }
 
 

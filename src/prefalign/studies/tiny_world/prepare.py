@@ -43,9 +43,9 @@ CACHE_VERSION = 1
 
 @dataclass
 class PretrainConfig:
-    steps: int = 1200
+    steps: int = 400
     """Optimizer steps of pre-training."""
-    batch_size: int = 64
+    batch_size: int = 256
     """Lines per step."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=3e-3, warmup_ratio=0.05, schedule="cosine",
                                                                    min_learning_rate=1e-4, weight_decay=0.01))
@@ -54,9 +54,9 @@ class PretrainConfig:
 
 @dataclass
 class SFTStageConfig:
-    epochs: float = 3.0
+    epochs: float = 4.0
     """Passes over the demonstrations."""
-    batch_size: int = 32
+    batch_size: int = 64
     """Demonstrations per step."""
     learning_rate: float = 1e-3
     """Peak learning rate (linear decay after a 5% warm-up)."""
@@ -126,7 +126,7 @@ def pretrain(config: TinyWorldConfig, text: list[str], output: Path, progress: b
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if (step + 1) % 20 == 0 or step + 1 == cfg.steps:
-                logger.log(step + 1, {"loss": float(loss), "lr": scheduler.get_last_lr()[0]}, show=("loss",))
+                logger.log(step + 1, {"loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}, show=("loss",))
     finally:
         logger.close()
     return save_model(model, tokenizer, output / "model")
