@@ -12,7 +12,8 @@ import pytest
 
 import prefalign
 from prefalign.rewards.code import AssertTests, StdioTests
-from prefalign.rewards.sandbox import _UID_BASE, ExecutionResult, Sandbox, SandboxConfig
+from prefalign.rewards.sandbox import ExecutionResult, Sandbox, SandboxConfig
+from prefalign.rewards.sandbox_isolation import _UID_BASE
 
 FAST = dict(timeout=1.0, memory_bytes=256 << 20, max_output_bytes=1 << 20, max_workers=2)
 TRIVIAL = ("def f(x):\n    return x + 1\n", AssertTests(("assert f(1) == 2",)))

@@ -49,144 +49,27 @@ the system ``python3``; ``int``/``str`` conversion is unlimited in the sandbox, 
 
 from __future__ import annotations
 
-import atexit
-import functools
-import itertools
-import json
 import marshal
 import math
 import os
 import secrets
-import select
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
+from prefalign.rewards.sandbox_isolation import probe_isolation, _next_uid, kill_uid, _user_task_count, _wait_exit, _remove_tree
+
 STATUSES = ("passed", "failed", "timeout", "error", "memory")
 _MEMORY_EXIT = 86  # the harness exits with this code after a MemoryError
-_UID_BASE = 1_000_000  # throw-away uids: base + (pid mod 2**20) * 1024 + run counter mod 1024
-_RUN_COUNTER = itertools.count()
 
-# The child's entry point, run as ``python -I -S -B -c HARNESS job_file``. It imports nothing heavy
-# (startup is most of a trivial program's cost): it reads the job (marshal), sets the limits, drops
-# to the throw-away uid, installs the guard, then runs the stages.
-HARNESS = r'''
-import builtins, marshal, os, sys
-_DENY = {"os.fork", "os.forkpty", "os.exec", "os.spawn", "os.posix_spawn", "os.system", "os.kill",
-         "os.killpg", "os.startfile", "signal.pthread_kill", "subprocess.Popen", "pty.spawn",
-         "resource.setrlimit", "resource.prlimit", "sqlite3.enable_load_extension", "webbrowser.open"}
-_DENY_PREFIX = ("socket.", "ctypes.", "urllib.", "http.", "ftplib.", "smtplib.", "imaplib.", "poplib.",
-                "nntplib.", "telnetlib.", "syslog.")
-_READ_EVENTS = {"os.listdir": (0,), "os.scandir": (0,), "os.chdir": (0,), "glob.glob": (0,),
-                "os.listxattr": (0,), "os.getxattr": (0,)}
-_WRITE_EVENTS = {"os.mkdir": (0,), "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1),
-                 "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,), "os.chmod": (0,),
-                 "os.chown": (0,), "os.utime": (0,), "os.setxattr": (0,), "os.removexattr": (0,),
-                 "sqlite3.connect": (0,)}
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
-def _install_guard(workdir, read_roots):
-    realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
-    workdir = realpath(workdir)
-    def inside(path, roots):
-        if path is None or isinstance(path, int):
-            return True
-        try:
-            path = realpath(fsdecode(path))
-        except (TypeError, ValueError):
-            return False
-        return any(path == r or path.startswith(r.rstrip(sep) + sep) for r in roots)
-    def hook(event, args):
-        if event == "open":
-            mode, flags = args[1], (args[2] if len(args) > 2 else 0) or 0
-            writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & _WRITE_FLAGS)
-            allowed = inside(args[0], (workdir,) if writes else (workdir,) + read_roots)
-        elif event in _READ_EVENTS:
-            allowed = all(inside(args[i], (workdir,) + read_roots) for i in _READ_EVENTS[event] if i < len(args))
-        elif event in _WRITE_EVENTS:
-            allowed = all(inside(args[i], (workdir,)) for i in _WRITE_EVENTS[event] if i < len(args))
-        else:
-            allowed = event not in _DENY and not event.startswith(_DENY_PREFIX)
-        if not allowed:
-            raise PermissionError("sandbox refused %s%r" % (event, tuple(args)[:2]))
-    sys.addaudithook(hook)
-
-def _summary(exc):
-    try:
-        text = "%s: %s" % (type(exc).__name__, exc)
-    except BaseException:
-        text = type(exc).__name__
-    return text.replace("\n", " ")[:300]
-
-def _out_of_memory():
-    os.write(2, b"MemoryError: the program exceeded its memory limit\n")
-    os._exit(MEMORY_EXIT)
-
-def _marker(nonce):
-    def mark(kind, index, summary=""):
-        try:
-            sys.stdout.flush()
-        except BaseException:
-            pass
-        os.write(1, ("\n%s\t%s\t%d\t%s\n" % (nonce, kind, index, summary)).encode())
-    return mark
-
-def _run_checked(stages, mark, stop_at_first_failure):
-    namespace = {"__name__": "__solution__", "__builtins__": builtins}
-    for index, (label, source, is_test) in enumerate(stages):
-        try:
-            exec(compile(source, label, "exec"), namespace)
-        except MemoryError:
-            _out_of_memory()
-        except BaseException as exc:
-            kind = "fail" if is_test and isinstance(exc, AssertionError) else "error"
-            mark(kind, index, _summary(exc))
-            sys.__excepthook__(type(exc), exc, exc.__traceback__)
-            if not is_test or stop_at_first_failure:
-                os._exit(1)
-        else:
-            mark("ok", index)
-    mark("done", len(stages))
-    os._exit(0)
-
-def _run_script(label, source):
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    try:
-        exec(compile(source, label, "exec"), namespace)
-    except MemoryError:
-        _out_of_memory()
-
-def _main(job_path):
-    with open(job_path, "rb") as fh:
-        job = marshal.load(fh)
-    import resource, signal
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; a write past the cap must kill
-    for name, soft, hard in job["limits"]:
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-    if job["uid"] is not None:
-        os.setgroups([])
-        os.setgid(job["uid"])
-        os.setuid(job["uid"])
-    if hasattr(sys, "set_int_max_str_digits"):
-        sys.set_int_max_str_digits(0)
-    builtins.exit = builtins.quit = sys.exit
-    sys.argv = ["solution.py"]
-    if job["guard"]:
-        _install_guard(job["workdir"], tuple(job["read_roots"]))
-    if job["nonce"] is None:
-        _run_script(*job["stages"][0][:2])
-    else:
-        _run_checked(job["stages"], _marker(job.pop("nonce")), job["stop_at_first_failure"])
-
-_main(sys.argv[1])
-'''.replace("MEMORY_EXIT", str(_MEMORY_EXIT))
+# The child's entry point: a template file beside this one (see its docstring).
+HARNESS = (Path(__file__).with_name("sandbox_harness.py")).read_text().replace("MEMORY_EXIT", str(_MEMORY_EXIT))
 
 
 @dataclass(frozen=True)
@@ -259,155 +142,6 @@ class StdioSuite(Protocol):
     inputs: tuple[str, ...]
 
     def output_ok(self, index: int, stdout: str) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """What this machine allows (see the module docstring for what each layer does)."""
-
-    python: str
-    read_roots: tuple[str, ...]
-    uid_switch: bool
-    unshare: str | None
-    audit_guard: bool
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "python": self.python,
-            "throwaway_uid_and_nproc": self.uid_switch,
-            "network_namespace": self.unshare is not None,
-            "audit_guard": self.audit_guard,
-            "rlimits_and_session_kill": True,
-        }
-
-
-_PROBE = "import json, os, sys; print(json.dumps([os.path.realpath(p) for p in sys.path if p]))"
-
-
-def _probe_python(python: str, uid: int | None) -> tuple[str, ...] | None:
-    """The interpreter's import roots if it runs (under ``uid``), else None."""
-    ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
-    try:
-        done = subprocess.run([python, "-I", "-S", "-B", "-c", _PROBE], capture_output=True, timeout=60, cwd="/", **ids)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return tuple(json.loads(done.stdout)) if done.returncode == 0 else None
-
-
-@functools.lru_cache(maxsize=None)
-def probe_isolation(python: str | None, drop_privileges: bool, network_namespace: bool, audit_guard: bool) -> Isolation:
-    """Find which layers work here (cached): a dropped uid must be able to start the interpreter
-    (``/root`` is often unreadable to it, hence the fallback to the system ``python3``)."""
-    root = os.geteuid() == 0
-    system_python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
-    candidates = [c for c in ([python] if python else [os.path.realpath(sys.executable), system_python]) if c]
-    chosen: tuple[str, tuple[str, ...], bool] | None = None
-    if root and drop_privileges:
-        for candidate in candidates:
-            roots = _probe_python(candidate, _UID_BASE - 1)
-            if roots is not None:
-                chosen = (candidate, roots, True)
-                break
-    if chosen is None:
-        roots = _probe_python(candidates[0], None)
-        if roots is None:
-            raise RuntimeError(f"sandbox interpreter {candidates[0]!r} does not start")
-        chosen = (candidates[0], roots, False)
-    unshare = shutil.which("unshare") if root and network_namespace else None
-    if unshare and subprocess.run([unshare, "--net", "--", "true"], capture_output=True).returncode != 0:
-        unshare = None
-    return Isolation(chosen[0], chosen[1], chosen[2], unshare, audit_guard)
-
-
-def _next_uid() -> int:
-    """A uid no other run is using: distinct per process (pid) and per run (counter)."""
-    return _UID_BASE + (os.getpid() % (1 << 20)) * 1024 + next(_RUN_COUNTER) % 1024
-
-
-# A small root process that kills every process of a uid on request: it forks itself (cheap, unlike
-# forking this process, which may hold a whole model), drops to the uid and calls kill(-1, SIGKILL),
-# which reaches every process of that uid and nothing else.
-_SWEEPER = r'''
-import os, sys
-for line in sys.stdin:
-    uid = int(line)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([]); os.setgid(uid); os.setuid(uid); os.kill(-1, 9)
-        except OSError:
-            pass
-        os._exit(0)
-    os.waitpid(pid, 0)
-    sys.stdout.write("swept\n")
-    sys.stdout.flush()
-'''
-_sweeper_lock = threading.Lock()
-_sweeper: list[subprocess.Popen] = []
-
-
-def kill_uid(uid: int, python: str = sys.executable) -> None:
-    """Kill every process of ``uid`` (as root): ``kill(-1, SIGKILL)`` run under that uid."""
-    with _sweeper_lock:
-        if not _sweeper or _sweeper[0].poll() is not None:
-            argv = [python, "-I", "-S", "-B", "-c", _SWEEPER]
-            _sweeper[:] = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")]
-        sweeper = _sweeper[0]
-        sweeper.stdin.write(f"{uid}\n")
-        sweeper.stdin.flush()
-        if sweeper.stdout.readline() != "swept\n":
-            raise RuntimeError(f"the process sweeper died while killing the processes of uid {uid}")
-
-
-@atexit.register
-def _stop_sweeper() -> None:
-    with _sweeper_lock:
-        for sweeper in _sweeper:
-            sweeper.stdin.close()
-            sweeper.wait(timeout=10)
-            sweeper.stdout.close()
-        _sweeper.clear()
-
-
-def _user_task_count() -> int:
-    """Tasks (processes and threads) of this user, which non-root RLIMIT_NPROC counts."""
-    uid, count = os.getuid(), 0
-    for name in os.listdir("/proc"):
-        try:
-            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
-                count += len(os.listdir(f"/proc/{name}/task"))
-        except OSError:
-            continue
-    return count
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """Wait until ``pid`` exits (without reaping it); False on timeout."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        fd = None
-    if fd is not None:
-        try:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            return bool(poller.poll(max(0, int(timeout * 1000))))
-        finally:
-            os.close(fd)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            return True
-        time.sleep(0.002)
-    return False
-
-
-def _remove_tree(path: str) -> None:
-    def make_writable(func, target, _exc):
-        os.chmod(os.path.dirname(target), 0o700)
-        func(target)
-
-    shutil.rmtree(path, onerror=make_writable)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,116 @@
+"""The sandbox child's entry point (a template, not imported by the package).
+
+:mod:`prefalign.rewards.sandbox` reads this file, substitutes ``MEMORY_EXIT`` with its exit code
+for a MemoryError, and runs it as ``python -I -S -B -c <source> job_file``. It imports nothing
+heavy (start-up is most of a trivial program's cost): it reads the job (marshal), sets the limits,
+drops to the throw-away uid, installs the audit-hook guard, then runs the stages.
+"""
+import builtins, marshal, os, sys
+_DENY = {"os.fork", "os.forkpty", "os.exec", "os.spawn", "os.posix_spawn", "os.system", "os.kill",
+         "os.killpg", "os.startfile", "signal.pthread_kill", "subprocess.Popen", "pty.spawn",
+         "resource.setrlimit", "resource.prlimit", "sqlite3.enable_load_extension", "webbrowser.open"}
+_DENY_PREFIX = ("socket.", "ctypes.", "urllib.", "http.", "ftplib.", "smtplib.", "imaplib.", "poplib.",
+                "nntplib.", "telnetlib.", "syslog.")
+_READ_EVENTS = {"os.listdir": (0,), "os.scandir": (0,), "os.chdir": (0,), "glob.glob": (0,),
+                "os.listxattr": (0,), "os.getxattr": (0,)}
+_WRITE_EVENTS = {"os.mkdir": (0,), "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1),
+                 "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,), "os.chmod": (0,),
+                 "os.chown": (0,), "os.utime": (0,), "os.setxattr": (0,), "os.removexattr": (0,),
+                 "sqlite3.connect": (0,)}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+def _install_guard(workdir, read_roots):
+    realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
+    workdir = realpath(workdir)
+    def inside(path, roots):
+        if path is None or isinstance(path, int):
+            return True
+        try:
+            path = realpath(fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        return any(path == r or path.startswith(r.rstrip(sep) + sep) for r in roots)
+    def hook(event, args):
+        if event == "open":
+            mode, flags = args[1], (args[2] if len(args) > 2 else 0) or 0
+            writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & _WRITE_FLAGS)
+            allowed = inside(args[0], (workdir,) if writes else (workdir,) + read_roots)
+        elif event in _READ_EVENTS:
+            allowed = all(inside(args[i], (workdir,) + read_roots) for i in _READ_EVENTS[event] if i < len(args))
+        elif event in _WRITE_EVENTS:
+            allowed = all(inside(args[i], (workdir,)) for i in _WRITE_EVENTS[event] if i < len(args))
+        else:
+            allowed = event not in _DENY and not event.startswith(_DENY_PREFIX)
+        if not allowed:
+            raise PermissionError("sandbox refused %s%r" % (event, tuple(args)[:2]))
+    sys.addaudithook(hook)
+
+def _summary(exc):
+    try:
+        text = "%s: %s" % (type(exc).__name__, exc)
+    except BaseException:
+        text = type(exc).__name__
+    return text.replace("\n", " ")[:300]
+
+def _out_of_memory():
+    os.write(2, b"MemoryError: the program exceeded its memory limit\n")
+    os._exit(MEMORY_EXIT)
+
+def _marker(nonce):
+    def mark(kind, index, summary=""):
+        try:
+            sys.stdout.flush()
+        except BaseException:
+            pass
+        os.write(1, ("\n%s\t%s\t%d\t%s\n" % (nonce, kind, index, summary)).encode())
+    return mark
+
+def _run_checked(stages, mark, stop_at_first_failure):
+    namespace = {"__name__": "__solution__", "__builtins__": builtins}
+    for index, (label, source, is_test) in enumerate(stages):
+        try:
+            exec(compile(source, label, "exec"), namespace)
+        except MemoryError:
+            _out_of_memory()
+        except BaseException as exc:
+            kind = "fail" if is_test and isinstance(exc, AssertionError) else "error"
+            mark(kind, index, _summary(exc))
+            sys.__excepthook__(type(exc), exc, exc.__traceback__)
+            if not is_test or stop_at_first_failure:
+                os._exit(1)
+        else:
+            mark("ok", index)
+    mark("done", len(stages))
+    os._exit(0)
+
+def _run_script(label, source):
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(compile(source, label, "exec"), namespace)
+    except MemoryError:
+        _out_of_memory()
+
+def _main(job_path):
+    with open(job_path, "rb") as fh:
+        job = marshal.load(fh)
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; a write past the cap must kill
+    for name, soft, hard in job["limits"]:
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    if job["uid"] is not None:
+        os.setgroups([])
+        os.setgid(job["uid"])
+        os.setuid(job["uid"])
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)
+    builtins.exit = builtins.quit = sys.exit
+    sys.argv = ["solution.py"]
+    if job["guard"]:
+        _install_guard(job["workdir"], tuple(job["read_roots"]))
+    if job["nonce"] is None:
+        _run_script(*job["stages"][0][:2])
+    else:
+        _run_checked(job["stages"], _marker(job.pop("nonce")), job["stop_at_first_failure"])
+
+if __name__ == "__main__":
+    _main(sys.argv[1])
