@@ -118,7 +118,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 def save_figure_atomic(figure, path: str | Path) -> Path:
     """Save a matplotlib figure as PNG atomically."""
-    return _atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    return _atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=100))
 
 
 def _heatmap(axis, matrix: np.ndarray, unseen: np.ndarray, title: str, cmap: str, labels: list[list[str]], vmin, vmax):
@@ -141,7 +141,7 @@ def _heatmap(axis, matrix: np.ndarray, unseen: np.ndarray, title: str, cmap: str
     axis.set_ylabel("prompt")
     axis.set_xticks(range(matrix.shape[1]))
     axis.set_yticks(range(size))
-    axis.figure.colorbar(image, ax=axis, shrink=0.75)
+    axis.figure.colorbar(image, ax=axis, shrink=0.75, pad=0.03)
     return image
 
 
@@ -169,7 +169,8 @@ def plot_figure1(data: dict[str, Any], path: str | Path) -> Path:
 
     unseen = np.asarray(data["unseen"], dtype=bool)
     counts, wins = np.asarray(data["pair_counts"]), np.asarray(data["win_counts"])
-    fig, axes = plt.subplots(1, 5, figsize=(25, 5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 5, figsize=(25, 5))  # fixed margins: constrained layout would draw twice
+    fig.subplots_adjust(left=0.025, right=0.99, bottom=0.1, top=0.86, wspace=0.12)
     coverage_labels = [[f"{w}/{c}" if c else "" for w, c in zip(wr, cr)] for wr, cr in zip(wins, counts)]
     _heatmap(axes[0], counts, unseen, "(a) data coverage (wins/pairs)", "Greens", coverage_labels, 0, counts.max() + 1)
     for axis, key, title in zip(axes[1:4], ("reference", "ppo", "dpo"), ("(b) reference", "(c) PPO", "(d) DPO")):

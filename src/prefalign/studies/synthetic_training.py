@@ -181,6 +181,9 @@ def ppo_rollout(
     }
 
 
+_UPDATE_FIELDS = ("prompts", "responses", "old_logprobs", "advantages", "response_mask", "old_values", "returns")
+
+
 def ppo_update(
     policy: PromptMLP,
     value_model: PromptMLP,
@@ -200,7 +203,7 @@ def ppo_update(
     totals = {"policy_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0}
     for _ in range(epochs):
         for index in torch.randperm(size, generator=generator).view(minibatches, -1):
-            mb = {name: value[index] for name, value in batch.items()}
+            mb = {name: batch[name][index] for name in _UPDATE_FIELDS}
             logprobs = torch.log_softmax(policy(mb["prompts"]), dim=-1).gather(-1, mb["responses"])  # (b, 1)
             policy_loss, stats = ppo_policy_loss(
                 logprobs, mb["old_logprobs"], mb["advantages"], mb["response_mask"], clip_range
