@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str, str, str | None, str]] = {
                  "iterative DPO: each round samples k responses, labels them with a reward, pairs best vs worst, trains DPO"),
     "study": ("prefalign.studies.study", "StudyConfig", "run_study", "PRESETS",
               "the whole PPO-vs-DPO comparison on the embedded tiny world: report, tables, plots (presets: quick, full)"),
+    "eval": ("prefalign.evaluation.runner", "EvalConfig", "run_eval", "PRESETS",
+             "evaluate a model (or a folder of generations) on tasks: per-task, per-category and overall scores; --compare"),
+    "eval-rm": ("prefalign.evaluation.reward_model_eval", "RewardModelEvalConfig", "run_reward_model_eval", None,
+                "evaluate a reward model: accuracy on held-out pairs per subset (weighted) and best-of-N on tasks"),
 }
 
 
