@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str, str | None, str]] = {
             "offline preference training: DPO, RRHF or PRO (--loss); reports held-out implicit-reward accuracy"),
     "dpo-iter": ("prefalign.trainers.iterative_dpo", "IterativeDPOConfig", "run_iterative_dpo", "PRESETS",
                  "iterative DPO: each round samples k responses, labels them with a reward, pairs best vs worst, trains DPO"),
+    "synthetic": ("prefalign.studies.synthetic", "SyntheticConfig", "run_synthetic", None,
+                  "the synthetic study of Xu et al. section 4 (8x8 bandit, Table 1 counter-example, Theorem 4.1 check): table, PNG, JSON"),
     "study": ("prefalign.studies.study", "StudyConfig", "run_study", "PRESETS",
               "the whole PPO-vs-DPO comparison on the embedded tiny world: report, tables, plots (presets: quick, full)"),
     "eval": ("prefalign.evaluation.runner", "EvalConfig", "run_eval", "PRESETS",
