@@ -46,7 +46,7 @@ def test_study_runs_every_method_and_a_fixed_seed_reproduces_the_results(tmp_pat
     monkeypatch.setenv("PREFALIGN_CACHE_DIR", str(tmp_path / "cache"))
     first = run_study(minimal_config(tmp_path / "a"))
     out = tmp_path / "a"
-    for name in ("report.md", "results.json", "study.log", "config.yaml", "plots/training_curves.png",
+    for name in ("report.md", "results.json", "study.log", "console.log", "config.yaml", "plots/training_curves.png",
                  "plots/gold_vs_kl.png", "plots/methods.png", "synthetic/figure1.png"):
         assert (out / name).exists(), name
     assert first["methods"] == list(METHODS) and not first["skipped"]
@@ -68,5 +68,9 @@ def test_presets_build_and_methods_are_checked(tmp_path):
     full = build_config(StudyConfig, presets=PRESETS, preset="full")
     assert quick == StudyConfig()
     assert full.seeds > quick.seeds and full.ppo.steps > quick.ppo.steps
+    # the recipes are the presets, written out
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    assert build_config(StudyConfig, yaml_path=recipes / "study_quick.yaml") == quick
+    assert build_config(StudyConfig, yaml_path=recipes / "study_full.yaml") == full
     with pytest.raises(ValueError, match="unknown methods"):
         StudyConfig(methods=["dpo", "kto"])

@@ -13,7 +13,8 @@ Stages, in order (each one's wall time goes into the report):
    sampled responses (:mod:`prefalign.studies.tiny_world.evaluate`);
 4. the synthetic study of Xu et al. section 4 (``run_synthetic``);
 5. the report (:mod:`prefalign.studies.study_report`): ``report.md``, ``results.json``, PNG plots,
-   ``study.log``, and the same tables in the terminal.
+   ``study.log`` (stages and times), ``console.log`` (everything printed), and the same tables in
+   the terminal.
 
 Seeds vary the reward model and every alignment run (initial data order, sampling); the tiny world
 and its SFT model are shared by all seeds, as the papers share one SFT model. Every method is scored
@@ -63,7 +64,7 @@ class StudyConfig:
     """Scoring on the held-out prompts."""
     synthetic: bool = True
     """Also run the synthetic study of Xu et al. section 4."""
-    synthetic_settings: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(seeds=10, quiet=True))
+    synthetic_settings: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(seeds=6, quiet=True))
     """Its settings (output_dir is set to <output_dir>/synthetic)."""
     output_dir: str = "runs/study"
     """Folder of the report, results.json, plots, logs and every run."""
@@ -89,10 +90,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": 5,
         "world": {"data": {"sft_examples": 3000, "preference_pairs": 2400, "policy_prompts": 1024, "eval_prompts": 512},
                   "pretrain": {"steps": 800}},
-        "reward_model": {"epochs": 3.0},
-        "offline": {"epochs": 3.0},
+        "reward_model": {"epochs": 4.0},
         "iterative": {"rounds": 3},
-        "ppo": {"steps": 60, "small_batch_size": 64, "large_batch_size": 256},
+        "offline": {"epochs": 3.0, "sft_first_epochs": 3.0},
+        "ppo": {"steps": 50, "small_batch_size": 64, "large_batch_size": 256},
         "synthetic_settings": {"seeds": 20},
         "output_dir": "runs/study-full",
     },
@@ -155,18 +156,17 @@ def run_seed(config: StudyConfig, world: TinyWorld, seed: int, clock: StageClock
         model_dir, train = clock.run(f"seed {seed}: {method}", run_method, method, config, world, rm_dir, seed_dir, seed)
         evaluation = clock.run(f"seed {seed}: evaluate {method}", evaluate_policy, model_dir, sft_dir,
                                world.data.eval_prompts, config.evaluation, reward)
+        run_dir = seed_dir / method if method == "dpo_iter" else Path(model_dir).parent  # DPO-Iter: the folder of its rounds
         runs[method] = {"train": train, "metrics": evaluation["metrics"], "examples": evaluation["examples"],
-                        "run_dir": _relative(str(Path(model_dir).parent), out)}
+                        "run_dir": _relative(str(run_dir), out)}
     sft_eval = evaluate_policy(sft_dir, sft_dir, world.data.eval_prompts, config.evaluation, reward)
     return {"reward_model": rm_summary, "runs": runs, "sft_metrics": sft_eval["metrics"],
             "reward_model_dir": _relative(rm_dir, out)}
 
 
-def run_study(config: StudyConfig | None = None) -> dict[str, Any]:
-    """Run every stage of the module docstring; returns the results (also in ``results.json``)."""
+def _run_study(config: StudyConfig) -> dict[str, Any]:
     from prefalign.studies.study_report import assemble_results, write_report
 
-    config = config or StudyConfig()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     from prefalign.config import save_yaml
@@ -191,3 +191,21 @@ def run_study(config: StudyConfig | None = None) -> dict[str, Any]:
                                time.perf_counter() - clock.started)
     write_report(results, out)
     return results
+
+
+def run_study(config: StudyConfig | None = None) -> dict[str, Any]:
+    """Run every stage of the module docstring; returns the results (also in ``results.json``).
+
+    Everything printed to the terminal (the trainers' progress and summaries, the tables) is also
+    kept in ``<output_dir>/console.log``.
+    """
+    from prefalign.trainers.checkpoint import atomic_write_text
+
+    config = config or StudyConfig()
+    recording = console.record
+    console.record = True
+    try:
+        return _run_study(config)
+    finally:
+        atomic_write_text(Path(config.output_dir) / "console.log", console.export_text(clear=True))
+        console.record = recording

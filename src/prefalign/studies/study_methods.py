@@ -53,9 +53,9 @@ PPO_ROWS = {"ppo_baseline": "baseline", "ppo_advnorm": "+advantage-normalization
 
 @dataclass
 class RewardModelStage:
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     """Peak learning rate of the reward model (linear decay to a tenth)."""
-    epochs: float = 2.0
+    epochs: float = 3.0
     """Passes over the preference pairs."""
     batch_size: int = 64
     """Pairs per step."""
@@ -65,16 +65,16 @@ class RewardModelStage:
 class OfflineStage:
     beta: float = 0.1
     """DPO's beta (also scales the implicit rewards of RRHF / PRO in their logs)."""
-    learning_rate: float = 2e-4
+    learning_rate: float = 2e-5
     """Peak learning rate of DPO (and of DPO-Iter's rounds)."""
-    rank_learning_rate: float = 2e-4
+    rank_learning_rate: float = 2e-5
     """Peak learning rate of RRHF and PRO."""
     epochs: float = 2.0
     """Passes over the preference pairs (DPO, RRHF, PRO)."""
     batch_size: int = 64
     """Pairs per step."""
-    sft_first_learning_rate: float = 5e-4
-    """Learning rate of the SFT stage of dpo_sft_first."""
+    sft_first_learning_rate: float = 1e-3
+    """Learning rate of the SFT stage of dpo_sft_first (that of the tiny world's own SFT)."""
     sft_first_epochs: float = 2.0
     """Passes of that SFT stage over the pairs' safe responses."""
 
@@ -93,7 +93,7 @@ class IterativeStage:
 
 @dataclass
 class PPOStage:
-    steps: int = 25
+    steps: int = 20
     """PPO steps (rollout + update) of every row."""
     small_batch_size: int = 32
     """Rollout batch of the first two rows of Table 3 (Xu et al.: 64)."""
@@ -101,7 +101,7 @@ class PPOStage:
     """Rollout batch of the large-batch rows (Xu et al.: 512)."""
     num_minibatches: int = 4
     """Optimizer steps per pass over a rollout batch (Xu et al.: 4)."""
-    actor_learning_rate: float = 1e-4
+    actor_learning_rate: float = 2e-5
     """Policy learning rate (constant)."""
     critic_learning_rate: float = 5e-4
     """Critic learning rate (constant)."""

@@ -40,6 +40,8 @@ def _color(method: str, methods: list[str]):
 
 
 def _curve(axis, rows: list[dict], key: str, label: str | None, color, alpha: float) -> None:
+    if key == "rewards/accuracy" and not any("rewards/accuracy" in r for r in rows):
+        key = "rank/accuracy"  # RRHF and PRO log the accuracy of their own ranking score
     points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
     if points:
         axis.plot(*zip(*points), color=color, alpha=alpha, label=label, linewidth=1.2)
@@ -75,17 +77,18 @@ def plot_training_curves(results: dict[str, Any], out: Path, path: Path) -> Path
     offline = [m for m in methods if m in OFFLINE]
     ppo_panels = {"reward/mean": (0, "PPO: learned reward of the rollouts"), "kl/mean": (1, "PPO: KL(pi || pi_ref) per sequence")}
     offline_panels = {"loss": (3, "offline methods: training loss"),
-                      "rewards/accuracy": (4, "offline methods: implicit-reward accuracy (training batch)")}
+                      "rewards/accuracy": (4, "offline methods: ranking accuracy (training batch)")}
     _plot_method_curves(axes, results, out, [m for m in methods if m in ppo], ppo_panels)
     _plot_method_curves(axes, results, out, [m for m in methods if m in offline], offline_panels)
     for key, (index, title) in {**ppo_panels, **offline_panels}.items():
         axes[index].set(title=title, xlabel="step", ylabel=key)
         if axes[index].lines:
             axes[index].legend(fontsize=7)
+    axes[3].set_yscale("log")  # RRHF's loss is on another scale than DPO's and PRO's
     if "dpo_iter" in methods:
         _plot_iterative(axes[2], results, out, methods)
     axes[5].axis("off")
-    axes[5].text(0.0, 0.5, "Lines: first seed solid, other seeds faint.\nPPO's KL is to its (possibly EMA-moved) reference;\n"
+    axes[5].text(0.0, 0.5, "Lines: first seed solid, other seeds faint.\nRanking accuracy: DPO's implicit reward; RRHF / PRO:\ntheir ranking score (rank/accuracy).\nPPO's KL is to its (possibly EMA-moved) reference;\n"
                  "the evaluation's KL (gold_vs_kl.png) is to the SFT model.", fontsize=9)
     fig.suptitle("Training curves (from each trainer's metrics.jsonl)")
     fig.tight_layout()

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from prefalign.evaluation.metrics import mean_ci
 from prefalign.studies.study_methods import METHODS, PPO_ROWS
+from prefalign.studies.tiny_world.prepare import count_parameters
 from prefalign.trainers.checkpoint import atomic_write_text
 from prefalign.trainers.logging import console
 from prefalign.trainers.session import write_json_atomic
@@ -84,6 +85,7 @@ def assemble_results(config, world, per_seed: dict[int, Any], synthetic: dict[st
     return {
         "config": dataclasses.asdict(config),
         "world": {"settings_hash": world.info["settings_hash"], "stats": world.data.stats,
+                  "parameters": count_parameters(world.sft_dir),
                   "sizes": {"pretrain_lines": len(world.data.pretrain_text), "sft_train": len(world.data.sft_train),
                             "pairs_train": len(world.data.pairs_train), "pairs_held_out": len(world.data.pairs_held_out),
                             "policy_prompts": len(world.data.policy_prompts), "eval_prompts": len(world.data.eval_prompts)}},
@@ -252,10 +254,35 @@ def findings(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def world_description(results: dict[str, Any]) -> list[str]:
+    """The tiny world's set-up, in numbers taken from the settings and the generated data."""
+    from prefalign.studies.tiny_world.model import vocabulary
+
+    w, d, m = results["config"]["world"], results["config"]["world"]["data"], results["config"]["world"]["model"]
+    sizes = results["world"]["sizes"]
+    return [
+        f"- **Task**: sort, reverse, add, count on lists of at most 4 symbols; {d['unsafe_fraction']:.0%} of prompts carry a "
+        "forbidden request whose right answer is a refusal. Gold reward: the fraction of test cases passed (each position "
+        "of a list answer; the value of a sum or count), 1 for refusing an unsafe prompt, 0 for answering it.",
+        f"- **Model**: Llama, {m['num_layers']} layers, hidden size {m['hidden_size']}, {results['world']['parameters']:,} "
+        f"parameters, word-level ChatML tokenizer of {len(vocabulary())} tokens; pre-trained {w['pretrain']['steps']} steps "
+        f"(batch {w['pretrain']['batch_size']}) on {sizes['pretrain_lines']:,} lines of plain text ({d['pretrain_noise']:.0%} "
+        f"random answers, no refusals), then SFT ({w['sft']['epochs']:g} epochs) on {sizes['sft_train']:,} demonstrations "
+        f"({d['demo_error_rate']:.0%} with the demonstrator's mistakes; unsafe prompts refused {d['demo_refusal_rate']:.0%} of the time).",
+        f"- **Preference data**: {sizes['pairs_train']:,} pairs (+{sizes['pairs_held_out']} held out) written by a different "
+        f"generator (correct {d['preference_correct_rate']:.0%} of the time, its own mistakes, refusal phrases and "
+        f"'the answer is' style), helpfulness labels from a Bradley-Terry model of the gold helpfulness "
+        f"(temperature {d['label_temperature']}), consolidated with safety as in PKU-SafeRLHF.",
+        f"- **Prompts**: {sizes['policy_prompts']} unlabelled policy prompts (PPO, DPO-Iter); {sizes['eval_prompts']} held-out "
+        f"evaluation prompts ({results['world']['stats']['eval_prompts_seen_in_sft']:.0%} of them also occur among the SFT prompts).",
+    ]
+
+
 def report_markdown(results: dict[str, Any], figures: list[str]) -> str:
     """The whole ``report.md``."""
     parts = ["# prefalign study: PPO, DPO and relatives on the tiny world", "",
              "All numbers below are computed by this run (see `results.json`); the outcome is reported as measured.", ""]
+    parts += ["## The tiny world", "", *world_description(results), ""]
     parts += ["## Findings", "", *[f"- {line}" for line in findings(results)], ""]
     if results["skipped"]:
         parts += ["## Methods not run", "", *[f"- **{m}**: {why}" for m, why in results["skipped"].items()], ""]

@@ -47,13 +47,13 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 @dataclass
 class TinyModelConfig:
-    hidden_size: int = 64
+    hidden_size: int = 128
     """Width of the residual stream."""
     num_layers: int = 2
     """Transformer blocks."""
     num_heads: int = 4
     """Attention heads per block."""
-    intermediate_size: int = 192
+    intermediate_size: int = 384
     """Width of the MLP of each block."""
     max_positions: int = 64
     """Longest sequence (prompt + response) the model takes."""

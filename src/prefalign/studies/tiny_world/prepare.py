@@ -43,7 +43,7 @@ CACHE_VERSION = 1
 
 @dataclass
 class PretrainConfig:
-    steps: int = 400
+    steps: int = 300
     """Optimizer steps of pre-training."""
     batch_size: int = 256
     """Lines per step."""
@@ -89,6 +89,13 @@ class TinyWorld:
     def model_config(self, which: str = "sft") -> ModelConfig:
         """The ``ModelConfig`` of the SFT (default) or pre-trained model."""
         return ModelConfig(name_or_path=str(self.sft_dir if which == "sft" else self.pretrained_dir))
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Parameters stored in a saved model folder (tied weights counted once)."""
+    from safetensors.torch import load_file
+
+    return sum(t.numel() for f in sorted(Path(model_dir).glob("*.safetensors")) for t in load_file(str(f)).values())
 
 
 def settings_hash(config: TinyWorldConfig) -> str:
