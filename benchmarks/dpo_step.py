@@ -17,6 +17,15 @@ The script runs ``prefalign.trainers.dpo.run_dpo`` for ``--steps`` optimizer ste
 - ``peak_rss_gib``: the process's peak resident memory (``ru_maxrss``), everything included;
 - ``padding``: the share of padded positions in the step's forward batches.
 
+What the trainer removes, and the flags that put each piece of waste back: the prompt computed
+once per pair instead of once per response (``--no-share-prompt``), length-sorted micro-batches
+(``--micro-batch-size 8``: all 16 sequences in one forward pass, padded to the longest), logits
+only at response positions (``--baseline``: every position's logits, prompt and padding included;
+implies ``--no-share-prompt``), and the reference computed once (``--reference on_the_fly``).
+``--baseline --reference on_the_fly --micro-batch-size 8`` is the TRL-like work measured in the same
+harness; its ratio to a default run taken just before or after is a speed-up that depends less on
+what else the machine is running than absolute seconds do.
+
 Usage::
 
     .venv/bin/python benchmarks/dpo_step.py --steps 6 --threads 2 [--reference on_the_fly] [--micro-batch-size 4]
@@ -44,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--seed", type=int, default=0, help="which pairs (a deterministic subset of the file)")
+    p.add_argument("--no-share-prompt", action="store_true", help="one row per response (the prompt computed twice per pair)")
+    p.add_argument("--baseline", action="store_true", help="compute every position's logits (the wasted work, for comparison)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     return p.parse_args(argv)
 
@@ -59,12 +70,16 @@ def main(argv=None) -> dict:
     from prefalign.trainers.dpo import DPOConfig, run_dpo
     from prefalign.trainers.logging import read_metrics
 
+    if args.baseline:
+        _use_full_logits()
+
     with tempfile.TemporaryDirectory(prefix="dpo-bench-") as out:
         config = DPOConfig(
             model=ModelConfig(name_or_path=args.model, dtype="float32"),
             data=DataConfig(source="hh-rlhf", num_examples=args.batch_pairs * args.steps, eval_size=0.0,
                             max_length=args.max_length, seed=args.seed),
             reference=args.reference, eval_micro_batch_size=args.micro_batch_size * 2,
+            share_prompt=not (args.no_share_prompt or args.baseline),
             batch=BatchConfig(global_batch_size=args.batch_pairs, micro_batch_size=args.micro_batch_size, epochs=1.0),
             optim=OptimConfig(learning_rate=1e-6, warmup_ratio=0.0),
             run=RunConfig(output_dir=out, threads=args.threads, tensorboard=False, progress=False),
@@ -79,7 +94,7 @@ def main(argv=None) -> dict:
     tokens = statistics.median(r["perf/tokens_per_second"] * r["perf/step_seconds"] for r in timed)
     pairs = args.batch_pairs * args.steps
     figures = {
-        "reference": args.reference, "micro_batch_size": args.micro_batch_size, "threads": args.threads,
+        "baseline": args.baseline, "share_prompt": not (args.no_share_prompt or args.baseline), "reference": args.reference, "micro_batch_size": args.micro_batch_size, "threads": args.threads,
         "steps_timed": len(timed), "step_s": round(step_s, 2), "pairs_per_s": round(args.batch_pairs / step_s, 3),
         "tokens_per_step": round(tokens), "tokens_per_s": round(tokens / step_s, 1),
         "padding": round(statistics.median(r["perf/padding"] for r in timed), 3),
@@ -93,6 +108,22 @@ def main(argv=None) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
     return figures
+
+
+def _use_full_logits() -> None:
+    """Replace the response-only log-probs by log-softmax over every position's logits."""
+    import torch
+
+    import prefalign.trainers.preference_batches as pb
+    from prefalign.models.heads import _position_ids
+
+    def full_logits_logps(model, batch):
+        ids, mask, response = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask), use_cache=False).logits  # (N, T, V)
+        logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (N, T-1)
+        return (logps * response[:, 1:]).sum(dim=1)
+
+    pb.response_logps = full_logits_logps
 
 
 if __name__ == "__main__":

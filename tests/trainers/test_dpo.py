@@ -12,7 +12,8 @@ from prefalign.data.schema import PreferencePair, RankedResponses, user_prompt
 from prefalign.models.logprobs import sequence_logprobs
 from prefalign.trainers.dpo import DPOConfig, load_training_records, run_dpo
 from prefalign.trainers.preference_batches import (
-    collate_rankings, encode_rankings, length_sorted_groups, ranking_logps, response_logps,
+    SHARED_PROMPT, choose_layout, collate_rankings, collate_shared_prompt, encode_rankings, length_sorted_groups,
+    ranking_logps, response_logps,
 )
 
 LOG2 = math.log(2.0)
@@ -75,6 +76,35 @@ def test_response_logps_equals_the_full_logits_computation(tiny):
     torch.testing.assert_close(ranking_logps(model, batch), slow.view(2, 5).T, atol=1e-4, rtol=1e-5)
     fast.sum().backward()
     assert model.get_output_embeddings().weight.grad is not None
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompt_rows_give_each_response_its_own_context(attention):
+    """One row per example (prompt once, then K responses under a block mask) = one row per response, values and gradients."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from prefalign.models.tiny import build_byte_tokenizer
+
+    tok = build_byte_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
+                         num_key_value_heads=2, pad_token_id=tok.pad_token_id, attn_implementation=attention)  # grouped-query attention
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    rankings = [RankedResponses(user_prompt("hi " * i), ["yes " * (i + 1), "no way " * (3 - i % 3), "maybe" * i], [2.0, 1.0, 0.0])
+                for i in range(1, 6)]
+    encoded, _ = encode_rankings(tok, rankings, max_length=64, max_prompt_length=32)
+    assert choose_layout(model, True) == SHARED_PROMPT and choose_layout(model, False) != SHARED_PROMPT
+    rows = ranking_logps(model, collate_rankings(encoded, tok.pad_token_id))
+    rows.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    shared_batch = collate_shared_prompt(encoded, tok.pad_token_id)
+    shared = ranking_logps(model, shared_batch)
+    shared.sum().backward()
+    torch.testing.assert_close(shared, rows, atol=1e-4, rtol=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], atol=1e-4, rtol=1e-3)
+    assert shared_batch["input_ids"].shape[0] == 5 and int(shared_batch["token_mask"].sum()) == sum(e.shared_length for e in encoded)
 
 
 def test_empty_responses_are_reported_and_skipped(tiny):
@@ -148,6 +178,10 @@ def test_micro_batching_and_token_caps_do_not_change_the_run(tmp_path):
     assert [r["rewards/margin"] for r in a] == pytest.approx([r["rewards/margin"] for r in b], abs=1e-5)
     assert b[0]["perf/padding"] < a[0]["perf/padding"]  # sorted micro-batches waste fewer positions
     assert _max_diff(_weights(tmp_path / "whole"), _weights(tmp_path / "split")) < 1e-4
+    run_dpo(_config(tmp_path, "rows", batch={"epochs": 2.0}, share_prompt=False), (pairs, []))
+    c = _rows(tmp_path / "rows")
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in c], abs=1e-5)
+    assert a[0]["perf/tokens_per_second"] * a[0]["perf/step_seconds"] < c[0]["perf/tokens_per_second"] * c[0]["perf/step_seconds"]
 
 
 @pytest.mark.parametrize("loss", ["rrhf", "pro"])
@@ -247,3 +281,17 @@ def test_sft_safe_uses_only_safe_responses(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in SAFE_ROWS))
     train, _, _ = load_training_records(_config(tmp_path, "s", data={"source": "safe-rlhf", "path": str(path), "eval_size": 0.0}))
     assert sorted(e.response for e in sft_examples(train)) == ["a1", "a2", "b1"]
+
+
+def test_lora_reference_is_the_base_model_with_adapters_off(tmp_path):
+    pairs = _pairs(16)
+    lora = {"name_or_path": "tiny-random", "lora": True, "lora_r": 4, "lora_alpha": 8,
+            "lora_target_modules": ["q_proj", "v_proj", "gate_proj"]}
+    run_dpo(_config(tmp_path, "cached", model=lora, batch={"epochs": 2.0}), (pairs, pairs[:4]))
+    results = run_dpo(_config(tmp_path, "fly", model=lora, batch={"epochs": 2.0}, reference="on_the_fly"), (pairs, pairs[:4]))
+    a, b = _rows(tmp_path / "cached"), _rows(tmp_path / "fly")
+    assert a[0]["loss"] == pytest.approx(LOG2, abs=1e-6)
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-5)
+    assert results["eval/rewards/margin"] > 0.0
+    merged = _weights(tmp_path / "fly")
+    assert not any("lora" in k for k in merged)  # saved merged: a plain model folder

@@ -53,7 +53,7 @@ from prefalign.trainers.common import (
     BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step, build_optimizer, build_scheduler, check_finite, shard,
 )
 from prefalign.trainers.preference_batches import (
-    NEEDS_REFERENCE, OBJECTIVES, EncodedRanking, ObjectiveSettings, PROConfig, Records, RRHFConfig, collate_rankings,
+    COLLATE, NEEDS_REFERENCE, OBJECTIVES, EncodedRanking, ObjectiveSettings, PROConfig, Records, RRHFConfig, choose_layout,
     data_with_filters, distributed_logps_table, encode_rankings, implicit_reward_stats, length_sorted_groups,
     load_preference_records, metric_keys, ranking_logps, sft_examples, to_device,
 )
@@ -63,7 +63,7 @@ from prefalign.trainers.session import TrainingSession
 @dataclass
 class SFTFirstConfig:
     enabled: bool = False
-    """Fine-tune on the training pairs' chosen responses (PKU-SafeRLHF: its safe responses, "SFT (Safe)") before DPO (Xu et al. Table 2)."""
+    """Fine-tune on the training pairs' chosen responses (PKU-SafeRLHF: its safe responses, "SFT (Safe)") before DPO (Xu et al. Table 2); the pairs are taken after the dual-safe / dual-unsafe filters."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-5, warmup_ratio=0.03))
     """Optimizer and schedule of the SFT stage."""
     batch: BatchConfig = field(default_factory=lambda: BatchConfig(global_batch_size=64, micro_batch_size=8, epochs=1.0))
@@ -94,6 +94,8 @@ class DPOConfig:
     """PKU-SafeRLHF: leave out pairs whose two responses are both unsafe (Xu et al. Table 2)."""
     sft_first: SFTFirstConfig = field(default_factory=SFTFirstConfig)
     """SFT on the preference data before DPO."""
+    share_prompt: bool = True
+    """Compute each prompt once for all its responses (one row per example with a block attention mask); False, or a model without sdpa/eager attention: one padded row per response."""
     max_tokens_per_micro_batch: int | None = None
     """Also cap a micro-batch at this many padded tokens (None: only batch.micro_batch_size examples)."""
     eval_micro_batch_size: int = 16
@@ -174,6 +176,7 @@ class PreferenceLoop:
     train: list[EncodedRanking]
     held_out: list[EncodedRanking]
     pad_id: int
+    layout: str  # batch layout, preference_batches.SHARED_PROMPT or ROW_PER_RESPONSE
     tables: dict[str, torch.Tensor] = field(default_factory=dict)  # cached reference log-probs: "train", "held_out" (N, K)
     reference: Callable[[dict], torch.Tensor] | None = None  # on-the-fly reference: batch -> (B, K)
 
@@ -224,17 +227,17 @@ def train_step(loop: PreferenceLoop, step: int) -> dict[str, float]:
     started, cpu_started = time.perf_counter(), time.process_time()
     indices = loop.plan.step_indices(step)
     local = shard(indices, acc.process_index, acc.num_processes)
-    groups = length_sorted_groups(loop.train, local, cfg.batch.micro_batch_size, cfg.max_tokens_per_micro_batch)
+    groups = length_sorted_groups(loop.train, local, cfg.batch.micro_batch_size, cfg.max_tokens_per_micro_batch, loop.layout)
     objective, settings, sums = OBJECTIVES[cfg.loss], loop.settings, {"tokens": 0.0, "padded_tokens": 0.0}
 
     def loss_fn(group):
-        batch = to_device(collate_rankings([loop.train[i] for i in group], loop.pad_id), acc.device)
+        batch = to_device(COLLATE[loop.layout]([loop.train[i] for i in group], loop.pad_id), acc.device)
         logps = ranking_logps(loop.policy, batch).float()  # (B, K)
         ref = loop.reference_logps("train", group, batch) if cfg.loss in NEEDS_REFERENCE else None
         losses, stats = objective(logps, ref, batch["scores"], batch["lengths"], settings)  # (B,)
         _add_stats(sums, losses, stats)
-        sums["tokens"] += float(batch["attention_mask"].sum())
-        sums["padded_tokens"] += float(batch["attention_mask"].numel())
+        sums["tokens"] += float(batch["token_mask"].sum())
+        sums["padded_tokens"] += float(batch["token_mask"].numel())
         return losses.sum() / len(indices)
 
     grad_norm = accumulate_and_step(acc, loop.policy, loop.optimizer, loop.scheduler, groups, loss_fn, cfg.optim.max_grad_norm)
@@ -264,8 +267,8 @@ def evaluate(loop: PreferenceLoop) -> dict[str, float]:
     sums: dict[str, float] = {}
     model = acc.unwrap_model(loop.policy)
     model.eval()
-    for group in length_sorted_groups(loop.held_out, mine, cfg.eval_micro_batch_size, cfg.max_tokens_per_micro_batch):
-        batch = to_device(collate_rankings([loop.held_out[i] for i in group], loop.pad_id), acc.device)
+    for group in length_sorted_groups(loop.held_out, mine, cfg.eval_micro_batch_size, cfg.max_tokens_per_micro_batch, loop.layout):
+        batch = to_device(COLLATE[loop.layout]([loop.held_out[i] for i in group], loop.pad_id), acc.device)
         with acc.autocast():
             logps = ranking_logps(model, batch).float()
         ref = loop.reference_logps("held_out", group, batch)
@@ -282,14 +285,14 @@ def evaluate(loop: PreferenceLoop) -> dict[str, float]:
 
 
 def reference_tables(config: DPOConfig, policy: torch.nn.Module, session: TrainingSession, train: list[EncodedRanking],
-                     held_out: list[EncodedRanking], pad_id: int) -> dict[str, torch.Tensor]:
+                     held_out: list[EncodedRanking], pad_id: int, layout: str) -> dict[str, torch.Tensor]:
     """Stage 2 (cached): reference log-probs (N, K) of the training (DPO only) and held-out examples, by the initial policy."""
     acc, tables = session.accelerator, {}
     size, tokens = config.eval_micro_batch_size, config.max_tokens_per_micro_batch
     if config.loss in NEEDS_REFERENCE:
-        tables["train"] = distributed_logps_table(acc, policy, train, pad_id, size, tokens)
+        tables["train"] = distributed_logps_table(acc, policy, train, pad_id, size, tokens, layout)
     if held_out:
-        tables["held_out"] = distributed_logps_table(acc, policy, held_out, pad_id, size, tokens)
+        tables["held_out"] = distributed_logps_table(acc, policy, held_out, pad_id, size, tokens, layout)
     return tables
 
 
@@ -327,20 +330,22 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
     policy = load_causal_lm(model_cfg, seed=config.run.seed).to(acc.device)
     disable_dropout(policy)
     policy.train()
+    layout = choose_layout(policy, config.share_prompt)
     resuming = config.run.resume and session.checkpointer.latest() is not None
     reference, tables, reference_seconds = None, {}, 0.0
     if config.reference == "on_the_fly":
         reference = frozen_reference(policy, acc)
     elif not resuming:
         reference_seconds = time.perf_counter()
-        tables = reference_tables(config, policy, session, train, held_out, tokenizer.pad_token_id)
+        tables = reference_tables(config, policy, session, train, held_out, tokenizer.pad_token_id, layout)
         reference_seconds = time.perf_counter() - reference_seconds
     optimizer = build_optimizer(policy.parameters(), config.optim)
     scheduler = build_scheduler(optimizer, config.optim, plan.total_steps)
     policy, optimizer = acc.prepare(policy, optimizer)
     models, optimizers, schedulers = {"policy": policy}, {"policy": optimizer}, {"policy": scheduler}
     tables = session.resume(models, optimizers, schedulers).get("reference_logps", tables)
-    loop = PreferenceLoop(session, config, policy, optimizer, scheduler, plan, train, held_out, tokenizer.pad_token_id, tables, reference)
+    loop = PreferenceLoop(session, config, policy, optimizer, scheduler, plan, train, held_out, tokenizer.pad_token_id, layout,
+                          tables, reference)
     trainer_state = {"reference_logps": tables}
     # 3. loop
     logger = session.start_logging(plan.total_steps, config.loss)

@@ -24,7 +24,9 @@ gives the same pairs, whatever the number of processes.
 
 Departures and choices: each round is a fresh DPO run (new optimizer and schedule); a sample that
 is empty is never paired (counted as skipped); a prompt whose samples all tie gets no pair
-(counted); a sample cut at ``max_new_tokens`` is trained without the EOS it never produced.
+(counted); a sample cut at ``max_new_tokens`` is trained without the EOS it never produced; the
+pairs file holds text, so a sample is re-tokenised for training (a decode / encode round trip can
+differ from the sampled tokens in rare cases).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class IterativeDPOConfig:
     """Conservative DPO label smoothing of every round."""
     reference: str = "cached"
     """Reference log-probs of each round: cached (computed once by M_{r-1}) or on_the_fly."""
+    share_prompt: bool = True
+    """Compute each prompt once for both responses of a pair (see prefalign dpo --help)."""
     max_tokens_per_micro_batch: int | None = None
     """Also cap a training micro-batch at this many padded tokens."""
     batch: BatchConfig = field(default_factory=lambda: BatchConfig(global_batch_size=64, micro_batch_size=4, epochs=1.0))
@@ -129,7 +133,8 @@ class IterativeDPOConfig:
     def round_dpo_config(self, round_index: int, model: ModelConfig, stop_after: int | None) -> DPOConfig:
         run = dataclasses.replace(self.run, output_dir=str(round_dir(self.run.output_dir, round_index)))
         return DPOConfig(model=model, data=self.data, loss="dpo", beta=self.beta, label_smoothing=self.label_smoothing,
-                         reference=self.reference, max_tokens_per_micro_batch=self.max_tokens_per_micro_batch,
+                         reference=self.reference, share_prompt=self.share_prompt,
+                         max_tokens_per_micro_batch=self.max_tokens_per_micro_batch,
                          batch=self.batch, optim=self.optim, run=run, stop_after_steps=stop_after)
 
 
@@ -141,13 +146,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # paired with its canonical solution.
     "xu-code": {"beta": 0.1, "optim": {"learning_rate": 1e-6}, "sampling": {"temperature": 1.0, "top_k": 200},
                 "reward": {"kind": "code", "code_pass_reward": 10.0}, "pass_threshold": 10.0, "pairing": "best_worst"},
-    # A smoke run on the tiny random model with a programmatic reward (seconds).
+    # A smoke run on the tiny random model with a programmatic reward (seconds); as recipes/dpo_iter_tiny.yaml.
     "tiny": {"model": {"name_or_path": "tiny-random"}, "data": {"num_examples": 16, "max_length": 256, "max_prompt_length": 192},
              "reward": {"kind": "task", "task": "char_fraction:abcdefghijklmnopqrstuvwxyz"},
              "sampling": {"temperature": 1.0, "num_samples": 4, "max_new_tokens": 12}, "rounds": 2,
-             "batch": {"global_batch_size": 4, "micro_batch_size": 4, "epochs": 2.0},
-             "optim": {"learning_rate": 1e-3, "warmup_ratio": 0.0}, "beta": 0.1,
-             "run": {"output_dir": "runs/dpo-iter-tiny", "tensorboard": False, "progress": False}},
+             "batch": {"global_batch_size": 8, "micro_batch_size": 8, "epochs": 4.0},
+             "optim": {"learning_rate": 1e-2, "warmup_ratio": 0.0},
+             "run": {"output_dir": "runs/dpo_iter_tiny", "tensorboard": False, "progress": False, "threads": 1}},
 }
 
 
