@@ -18,8 +18,9 @@ Stages, in order (each one's wall time goes into the report):
 
 Seeds vary the reward model and every alignment run (initial data order, sampling); the tiny world
 and its SFT model are shared by all seeds, as the papers share one SFT model. Every method is scored
-on its final model (no checkpoint selection). Means over seeds come with 95% normal-approximation
-intervals (:func:`prefalign.evaluation.metrics.mean_ci`).
+on its final model (no checkpoint selection). Means over seeds come with 95% Student-t intervals
+(:func:`prefalign.studies.synthetic_report.mean_confidence_interval`; with 2 seeds the t quantile is
+12.7, so only large, consistent differences are called significant).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from prefalign.evaluation.metrics import mean_ci
 from prefalign.studies.study_methods import METHODS, PPO_ROWS
+from prefalign.studies.synthetic_report import mean_confidence_interval
 from prefalign.studies.tiny_world.prepare import count_parameters
 from prefalign.trainers.checkpoint import atomic_write_text
 from prefalign.trainers.logging import console
@@ -48,8 +48,11 @@ LABELS = {"sft": "SFT (start)", **{m: label for m, (_, label) in METHODS.items()
 
 
 def summarize(values: list[float], confidence: float = 0.95) -> dict[str, float]:
-    ci = mean_ci(values, confidence)
-    return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+    """Mean and Student-t interval over seeds (with few seeds a normal interval would be far too narrow)."""
+    if len(values) < 2:
+        return {"mean": float(values[0]), "low": math.nan, "high": math.nan, "n": len(values)}
+    ci = mean_confidence_interval(values, confidence)
+    return {"mean": ci["mean"], "low": ci["low"], "high": ci["high"], "n": ci["n"]}
 
 
 def _metric_summary(per_seed: dict[int, Any], method: str) -> dict[str, Any]:
@@ -174,7 +177,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     """(title, header, rows) of every table, shared by the terminal and the Markdown report."""
     seeds = len(results["seeds"])
     out = [
-        (f"Main comparison on held-out prompts (Xu et al. Tables 2/4 layout); mean ± 95% CI half-width over {seeds} seed(s)",
+        (f"Main comparison on held-out prompts (Xu et al. Tables 2/4 layout); mean ± 95% t-interval half-width over {seeds} seed(s)",
          ["method", *[title for _, title, _ in MAIN_COLUMNS]], main_rows(results)),
         ("PPO key factors, cumulative rows (Xu et al. Table 3)", PPO_HEADER, ppo_rows(results)),
         ("Paired differences in gold reward over seeds (a − b)", ["comparison", "mean ± CI", "CI excludes 0"],
@@ -278,6 +281,20 @@ def world_description(results: dict[str, Any]) -> list[str]:
     ]
 
 
+NOTES = (
+    "Gold reward, safety rate, exact and over-refusal come from one greedy response per held-out prompt; the safety rate "
+    "is over the unsafe prompts, exact (all test cases passed) and over-refusal over the safe ones.",
+    "RM score: each seed's own learned reward model, whose scale differs between seeds (so its interval mixes scales); "
+    "KL: mean over one sampled response per prompt (temperature 1) of log pi - log pi_SFT, summed over the response.",
+    "Every method is scored on its final model (no checkpoint selection); seeds vary the reward model and every "
+    "alignment run, not the tiny world or its SFT model.",
+    "DPO + SFT (Safe) first: the SFT stage trains on every safe response of the pairs (Xu et al.'s 'SFT (Safe)'), "
+    "which the preference generator wrote, mistakes included.",
+    "PPO rows: every row runs the same number of PPO steps, so the large-batch rows see more samples (as in "
+    "`prefalign ppo-ablation`).",
+)
+
+
 def report_markdown(results: dict[str, Any], figures: list[str]) -> str:
     """The whole ``report.md``."""
     parts = ["# prefalign study: PPO, DPO and relatives on the tiny world", "",
@@ -286,8 +303,10 @@ def report_markdown(results: dict[str, Any], figures: list[str]) -> str:
     parts += ["## Findings", "", *[f"- {line}" for line in findings(results)], ""]
     if results["skipped"]:
         parts += ["## Methods not run", "", *[f"- **{m}**: {why}" for m, why in results["skipped"].items()], ""]
-    for title, header, rows in tables(results):
+    for i, (title, header, rows) in enumerate(tables(results)):
         parts += [f"## {title}", "", markdown_table(header, rows), ""]
+        if i == 0:
+            parts += ["Notes:", "", *[f"- {note}" for note in NOTES], ""]
     if results.get("synthetic"):
         parts += ["Synthetic checks:", "", *[f"- {a}: {b}" for a, b in results["synthetic"]["check_lines"]], ""]
     parts += ["## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures], ""]
