@@ -178,3 +178,13 @@ def test_learned_and_summed_rewards_score_text():
     scores = reward(_prompts(3), ["ab", "xyz", "a"])
     learned = build_reward(IterRewardConfig(kind="model", model=ModelConfig(name_or_path="tiny-random")))(_prompts(3), ["ab", "xyz", "a"])
     assert torch.allclose(scores, learned + 2.0 * torch.tensor([1.0, 0.0, 1.0]), atol=1e-6)
+
+
+def test_code_problems_load_with_tests_and_a_passing_canonical_solution():
+    from prefalign.data.config import DataConfig
+    from prefalign.trainers.iterative_dpo import IterRewardConfig, build_reward, canonical_solution, load_prompts
+
+    prompts, report = load_prompts(DataConfig(source="mbpp", options={"split": "train"}, num_examples=3))
+    assert len(prompts) == 3 and report.kept == 374
+    solutions = [canonical_solution(p, ["canonical_solution"]) for p in prompts]
+    assert build_reward(IterRewardConfig(kind="code"))(prompts, solutions).tolist() == [10.0, 10.0, 10.0]

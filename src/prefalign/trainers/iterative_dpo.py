@@ -84,7 +84,7 @@ class IterativeDPOConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The starting policy M_0 (usually an SFT model), also round 1's reference."""
     data: DataConfig = field(default_factory=lambda: DataConfig(max_length=512, eval_size=0.0))
-    """Prompts (a named set's distinct prompts, or a file with a prompt column; task fields via options.metadata_columns). eval_size: share of each round's pairs held out for DPO's evaluation."""
+    """Prompts: a code set (humaneval, mbpp with options.split, apps, code-contests: tests and canonical solutions), a preference set's distinct prompts, or a file with a prompt column. eval_size: share of each round's pairs held out for DPO's evaluation."""
     reward: IterRewardConfig = field(default_factory=IterRewardConfig)
     """The reward source that labels the samples."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, num_samples=4, max_new_tokens=128))
@@ -145,6 +145,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Xu et al. section 6 (code): unit-test reward 10 for a passing program; a prompt without a passing sample is
     # paired with its canonical solution.
     "xu-code": {"beta": 0.1, "optim": {"learning_rate": 1e-6}, "sampling": {"temperature": 1.0, "top_k": 200},
+                "data": {"source": "mbpp", "options": {"split": "train"}, "max_length": 1024},
                 "reward": {"kind": "code", "code_pass_reward": 10.0}, "pass_threshold": 10.0, "pairing": "best_worst"},
     # A smoke run on the tiny random model with a programmatic reward (seconds); as recipes/dpo_iter_tiny.yaml.
     "tiny": {"model": {"name_or_path": "tiny-random"}, "data": {"num_examples": 16, "max_length": 256, "max_prompt_length": 192},
@@ -184,17 +185,31 @@ def build_reward(cfg: IterRewardConfig, device: torch.device | str = "cpu") -> R
     return parts[0] if len(parts) == 1 and weights[0] == 1.0 else SumOfRewards(parts, weights)
 
 
+CODE_SOURCES = ("humaneval", "mbpp", "apps", "code-contests")
+
+
 def load_prompts(data: DataConfig) -> tuple[list[Prompt], DropReport]:
-    """The prompts of ``data`` (a named set's distinct prompts, or a prompt file)."""
+    """The prompts of ``data``: a code set's problems (tests and canonical solution in the metadata),
+    a preference set's distinct prompts, or a prompt file."""
     from prefalign.data.config import _with_data_dir
     from prefalign.data.sources import load_prompt_data
 
     kwargs = dict(data.options)
     if data.path is not None:
         kwargs["path"] = data.path
-    if data.columns:
-        kwargs["columns"] = dict(data.columns)
+    name = data.source.strip().lower().replace("_", "-")
     with _with_data_dir(data):
+        if name in CODE_SOURCES:
+            from prefalign.data.sampling import downsample
+            from prefalign.data.sources import code
+
+            loader = {"humaneval": code.load_humaneval, "mbpp": code.load_mbpp, "apps": code.load_apps,
+                      "code-contests": code.load_code_contests}[name]
+            report = DropReport(source=name)
+            prompts = loader(strict=data.strict, report=report, **kwargs)
+            return (downsample(prompts, data.num_examples, data.seed) if data.num_examples else prompts), report
+        if data.columns:
+            kwargs["columns"] = dict(data.columns)
         return load_prompt_data(data.source, strict=data.strict, limit=data.num_examples, seed=data.seed, **kwargs)
 
 
