@@ -119,3 +119,16 @@ def test_task_reward_registry():
         task_reward("no_such_reward")
     with pytest.raises(ValueError):
         task_reward("length_target:many")
+
+
+def test_evaluation_task_as_reward_and_prompt_source():
+    """``eval:gsm8k`` scores with the GSM8K task's own checker; ``task:gsm8k:train`` gives its prompts."""
+    from prefalign.trainers.ppo_config import PromptDataConfig
+    from prefalign.trainers.ppo_setup import load_prompt_sets
+
+    train, val = load_prompt_sets(PromptDataConfig(source="task:gsm8k:train", num_prompts=6, validation_prompts=2))
+    assert len(train) == 4 and len(val) == 2
+    reward = task_reward("eval:gsm8k")
+    reference = train[0].metadata["reference"]
+    scores = reward(train[:1] * 2, [f"The answer is {reference}.", "I do not know."])
+    assert scores.tolist() == [1.0, 0.0]

@@ -5,11 +5,14 @@ Built in (cheap, deterministic, for smoke runs and the tiny learning test):
 - ``char_fraction:CHARS``: the fraction of the response's characters that are in CHARS
   (0 for an empty response). A response of lowercase letters scores 1.
 - ``length_target:N``: ``-|len(response) - N| / N`` in characters, 0 at the target length.
+- ``eval:TASK``: the per-response ``reward`` of the evaluation task TASK of
+  :mod:`prefalign.evaluation.registry` (gsm8k, ifeval, humaneval, mbpp, apps, code_contests), through
+  :class:`prefalign.evaluation.base.TaskReward`, so the RL reward and the task's metric share one
+  implementation (a code task gives 1 for passing its tests: Xu et al.'s 10 is a weight of 10).
+  The prompts must carry the task's metadata (tests, reference answer): take them from the task.
 
 Other code registers its own with :func:`register_task_reward` (a factory taking the argument
-string or None); a task of :mod:`prefalign.evaluation` plugs in through
-:class:`prefalign.evaluation.base.TaskReward`, so the RL reward and the task metric share one
-implementation.
+string or None).
 """
 
 from __future__ import annotations
@@ -81,5 +84,15 @@ def _length_target(argument: str | None) -> RewardFunction:
     return LengthTarget(int(argument))
 
 
+def _evaluation_task(argument: str | None) -> RewardFunction:
+    if not argument:
+        raise ValueError("eval needs a task name, e.g. eval:gsm8k")
+    from prefalign.evaluation.base import TaskReward
+    from prefalign.evaluation.registry import build_task
+
+    return TaskReward(build_task(argument))
+
+
 register_task_reward("char_fraction", _char_fraction)
 register_task_reward("length_target", _length_target)
+register_task_reward("eval", _evaluation_task)

@@ -211,22 +211,20 @@ def ppo_step(ctx: PPOContext, step: int) -> dict[str, float]:
     rollout, prompts = stage_rollout(ctx, step)  # 1. rollout
     t1 = time.perf_counter()
     scored = stage_score(ctx, rollout, prompts, step)  # 2. score
-    t2 = time.perf_counter()
     scores, token_rewards, kl = stage_rewards(ctx, rollout, scored)  # 3. KL-penalised rewards
     mask = rollout.response_mask
-    advantages, targets, values, returns = stage_advantages(ctx, token_rewards, scored["old_values"], mask)  # 4.
+    advantages, targets, values, returns = stage_advantages(ctx, token_rewards, scored["old_values"], mask)  # 4. GAE
     exp = Experience(rollout.sequences, rollout.attention_mask, mask, scored["old_logprobs"], scored["ref_logprobs"],
                      scored["old_values"], scored["raw_scores"], scores, rollout.ended_with_eos, kl, token_rewards,
                      advantages, targets)
     metrics = rollout_metrics(ctx, exp, values, returns)
-    t3 = time.perf_counter()
-    update_parts = parts.update_parts()
-    metrics.update(ppo_update(acc, update_parts, ctx.settings, exp, step, sft_batches(ctx, step)))  # 5. update
+    t2 = time.perf_counter()
+    metrics.update(ppo_update(acc, parts.update_parts(), ctx.settings, exp, step, sft_batches(ctx, step)))  # 5. update
     ctx.state.kl_controller.update(metrics["kl/mean"], cfg.batch.rollout_batch_size)
     if cfg.ppo.reference_ema and (step + 1) % cfg.ppo.ema_interval == 0:  # 6. reference EMA
         parts.reference.ema_update_(acc.unwrap_model(parts.policy), cfg.ppo.ema_rate)
-    t4 = time.perf_counter()
-    metrics.update({"time/generate": t1 - t0, "time/score": (t2 - t1) + (t3 - t2), "time/update": t4 - t3,
+    t3 = time.perf_counter()
+    metrics.update({"time/generate": t1 - t0, "time/score": t2 - t1, "time/update": t3 - t2,
                     "lr/actor": parts.actor_scheduler.get_last_lr()[0], "samples": (step + 1) * cfg.batch.rollout_batch_size})
     return metrics
 

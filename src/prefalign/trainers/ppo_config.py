@@ -34,7 +34,7 @@ PROMPT_SOURCES = ("hh-rlhf", "synthetic")
 @dataclass
 class PromptDataConfig:
     source: str = "hh-rlhf"
-    """Where prompts come from: hh-rlhf (the dialogue histories of the harmless-base pairs), synthetic (short generated instructions, for smoke runs), or a .jsonl/.json/.parquet file with a `prompt` column (a string or a list of messages)."""
+    """Where prompts come from: hh-rlhf (the dialogue histories of the harmless-base pairs), synthetic (short generated instructions, for smoke runs), task:NAME[:SPLIT] (an evaluation task's prompts with their metadata, e.g. task:gsm8k:train, task:mbpp:train; pair with reward.task eval:NAME), or a .jsonl/.json/.parquet file with a `prompt` column (a string or a list of messages)."""
     path: str | None = None
     """File for hh-rlhf (default: its sample in the data folder)."""
     num_prompts: int | None = None
@@ -58,7 +58,7 @@ class RewardConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="runs/reward-model"))
     """The reward model (a folder written by `prefalign rm`): scalar head read at the last real token."""
     task: str = "char_fraction:abcdefghijklmnopqrstuvwxyz"
-    """Programmatic reward as NAME[:ARGUMENT], resolved by prefalign.rewards.registry (e.g. char_fraction:abc, length_target:32)."""
+    """Programmatic reward as NAME[:ARGUMENT], resolved by prefalign.rewards.registry (e.g. char_fraction:abc, length_target:32, eval:gsm8k, eval:mbpp)."""
     model_weight: float = 1.0
     """Weight of the reward model's score in a sum."""
     task_weight: float = 1.0

@@ -90,6 +90,11 @@ def load_prompt_sets(cfg: PromptDataConfig) -> tuple[list[Prompt], list[Prompt]]
         prompts = _unique_prompts([Prompt(list(p.prompt), {"source": "hh-rlhf"}) for p in load_hh_rlhf(cfg.path)])
     elif cfg.source == "synthetic":
         prompts = synthetic_prompts(cfg.num_prompts or 256)
+    elif cfg.source.startswith("task:"):
+        from prefalign.evaluation.registry import build_task
+
+        name, _, split = cfg.source[len("task:"):].partition(":")
+        prompts = build_task(name, **({"split": split} if split else {})).prompts()
     else:
         from prefalign.data.sources.jsonl import load_prompts
 
