@@ -48,5 +48,5 @@ def test_smollm2_training_step_lowers_the_loss(smollm2):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[1] < losses[0]
