@@ -10,7 +10,9 @@ The script runs ``prefalign.trainers.dpo.run_dpo`` for ``--steps`` optimizer ste
 ``metrics.jsonl``). The first step is a warm-up and is left out of the figures. Reported:
 
 - ``step_s``: median seconds per 8-pair optimizer step (policy forward + backward + AdamW);
-- ``pairs_per_s`` and ``tokens_per_s`` (non-pad tokens of chosen + rejected) from the median step;
+- ``pairs_per_s`` and ``tokens_per_s`` from the median step: ``tokens_per_s`` counts the non-pad
+  tokens of the chosen and rejected sequences (prompt + response each, the peer's count), and
+  ``computed_tokens_per_s`` the tokens actually run through the model (a shared prompt once);
 - ``reference_s_per_pair``: with ``--reference cached``, the one-off reference pass over the data,
   per pair (in seconds); ``pairs_per_s_with_reference`` charges it to one epoch (every pair seen
   once), the least favourable case for caching (2-3 epochs in the papers' recipes divide it by 2-3);
@@ -91,12 +93,15 @@ def main(argv=None) -> dict:
         reference_s = results.get("reference_seconds")
     timed = rows[1:] if len(rows) > 1 else rows
     step_s = statistics.median(r["perf/step_seconds"] for r in timed)
-    tokens = statistics.median(r["perf/tokens_per_second"] * r["perf/step_seconds"] for r in timed)
+    tokens = statistics.median(r["perf/sequence_tokens_per_second"] * r["perf/step_seconds"] for r in timed)
+    computed = statistics.median(r["perf/tokens_per_second"] * r["perf/step_seconds"] for r in timed)
     pairs = args.batch_pairs * args.steps
     figures = {
         "baseline": args.baseline, "share_prompt": not (args.no_share_prompt or args.baseline), "reference": args.reference, "micro_batch_size": args.micro_batch_size, "threads": args.threads,
         "steps_timed": len(timed), "step_s": round(step_s, 2), "pairs_per_s": round(args.batch_pairs / step_s, 3),
         "tokens_per_step": round(tokens), "tokens_per_s": round(tokens / step_s, 1),
+        "computed_tokens_per_step": round(computed), "computed_tokens_per_s": round(computed / step_s, 1),
+        "step_cpu_s": round(statistics.median(r["perf/step_cpu_seconds"] for r in timed), 2),
         "padding": round(statistics.median(r["perf/padding"] for r in timed), 3),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "final_loss": rows[-1]["loss"], "run_wall_s": round(wall, 1),
@@ -112,15 +117,14 @@ def main(argv=None) -> dict:
 
 def _use_full_logits() -> None:
     """Replace the response-only log-probs by log-softmax over every position's logits."""
-    import torch
-
     import prefalign.trainers.preference_batches as pb
     from prefalign.models.heads import _position_ids
+    from prefalign.models.logprobs import gather_logprobs
 
     def full_logits_logps(model, batch):
         ids, mask, response = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
         logits = model(input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask), use_cache=False).logits  # (N, T, V)
-        logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (N, T-1)
+        logps = gather_logprobs(logits[:, :-1], ids[:, 1:])  # (N, T-1), log-softmax a chunk of rows at a time
         return (logps * response[:, 1:]).sum(dim=1)
 
     pb.response_logps = full_logits_logps

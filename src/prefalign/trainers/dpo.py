@@ -228,7 +228,7 @@ def train_step(loop: PreferenceLoop, step: int) -> dict[str, float]:
     indices = loop.plan.step_indices(step)
     local = shard(indices, acc.process_index, acc.num_processes)
     groups = length_sorted_groups(loop.train, local, cfg.batch.micro_batch_size, cfg.max_tokens_per_micro_batch, loop.layout)
-    objective, settings, sums = OBJECTIVES[cfg.loss], loop.settings, {"tokens": 0.0, "padded_tokens": 0.0}
+    objective, settings, sums = OBJECTIVES[cfg.loss], loop.settings, {"tokens": 0.0, "padded_tokens": 0.0, "sequence_tokens": 0.0}
 
     def loss_fn(group):
         batch = to_device(COLLATE[loop.layout]([loop.train[i] for i in group], loop.pad_id), acc.device)
@@ -238,18 +238,21 @@ def train_step(loop: PreferenceLoop, step: int) -> dict[str, float]:
         _add_stats(sums, losses, stats)
         sums["tokens"] += float(batch["token_mask"].sum())
         sums["padded_tokens"] += float(batch["token_mask"].numel())
+        sums["sequence_tokens"] += float(sum(len(s.input_ids) for i in group for s in loop.train[i].sequences))
         return losses.sum() / len(indices)
 
     grad_norm = accumulate_and_step(acc, loop.policy, loop.optimizer, loop.scheduler, groups, loss_fn, cfg.optim.max_grad_norm)
 
-    totals = _reduce(acc, sums, metric_keys(cfg.loss, False) + ["tokens", "padded_tokens"])
+    counts = ["tokens", "padded_tokens", "sequence_tokens"]
+    totals = _reduce(acc, sums, metric_keys(cfg.loss, False) + counts)
     check_finite("loss", totals["loss"], step + 1)
     seconds = time.perf_counter() - started
-    metrics = {k: v / len(indices) for k, v in totals.items() if k not in ("tokens", "padded_tokens")}
+    metrics = {k: v / len(indices) for k, v in totals.items() if k not in counts}
     metrics.update({"lr": loop.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "epoch": loop.plan.epoch_of(step + 1),
                     "perf/step_seconds": seconds, "perf/step_cpu_seconds": time.process_time() - cpu_started,
                     "perf/examples_per_second": len(indices) / seconds,
-                    "perf/tokens_per_second": totals["tokens"] / seconds,
+                    "perf/tokens_per_second": totals["tokens"] / seconds,  # tokens computed (a shared prompt counts once)
+                    "perf/sequence_tokens_per_second": totals["sequence_tokens"] / seconds,  # prompt + response, per response
                     "perf/padding": 1.0 - totals["tokens"] / max(totals["padded_tokens"], 1.0)})
     return metrics
 
