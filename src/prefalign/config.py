@@ -9,13 +9,14 @@ dataclass, and loads back to an equal object.
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 import yaml
+
+from prefalign.atomic import write_text_atomic
 
 C = TypeVar("C")
 
@@ -96,12 +97,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_yaml(config: Any, path: str | Path) -> Path:
     """Dump a config dataclass to YAML atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

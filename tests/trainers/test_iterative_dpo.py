@@ -188,3 +188,23 @@ def test_code_problems_load_with_tests_and_a_passing_canonical_solution():
     assert len(prompts) == 3 and report.kept == 374
     solutions = [canonical_solution(p, ["canonical_solution"]) for p in prompts]
     assert build_reward(IterRewardConfig(kind="code"))(prompts, solutions).tolist() == [10.0, 10.0, 10.0]
+
+
+def test_pair_files_round_trip_and_malformed_lines_name_file_line_and_field(tmp_path):
+    from prefalign.data.schema import DataError, PreferencePair, user_prompt
+    from prefalign.trainers.preference_data import write_pairs
+
+    pairs = [PreferencePair(user_prompt("q1"), "good", "bad", {"round": 1}), PreferencePair(user_prompt("q2"), "a", "b", {})]
+    path = write_pairs(tmp_path / "pairs.jsonl", pairs)
+    assert read_pairs(path) == pairs
+
+    good = path.read_text().splitlines()[0]
+    for bad_line, expected in [
+        ("{not json", r"pairs.jsonl, line 2: not JSON"),
+        ('{"prompt": [], "chosen": "x"}', r"line 2, field 'rejected': missing"),
+        ('{"prompt": [{"role": "user"}], "chosen": "x", "rejected": "y"}', r"line 2, field 'prompt.content'"),
+        ('[1, 2]', r"line 2: expected a JSON object"),
+    ]:
+        path.write_text(good + "\n" + bad_line + "\n")
+        with pytest.raises(DataError, match=expected):
+            read_pairs(path)

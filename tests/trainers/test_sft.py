@@ -1,7 +1,6 @@
 """SFT end to end on a tiny random model: learning, resume, micro-batching and 2-process invariance."""
 
 import json
-import sys
 
 import pytest
 import torch

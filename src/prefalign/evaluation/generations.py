@@ -16,11 +16,11 @@ may have several lines (several samples); every prompt must have at least one.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from prefalign.atomic import write_text_atomic
 from prefalign.data.io import iter_rows
 from prefalign.data.schema import DataError, Prompt
 from prefalign.data.tokenize import encode_prompt
@@ -152,7 +152,4 @@ def write_generations(path: str | Path, prompts: Sequence[Prompt], generations: 
         if results is not None:
             record["result"] = results[row]
         lines.append(json.dumps(record, ensure_ascii=False, default=str))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "".join(line + "\n" for line in lines))

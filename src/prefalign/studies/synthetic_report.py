@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from prefalign.atomic import atomic_write, write_text_atomic
 
 
 def student_t_quantile(p: float, df: int) -> float:
@@ -84,41 +84,14 @@ def to_json_safe(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: Path, write) -> Path:
-    """Call ``write(temporary_path)`` then move the result onto ``path`` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
-
-
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """JSON (via :func:`to_json_safe`, strict: no NaN/inf literals) written atomically."""
-    text = json.dumps(to_json_safe(data), indent=2, allow_nan=False)
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    return _atomic_write(Path(path), write)
+    return write_text_atomic(path, json.dumps(to_json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def save_figure_atomic(figure, path: str | Path) -> Path:
     """Save a matplotlib figure as PNG atomically."""
-    return _atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+    return atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=100))
 
 
 def _heatmap(axis, matrix: np.ndarray, unseen: np.ndarray, title: str, cmap: str, labels: list[list[str]], vmin, vmax):

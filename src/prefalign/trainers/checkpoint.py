@@ -26,6 +26,8 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_model, save_model
 
+from prefalign.atomic import write_text_atomic
+
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -43,9 +45,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 class Checkpointer:

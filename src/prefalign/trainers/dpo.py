@@ -53,9 +53,11 @@ from prefalign.trainers.common import (
     BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step, build_optimizer, build_scheduler, check_finite, shard,
 )
 from prefalign.trainers.preference_batches import (
-    COLLATE, NEEDS_REFERENCE, OBJECTIVES, EncodedRanking, ObjectiveSettings, PROConfig, Records, RRHFConfig, choose_layout,
-    data_with_filters, distributed_logps_table, encode_rankings, implicit_reward_stats, length_sorted_groups,
-    load_preference_records, metric_keys, ranking_logps, sft_examples, to_device,
+    COLLATE, EncodedRanking, choose_layout, distributed_logps_table, encode_rankings, length_sorted_groups, ranking_logps, to_device,
+)
+from prefalign.trainers.preference_data import Records, data_with_filters, load_preference_records, sft_examples
+from prefalign.trainers.preference_objectives import (
+    NEEDS_REFERENCE, OBJECTIVES, ObjectiveSettings, PROConfig, RRHFConfig, implicit_reward_stats, metric_keys,
 )
 from prefalign.trainers.session import TrainingSession
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -51,7 +50,8 @@ from prefalign.rollout.generate import SamplingConfig, generate
 from prefalign.trainers.common import BatchConfig, OptimConfig, RunConfig, make_accelerator
 from prefalign.trainers.dpo import DPOConfig, run_dpo
 from prefalign.trainers.logging import console
-from prefalign.trainers.preference_batches import pair_to_row, read_pairs, write_jsonl_atomic
+from prefalign.atomic import write_jsonl_atomic
+from prefalign.trainers.preference_data import read_pairs, write_pairs
 
 REWARD_KINDS = ("model", "task", "code", "sum")
 PAIRING_RULES = ("best_worst", "best_vs_rest")
@@ -360,7 +360,7 @@ def round_pairs(config: IterativeDPOConfig, model_cfg: ModelConfig, prompts: Seq
     summary = sampling_summary(round_index, prompts, samples, pairs, skipped)
     if accelerator.is_main_process:
         write_jsonl_atomic(folder / "samples.jsonl", [dataclasses.asdict(s) for s in samples])
-        write_jsonl_atomic(pairs_file, [pair_to_row(p) for p in pairs])
+        write_pairs(pairs_file, pairs)
         write_json_atomic(summary_file, summary)  # written last: marks the round's data as complete
     accelerator.wait_for_everyone()
     return pairs, summary

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from prefalign.atomic import write_jsonl_atomic
 
 console = Console(stderr=True)
 
@@ -64,9 +65,7 @@ class MetricLogger:
         if not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step] if step else []
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        write_jsonl_atomic(self.path, kept)
 
     def log(self, step: int, metrics: dict[str, Any], *, show: tuple[str, ...] = ()) -> None:
         if not self.is_main:

@@ -50,7 +50,6 @@ from prefalign.algorithms.normalize import RunningMeanStd
 from prefalign.algorithms.ppo import explained_variance
 from prefalign.config import save_yaml, to_dict
 from prefalign.data.schema import Prompt
-from prefalign.models.reference import ReferenceModel
 from prefalign.rollout.experience import (Experience, apply_truncated_reward, normalize_and_clip, rollout_logprobs,
                                           rollout_values)
 from prefalign.rollout.generate import Rollout, generate

@@ -1,4 +1,4 @@
-"""Preference data as training batches, and the per-example objectives of the offline methods.
+"""Preference data as training batches, and the policy's sequence log-probs over them.
 
 Used by :mod:`prefalign.trainers.dpo` (DPO, RRHF, PRO) and :mod:`prefalign.trainers.iterative_dpo`.
 
@@ -33,45 +33,24 @@ log-softmax's work on those positions; the result equals
 :func:`prefalign.models.logprobs.sequence_logprobs` in both layouts (tests check it). Models that transform
 their logits after the head (Gemma-2 soft-capping, Cohere's logit scale) fall back to that function.
 
-Objectives (one function each, per example, over (B, K) sequence log-probs):
-
-- ``dpo``: :func:`prefalign.algorithms.preference.dpo_loss` (Xu et al. 2024, Eq. 7; Ivison et al.
-  2024, Eq. 3) on responses 0 (chosen) and K-1 (rejected); it needs K = 2 (a ranking of more
-  responses is refused rather than silently reduced to its ends).
-- ``rrhf``: :func:`~prefalign.algorithms.preference.rrhf_loss` (Yuan et al. 2023).
-- ``pro``: :func:`~prefalign.algorithms.preference.pro_loss` (Song et al. 2024).
-
-Every objective returns the per-example losses and a dict of metric **sums** over the micro-batch;
-the trainer adds the sums over micro-batches and processes and divides by the global count.
-
-Sources and files: :func:`load_preference_records` (pairs, or rankings for RRHF / PRO, with the
-PKU-SafeRLHF dual-safe / dual-unsafe filters of :func:`data_with_filters`), :func:`sft_examples`
-(the SFT data of "SFT before DPO"), and the JSONL pair files of iterative DPO.
+The objectives over these log-probs are in :mod:`prefalign.trainers.preference_objectives`; where
+the records come from, in :mod:`prefalign.trainers.preference_data`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from prefalign.algorithms.preference import dpo_loss, pro_loss, rrhf_loss
-from prefalign.config import ConfigError
 from prefalign.data.collate import collate_encoded
-from prefalign.data.config import DataConfig, _split, _with_data_dir, load_pairs
-from prefalign.data.io import DropReport
-from prefalign.data.schema import Message, PreferencePair, RankedResponses, SFTExample
+from prefalign.data.schema import PreferencePair, RankedResponses
 from prefalign.data.tokenize import Encoded, TruncatedAway, encode_prompt, encode_response, join_truncated
 from prefalign.models.heads import _position_ids
 from prefalign.models.logprobs import gather_logprobs, sequence_logprobs
 
-Records = list[PreferencePair] | list[RankedResponses]
 SHARED_PROMPT, ROW_PER_RESPONSE = "shared_prompt", "row_per_response"  # batch layouts, see the module docstring
 
 # ----------------------------------------------------------------------------- encoding
@@ -364,156 +343,3 @@ def distributed_logps_table(accelerator, model: torch.nn.Module, examples: Seque
     if world > 1:
         table = accelerator.reduce(table.to(accelerator.device), reduction="sum").cpu()
     return table
-
-
-# ----------------------------------------------------------------------------- objectives
-
-
-@dataclass
-class RRHFConfig:
-    length_normalized: bool = True
-    """Rank by the length-normalised log-prob (Yuan et al. Eq. 1); False: by the summed log-prob."""
-    sft_weight: float = 1.0
-    """Weight of the fine-tuning term on the best response (Eq. 4: 1)."""
-
-
-@dataclass
-class PROConfig:
-    sft_weight: float = 0.05
-    """Weight of the SFT term on the best response (the authors' scripts: 0.05)."""
-    temperature_from_scores: bool = True
-    """Dynamic temperature from the reward-score gaps (Song et al.); False: every T = 1."""
-    scale_sft_by_ranking_length: bool = False
-    """Multiply the SFT term by (K - 1)^2, as the authors' code does."""
-
-
-@dataclass
-class ObjectiveSettings:
-    """What the objectives read from the trainer's config."""
-
-    beta: float
-    label_smoothing: float
-    rrhf: RRHFConfig
-    pro: PROConfig
-
-
-def _common_stats(logps: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"logps/chosen": logps[:, 0].detach().sum(), "logps/rejected": logps[:, -1].detach().sum()}
-
-
-def implicit_reward_stats(logps: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-    """Sums over the batch of the DPO implicit rewards beta (log pi - log pi_ref) of best and worst, their margin and accuracy."""
-    chosen = beta * (logps[:, 0] - ref[:, 0]).detach()
-    rejected = beta * (logps[:, -1] - ref[:, -1]).detach()
-    return {"rewards/chosen": chosen.sum(), "rewards/rejected": rejected.sum(),
-            "rewards/margin": (chosen - rejected).sum(), "rewards/accuracy": (chosen > rejected).float().sum()}
-
-
-def dpo_objective(logps, ref, scores, lengths, s: ObjectiveSettings):
-    """DPO on (chosen, rejected) = responses (0, 1)."""
-    if logps.shape[1] != 2:
-        raise ValueError(f"DPO takes pairs; got rankings of {logps.shape[1]} responses (use --loss rrhf or pro)")
-    if ref is None:
-        raise ValueError("DPO needs reference log-probs")
-    losses, _, _ = dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], s.beta, s.label_smoothing)
-    return losses, {**_common_stats(logps), **implicit_reward_stats(logps, ref, s.beta)}
-
-
-def _ranking_stats(logps, lengths, stats, n):
-    normalised = logps / lengths.clamp(min=1)
-    out = {key: value * n for key, value in stats.items()}  # the library returns batch means
-    out["rank/accuracy"] = (normalised[:, 0] > normalised[:, -1]).float().sum()
-    return out
-
-
-def rrhf_objective(logps, ref, scores, lengths, s: ObjectiveSettings):
-    """RRHF over the ranking (ranking hinge + fine-tuning on the best response)."""
-    losses, stats = rrhf_loss(logps, scores, length_normalized=s.rrhf.length_normalized, sft_weight=s.rrhf.sft_weight, lengths=lengths)
-    return losses, {**_common_stats(logps), **_ranking_stats(logps, lengths, stats, logps.shape[0])}
-
-
-def pro_objective(logps, ref, scores, lengths, s: ObjectiveSettings):
-    """PRO over the ranking (list-wise softmax with dynamic temperature + SFT on the best response)."""
-    losses, stats = pro_loss(logps, scores, lengths, sft_weight=s.pro.sft_weight, temperature_from_scores=s.pro.temperature_from_scores,
-                             scale_sft_by_ranking_length=s.pro.scale_sft_by_ranking_length)
-    return losses, {**_common_stats(logps), **_ranking_stats(logps, lengths, stats, logps.shape[0])}
-
-
-Objective = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
-OBJECTIVES: dict[str, Objective] = {"dpo": dpo_objective, "rrhf": rrhf_objective, "pro": pro_objective}
-NEEDS_REFERENCE = {"dpo"}
-
-
-REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy")
-
-
-def metric_keys(loss: str, with_rewards: bool) -> list[str]:
-    """The metric sums an objective reports (the same on every process, so they can be reduced together)."""
-    keys = ["loss", "logps/chosen", "logps/rejected"]
-    if loss != "dpo":
-        keys += ["rank_loss", "sft_loss", "rank/accuracy"]
-    if with_rewards or loss in NEEDS_REFERENCE:
-        keys += list(REWARD_KEYS)
-    return keys
-
-
-# ----------------------------------------------------------------------------- data sources and pair files
-
-
-def data_with_filters(data: DataConfig, drop_dual_safe: bool, drop_dual_unsafe: bool) -> DataConfig:
-    """``data`` with the dual-safe / dual-unsafe filters of Xu et al. passed to the PKU-SafeRLHF adapter."""
-    if not (drop_dual_safe or drop_dual_unsafe):
-        return data
-    from prefalign.data.sources import source_name
-
-    if source_name(data.source) != "safe-rlhf":
-        raise ConfigError(f"drop_dual_safe / drop_dual_unsafe need data.source safe-rlhf (got {data.source!r})")
-    options = {**data.options, "drop_dual_safe": drop_dual_safe, "drop_dual_unsafe": drop_dual_unsafe}
-    return dataclasses.replace(data, options=options)
-
-
-def load_preference_records(data: DataConfig, loss: str) -> tuple[Records, Records, DropReport]:
-    """(train, held-out, report): pairs for DPO; for RRHF / PRO all rated responses where the source has them."""
-    from prefalign.data.sources import RANKED_SOURCES, load_ranked_data, source_name
-
-    if loss == "dpo" or source_name(data.source) not in RANKED_SOURCES:
-        train, held_out, report = load_pairs(data)
-        if loss != "dpo":
-            train, held_out = [p.as_ranked() for p in train], [p.as_ranked() for p in held_out]
-        return train, held_out, report
-    with _with_data_dir(data):
-        records, report = load_ranked_data(data.source, path=data.path, strict=data.strict, limit=data.num_examples,
-                                           seed=data.seed, **data.options)
-    train, held_out = _split(records, data)  # the same split as load_pairs
-    return train, held_out, report
-
-
-def sft_examples(records: Sequence[PreferencePair | RankedResponses]) -> list[SFTExample]:
-    """SFT data from preference data: every safe response for PKU-SafeRLHF ("SFT (Safe)"), else the chosen / best one."""
-    from prefalign.data.sources.safe_rlhf import safe_sft_examples
-
-    if records and all(isinstance(r, PreferencePair) and "chosen_safe" in r.metadata for r in records):
-        return safe_sft_examples(records)
-    out = []
-    for r in records:
-        best = r.chosen if isinstance(r, PreferencePair) else r.responses[0]
-        out.append(SFTExample(list(r.prompt), best, {**r.metadata, "from": "chosen"}))
-    return out
-
-
-def write_jsonl_atomic(path: Path, rows: Sequence[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-
-
-def pair_to_row(pair: PreferencePair) -> dict:
-    return {"prompt": [m.to_dict() for m in pair.prompt], "chosen": pair.chosen, "rejected": pair.rejected, "metadata": pair.metadata}
-
-
-def read_pairs(path: Path) -> list[PreferencePair]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [PreferencePair([Message.from_dict(m) for m in r["prompt"]], r["chosen"], r["rejected"], r["metadata"]) for r in rows]

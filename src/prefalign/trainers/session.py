@@ -8,8 +8,6 @@ model and ``results.json`` atomically.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from prefalign.atomic import write_json_atomic as _write_json_atomic
 from prefalign.config import save_yaml
 from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import RunConfig, make_accelerator, set_seed
@@ -25,12 +24,8 @@ from prefalign.trainers.logging import MetricLogger, console
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
-    return path
+    """A run's JSON report (tensors and numpy scalars as floats), written atomically."""
+    return _write_json_atomic(path, data, default=float)
 
 
 @dataclass
