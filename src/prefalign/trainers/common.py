@@ -6,6 +6,7 @@
 - :class:`BatchPlan`: a deterministic order of examples per epoch, cut into global batches, each
   split across processes and then into micro-batches for gradient accumulation;
 - :func:`accumulate_and_step`: backward over micro-batches, one optimizer step;
+- :func:`held_out_sums`: held-out statistics summed over micro-batches and processes;
 - checkpointing and logging live in :mod:`prefalign.trainers.checkpoint` and
   :mod:`prefalign.trainers.logging`.
 
@@ -228,6 +229,27 @@ def global_sum(value: float | torch.Tensor, accelerator: Accelerator) -> float:
     if accelerator.num_processes > 1:
         t = accelerator.reduce(t, reduction="sum")
     return float(t.item())
+
+
+@torch.no_grad()
+def held_out_sums(accelerator: Accelerator, model: torch.nn.Module, items: Sequence, micro: int,
+                  collate: Callable[[Sequence], dict[str, torch.Tensor]],
+                  sums: Callable[[dict[str, torch.Tensor]], dict[str, float]]) -> dict[str, float]:
+    """Sums of held-out statistics over all processes: each process takes every n-th item, runs
+    ``sums(batch)`` on micro-batches of ``collate``-d items in eval mode, and the totals are summed
+    across processes (key ``"count"``: the number of items)."""
+    mine = list(items)[accelerator.process_index :: accelerator.num_processes]
+    totals: dict[str, float] = {"count": float(len(mine))}
+    was_training = model.training
+    model.eval()
+    try:
+        for chunk in micro_batches(mine, micro):
+            batch = {k: v.to(accelerator.device) for k, v in collate(chunk).items()}
+            for key, value in sums(batch).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+    finally:
+        model.train(was_training)
+    return {key: global_sum(value, accelerator) for key, value in sorted(totals.items())}
 
 
 def accumulate_and_step(

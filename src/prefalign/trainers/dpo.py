@@ -50,7 +50,7 @@ from prefalign.data.io import DropReport
 from prefalign.models.load import ModelConfig, disable_dropout, load_causal_lm, load_tokenizer, save_model
 from prefalign.models.reference import ReferenceModel
 from prefalign.trainers.common import (
-    BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step, build_optimizer, build_scheduler, check_finite, shard,
+    BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step, check_finite, shard,
 )
 from prefalign.trainers.preference_batches import (
     COLLATE, EncodedRanking, choose_layout, distributed_logps_table, encode_rankings, length_sorted_groups, ranking_logps, to_device,
@@ -344,11 +344,8 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
         reference_seconds = time.perf_counter()
         tables = reference_tables(config, policy, session, train, held_out, tokenizer.pad_token_id, layout)
         reference_seconds = time.perf_counter() - reference_seconds
-    optimizer = build_optimizer(policy.parameters(), config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, plan.total_steps)
-    policy, optimizer = acc.prepare(policy, optimizer)
-    models, optimizers, schedulers = {"policy": policy}, {"policy": optimizer}, {"policy": scheduler}
-    tables = session.resume(models, optimizers, schedulers).get("reference_logps", tables)
+    policy, optimizer, scheduler, restored = session.prepare_training("policy", policy, config.optim, plan.total_steps)
+    tables = restored.get("reference_logps", tables)
     loop = PreferenceLoop(session, config, policy, optimizer, scheduler, plan, train, held_out, tokenizer.pad_token_id, layout,
                           tables, reference)
     trainer_state = {"reference_logps": tables}
@@ -362,14 +359,14 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
         if (step + 1) % config.run.log_every == 0 or step + 1 == total:
             logger.log(step + 1, metrics, show=("loss", "rewards/accuracy", "eval/rewards/accuracy"))
         if config.stop_after_steps == step + 1 and step + 1 < total:
-            session.save(step + 1, models, optimizers, schedulers, trainer_state)
+            session.save(step + 1, trainer_state=trainer_state)
             session.print(f"stopped after step {step + 1} of {total}; resume with --run.resume True")
             return session.finish({"completed": False, "stopped_at_step": step + 1, "steps": total})
         if session.due(step + 1, config.run.save_every, total):
-            session.save(step + 1, models, optimizers, schedulers, trainer_state)
+            session.save(step + 1, trainer_state=trainer_state)
     # 4. held-out evaluation and the final model
     final = evaluate(loop)
-    session.save(total, models, optimizers, schedulers, trainer_state)
+    session.save(total, trainer_state=trainer_state)
     model_dir = save_final_model(session, policy, tokenizer)
     if "eval/rewards/accuracy" in final:
         session.print(f"{config.loss} done: held-out implicit-reward accuracy {final['eval/rewards/accuracy']:.3f}, "

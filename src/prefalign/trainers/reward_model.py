@@ -26,8 +26,8 @@ from prefalign.data.tokenize import EncodedPair, TruncatedAway, encode_pair
 from prefalign.models.heads import sequence_scores
 from prefalign.models.load import ModelConfig, load_reward_model, load_tokenizer, save_model
 from prefalign.trainers.common import (
-    BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step, build_optimizer, build_scheduler,
-    check_finite, global_sum, micro_batches, shard,
+    BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step,
+    check_finite, global_sum, held_out_sums, micro_batches, shard,
 )
 from prefalign.trainers.session import TrainingSession
 
@@ -80,21 +80,15 @@ def evaluate_pairs(session: TrainingSession, model, pairs: Sequence[EncodedPair]
     """Held-out accuracy (ties count half), mean margin and loss, over all processes."""
     if not pairs:
         return {}
-    acc = session.accelerator
-    mine = list(pairs)[acc.process_index :: acc.num_processes]
-    model.eval()
-    correct = margin = loss = 0.0
-    for chunk in micro_batches(mine, micro):
-        batch = {k: v.to(acc.device) for k, v in collate_pairs(chunk, pad_id).items()}
+
+    def sums(batch):
         chosen, rejected = pair_scores(model, batch)
         diff = chosen - rejected
-        correct += float((diff > 0).float().sum() + 0.5 * (diff == 0).float().sum())
-        margin += float(diff.sum())
-        loss += float(bradley_terry_loss(chosen, rejected).sum())
-    model.train()
-    n = global_sum(len(mine), acc)
-    return {"eval/accuracy": global_sum(correct, acc) / n, "eval/margin": global_sum(margin, acc) / n,
-            "eval/loss": global_sum(loss, acc) / n}
+        return {"accuracy": (diff > 0).float().sum() + 0.5 * (diff == 0).float().sum(), "margin": diff.sum(),
+                "loss": bradley_terry_loss(chosen, rejected).sum()}
+
+    totals = held_out_sums(session.accelerator, model, pairs, micro, lambda chunk: collate_pairs(chunk, pad_id), sums)
+    return {f"eval/{key}": totals[key] / totals["count"] for key in ("accuracy", "margin", "loss")}
 
 
 def run_reward_model(config: RewardModelConfig, pairs: tuple[list[PreferencePair], list[PreferencePair]] | None = None) -> dict[str, Any]:
@@ -115,11 +109,7 @@ def run_reward_model(config: RewardModelConfig, pairs: tuple[list[PreferencePair
     plan = BatchPlan(len(train), config.batch.global_batch_size, config.run.seed, config.batch.epochs, config.batch.max_steps)
     # 2. model and optimizer
     model = load_reward_model(config.model, seed=config.run.seed)
-    optimizer = build_optimizer(model.parameters(), config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, plan.total_steps)
-    model, optimizer = acc.prepare(model, optimizer)
-    models, optimizers, schedulers = {"reward_model": model}, {"reward_model": optimizer}, {"reward_model": scheduler}
-    session.resume(models, optimizers, schedulers)
+    model, optimizer, scheduler, _ = session.prepare_training("reward_model", model, config.optim, plan.total_steps)
     logger = session.start_logging(plan.total_steps, "reward model")
     model.train()
     pad_id = tokenizer.pad_token_id
@@ -149,10 +139,10 @@ def run_reward_model(config: RewardModelConfig, pairs: tuple[list[PreferencePair
             metrics.update(evaluate_pairs(session, model, held_out, pad_id, micro))
         logger.log(step + 1, metrics, show=("loss", "accuracy", "eval/accuracy"))
         if session.due(step + 1, config.run.save_every, plan.total_steps):
-            session.save(step + 1, models, optimizers, schedulers)
+            session.save(step + 1)
     # 4. final evaluation and model
     final = evaluate_pairs(session, model, held_out, pad_id, micro)
-    session.save(plan.total_steps, models, optimizers, schedulers)
+    session.save(plan.total_steps)
     if session.is_main:
         save_model(acc.unwrap_model(model), tokenizer, session.output_dir / "model")
     results = {"steps": plan.total_steps, "train_pairs": len(train), "eval_pairs": len(held_out),

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from prefalign.atomic import write_json_atomic as _write_json_atomic
 from prefalign.config import save_yaml
 from prefalign.trainers.checkpoint import Checkpointer
-from prefalign.trainers.common import RunConfig, make_accelerator, set_seed
+from prefalign.trainers.common import OptimConfig, RunConfig, build_optimizer, build_scheduler, make_accelerator, set_seed
 from prefalign.trainers.logging import MetricLogger, console
 
 
@@ -37,6 +37,7 @@ class TrainingSession:
     logger: MetricLogger | None = field(init=False, default=None)
     start_step: int = field(init=False, default=0)
     started: float = field(init=False, default_factory=time.time)
+    trained: tuple[dict, dict, dict] = field(init=False, default_factory=lambda: ({}, {}, {}))  # models, optimizers, schedulers to checkpoint
 
     def __post_init__(self) -> None:
         self.accelerator = make_accelerator(self.run)
@@ -72,6 +73,19 @@ class TrainingSession:
         self.print(f"resumed from {path} at step {self.start_step}")
         return state.get("trainer", {})
 
+    def prepare_training(self, name: str, model: torch.nn.Module, optim: OptimConfig, total_steps: int) -> tuple[Any, Any, Any, dict]:
+        """AdamW and its schedule for one trained model, through ``accelerator.prepare``, then the resume.
+
+        Returns (model, optimizer, scheduler, trainer state of the restored checkpoint or {}); the three
+        are kept under ``name`` for :meth:`save`.
+        """
+        optimizer = build_optimizer(model.parameters(), optim)
+        scheduler = build_scheduler(optimizer, optim, total_steps)
+        model, optimizer = self.accelerator.prepare(model, optimizer)
+        self.trained = ({name: model}, {name: optimizer}, {name: scheduler})
+        state = self.resume(*self.trained)
+        return model, optimizer, scheduler, state
+
     def start_logging(self, total_steps: int, description: str) -> MetricLogger:
         self.logger = MetricLogger(
             self.output_dir, is_main=self.is_main, total_steps=total_steps, description=description,
@@ -79,8 +93,11 @@ class TrainingSession:
         )
         return self.logger
 
-    def save(self, step: int, models: dict[str, torch.nn.Module], optimizers: dict[str, Any],
-             schedulers: dict[str, Any], trainer_state: dict[str, Any] | None = None) -> Path:
+    def save(self, step: int, models: dict[str, torch.nn.Module] | None = None, optimizers: dict[str, Any] | None = None,
+             schedulers: dict[str, Any] | None = None, trainer_state: dict[str, Any] | None = None) -> Path:
+        """A checkpoint of ``models`` / ``optimizers`` / ``schedulers`` (default: those of :meth:`prepare_training`)."""
+        if models is None:
+            models, optimizers, schedulers = self.trained
         state = {
             "step": step,
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},

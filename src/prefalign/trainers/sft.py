@@ -23,8 +23,8 @@ from prefalign.data.tokenize import Encoded, TruncatedAway, encode_example
 from prefalign.models.load import ModelConfig, load_causal_lm, load_tokenizer, save_model
 from prefalign.models.logprobs import token_logprobs
 from prefalign.trainers.common import (
-    BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step, build_optimizer, build_scheduler,
-    check_finite, global_sum, micro_batches, shard,
+    BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step,
+    check_finite, global_sum, held_out_sums, micro_batches, shard,
 )
 from prefalign.trainers.session import TrainingSession
 
@@ -77,16 +77,9 @@ def evaluate_nll(session: TrainingSession, model, encoded: Sequence[Encoded], pa
     """Held-out mean response-token NLL, computed over all processes."""
     if not encoded:
         return {}
-    acc = session.accelerator
-    mine = list(encoded)[acc.process_index :: acc.num_processes]
-    model.eval()
-    total, tokens = 0.0, 0
-    for chunk in micro_batches(mine, micro):
-        batch = {k: v.to(acc.device) for k, v in collate_encoded(chunk, pad_id).items()}
-        total += float(response_nll_sum(model, batch))
-        tokens += int(batch["response_mask"].sum())
-    model.train()
-    nll = global_sum(total, acc) / max(global_sum(tokens, acc), 1.0)
+    totals = held_out_sums(session.accelerator, model, encoded, micro, lambda chunk: collate_encoded(chunk, pad_id),
+                           lambda batch: {"nll": response_nll_sum(model, batch), "tokens": batch["response_mask"].sum()})
+    nll = totals["nll"] / max(totals["tokens"], 1.0)
     return {"eval/loss": nll, "eval/perplexity": float(torch.exp(torch.tensor(nll)))}
 
 
@@ -108,11 +101,7 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
     plan = BatchPlan(len(train), config.batch.global_batch_size, config.run.seed, config.batch.epochs, config.batch.max_steps)
     # 2. model and optimizer
     model = load_causal_lm(config.model, seed=config.run.seed)
-    optimizer = build_optimizer(model.parameters(), config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, plan.total_steps)
-    model, optimizer = acc.prepare(model, optimizer)
-    models, optimizers, schedulers = {"policy": model}, {"policy": optimizer}, {"policy": scheduler}
-    session.resume(models, optimizers, schedulers)
+    model, optimizer, scheduler, _ = session.prepare_training("policy", model, config.optim, plan.total_steps)
     logger = session.start_logging(plan.total_steps, "sft")
     model.train()
     pad_id = tokenizer.pad_token_id
@@ -139,10 +128,10 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
             metrics.update(evaluate_nll(session, model, held_out, pad_id, config.batch.micro_batch_size))
         logger.log(step + 1, metrics, show=("loss", "eval/loss"))
         if session.due(step + 1, config.run.save_every, plan.total_steps):
-            session.save(step + 1, models, optimizers, schedulers)
+            session.save(step + 1)
     # 4. final evaluation and model
     final = evaluate_nll(session, model, held_out, pad_id, config.batch.micro_batch_size)
-    session.save(plan.total_steps, models, optimizers, schedulers)
+    session.save(plan.total_steps)
     if session.is_main:
         save_model(acc.unwrap_model(model), tokenizer, session.output_dir / "model")
     results = {"steps": plan.total_steps, "train_examples": len(train), "eval_examples": len(held_out),
