@@ -301,6 +301,21 @@ def reference_tables(config: DPOConfig, policy: torch.nn.Module, session: Traini
     return tables
 
 
+def build_reference(config: DPOConfig, policy: torch.nn.Module, session: TrainingSession, train, held_out, pad_id: int,
+                    layout: str) -> tuple[Callable[[dict], torch.Tensor] | None, dict[str, torch.Tensor], float]:
+    """(frozen reference for on-the-fly log-probs or None, cached log-prob tables, seconds the tables took).
+
+    A resumed run gets its tables from the checkpoint, so nothing is computed here then.
+    """
+    if config.reference == "on_the_fly":
+        return frozen_reference(policy, session.accelerator), {}, 0.0
+    if config.run.resume and session.checkpointer.latest() is not None:
+        return None, {}, 0.0
+    started = time.perf_counter()
+    tables = reference_tables(config, policy, session, train, held_out, pad_id, layout)
+    return None, tables, time.perf_counter() - started
+
+
 def save_final_model(session: TrainingSession, policy: torch.nn.Module, tokenizer) -> Path:
     """The trained policy as a plain HF folder (``save_model`` merges LoRA adapters into the weights)."""
     path = session.output_dir / "model"
@@ -336,14 +351,7 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
     disable_dropout(policy)
     policy.train()
     layout = choose_layout(policy, config.share_prompt)
-    resuming = config.run.resume and session.checkpointer.latest() is not None
-    reference, tables, reference_seconds = None, {}, 0.0
-    if config.reference == "on_the_fly":
-        reference = frozen_reference(policy, acc)
-    elif not resuming:
-        reference_seconds = time.perf_counter()
-        tables = reference_tables(config, policy, session, train, held_out, tokenizer.pad_token_id, layout)
-        reference_seconds = time.perf_counter() - reference_seconds
+    reference, tables, reference_seconds = build_reference(config, policy, session, train, held_out, tokenizer.pad_token_id, layout)
     policy, optimizer, scheduler, restored = session.prepare_training("policy", policy, config.optim, plan.total_steps)
     tables = restored.get("reference_logps", tables)
     loop = PreferenceLoop(session, config, policy, optimizer, scheduler, plan, train, held_out, tokenizer.pad_token_id, layout,
