@@ -27,3 +27,15 @@ def tiny():
     from prefalign.models.tiny import tiny_model_and_tokenizer
 
     return tiny_model_and_tokenizer(seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (a tiny model runs fastest so; two threads wait on each other on a busy machine).
+
+    Modules take it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prefalign.studies.synthetic_report import mean_confidence_interval, student_t_quantile
-from prefalign.studies.synthetic_scenario import build_reference, build_scenario, torch_threads
+from prefalign.studies.synthetic_scenario import build_reference, build_scenario
 from prefalign.studies.synthetic_theory import (
     bradley_terry_loss_of_table,
     check_theorem,
@@ -21,10 +21,7 @@ from prefalign.studies.synthetic_theory import (
 from prefalign.studies.synthetic_training import train_dpo, train_reward_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_counter_example_dpo_reaches_its_infimum_with_mass_on_the_unseen_action():

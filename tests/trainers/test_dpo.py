@@ -19,13 +19,7 @@ from prefalign.trainers.preference_batches import (
 LOG2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny model runs fastest on one thread (two threads wait on each other on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pairs(n, offset=0):

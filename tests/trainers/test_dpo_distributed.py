@@ -3,22 +3,15 @@
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from prefalign.cli import main
 
 from tests.distributed import run_accelerate
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _weights(path):

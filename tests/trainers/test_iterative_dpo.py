@@ -12,13 +12,7 @@ from prefalign.data.schema import Prompt, user_prompt
 from prefalign.trainers.iterative_dpo import IterativeDPOConfig, Sample, form_pairs, read_pairs, run_iterative_dpo
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A tiny model runs fastest on one thread (two threads wait on each other on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(tmp_path, name="iter", **overrides):
