@@ -8,6 +8,7 @@ with no GPU present, the Accelerator comes up as MULTI_CPU over gloo.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,17 @@ def accelerate_cmd(num_processes: int, *args: str) -> list[str]:
 
 def run_accelerate(num_processes: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(accelerate_cmd(num_processes, *args), capture_output=True, text=True, timeout=timeout, env=env)
+    # A session of its own, so that a timeout kills the launcher's worker processes too (they would
+    # otherwise live on, orphaned, and slow every later test).
+    child = subprocess.Popen(accelerate_cmd(num_processes, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     if proc.returncode != 0:
         raise AssertionError(f"accelerate launch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

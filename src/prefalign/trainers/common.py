@@ -234,22 +234,34 @@ def global_sum(value: float | torch.Tensor, accelerator: Accelerator) -> float:
 @torch.no_grad()
 def held_out_sums(accelerator: Accelerator, model: torch.nn.Module, items: Sequence, micro: int,
                   collate: Callable[[Sequence], dict[str, torch.Tensor]],
-                  sums: Callable[[dict[str, torch.Tensor]], dict[str, float]]) -> dict[str, float]:
+                  sums: Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, float]],
+                  keys: Sequence[str]) -> dict[str, float]:
     """Sums of held-out statistics over all processes: each process takes every n-th item, runs
-    ``sums(batch)`` on micro-batches of ``collate``-d items in eval mode, and the totals are summed
-    across processes (key ``"count"``: the number of items)."""
+    ``sums(model, batch)`` (a dict with ``keys``) on micro-batches of ``collate``-d items in eval mode,
+    and the totals are summed across processes in one reduction (key ``"count"``: the number of items).
+
+    The forward passes go through the *unwrapped* model: a DistributedDataParallel wrapper
+    broadcasts buffers at every forward, a collective that would hang when the processes run
+    different numbers of micro-batches. ``keys`` are given up front so that a process left without
+    items still joins the final reduction."""
     mine = list(items)[accelerator.process_index :: accelerator.num_processes]
-    totals: dict[str, float] = {"count": float(len(mine))}
+    model = accelerator.unwrap_model(model)
+    totals = dict.fromkeys(keys, 0.0)
+    totals["count"] = float(len(mine))
     was_training = model.training
     model.eval()
     try:
         for chunk in micro_batches(mine, micro):
             batch = {k: v.to(accelerator.device) for k, v in collate(chunk).items()}
-            for key, value in sums(batch).items():
-                totals[key] = totals.get(key, 0.0) + float(value)
+            for key, value in sums(model, batch).items():
+                totals[key] += float(value)
     finally:
         model.train(was_training)
-    return {key: global_sum(value, accelerator) for key, value in sorted(totals.items())}
+    names = sorted(totals)
+    summed = torch.tensor([totals[k] for k in names], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        summed = accelerator.reduce(summed, reduction="sum")
+    return dict(zip(names, summed.tolist()))
 
 
 def accumulate_and_step(

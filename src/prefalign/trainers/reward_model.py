@@ -81,14 +81,15 @@ def evaluate_pairs(session: TrainingSession, model, pairs: Sequence[EncodedPair]
     if not pairs:
         return {}
 
-    def sums(batch):
-        chosen, rejected = pair_scores(model, batch)
+    def sums(inner, batch):
+        chosen, rejected = pair_scores(inner, batch)
         diff = chosen - rejected
         return {"accuracy": (diff > 0).float().sum() + 0.5 * (diff == 0).float().sum(), "margin": diff.sum(),
                 "loss": bradley_terry_loss(chosen, rejected).sum()}
 
-    totals = held_out_sums(session.accelerator, model, pairs, micro, lambda chunk: collate_pairs(chunk, pad_id), sums)
-    return {f"eval/{key}": totals[key] / totals["count"] for key in ("accuracy", "margin", "loss")}
+    keys = ("accuracy", "margin", "loss")
+    totals = held_out_sums(session.accelerator, model, pairs, micro, lambda chunk: collate_pairs(chunk, pad_id), sums, keys)
+    return {f"eval/{key}": totals[key] / totals["count"] for key in keys}
 
 
 def run_reward_model(config: RewardModelConfig, pairs: tuple[list[PreferencePair], list[PreferencePair]] | None = None) -> dict[str, Any]:

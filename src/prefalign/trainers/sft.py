@@ -78,7 +78,8 @@ def evaluate_nll(session: TrainingSession, model, encoded: Sequence[Encoded], pa
     if not encoded:
         return {}
     totals = held_out_sums(session.accelerator, model, encoded, micro, lambda chunk: collate_encoded(chunk, pad_id),
-                           lambda batch: {"nll": response_nll_sum(model, batch), "tokens": batch["response_mask"].sum()})
+                           lambda inner, batch: {"nll": response_nll_sum(inner, batch), "tokens": batch["response_mask"].sum()},
+                           keys=("nll", "tokens"))
     nll = totals["nll"] / max(totals["tokens"], 1.0)
     return {"eval/loss": nll, "eval/perplexity": float(torch.exp(torch.tensor(nll)))}
 
