@@ -80,34 +80,33 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     assert [json.loads(x)["loss"] for x in lines] == pytest.approx(full_losses, rel=1e-6)
 
 
-@pytest.mark.distributed
-def test_two_processes_match_one(tmp_path):
+def _one_and_two_processes(tmp_path, examples: int, eval_size: int) -> None:
+    """`prefalign sft` on tiny data, in one process (``p1``) and in two gloo processes (``p2``)."""
     data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"say {i % 5}", "response": f"number {i % 5} ok"}) + "\n" for i in range(24)))
-    common = ["--model.name_or_path", "tiny-random", "--data.source", str(data), "--data.eval_size", "0",
+    data.write_text("".join(json.dumps({"prompt": f"say {i % 5}", "response": f"number {i % 5} ok"}) + "\n" for i in range(examples)))
+    common = ["--model.name_or_path", "tiny-random", "--data.source", str(data), "--data.eval_size", str(eval_size),
               "--data.max_length", "64", "--batch.global_batch_size", "8", "--batch.micro_batch_size", "2",
               "--optim.learning_rate", "3e-3", "--run.progress", "False", "--run.tensorboard", "False"]
     assert main(["sft", *common, "--run.output_dir", str(tmp_path / "p1")]) == 0
-    run_accelerate(2, "-m", "prefalign.cli", "sft", *common, "--run.output_dir", str(tmp_path / "p2"))
+    run_accelerate(2, "-m", "prefalign.cli", "sft", *common, "--run.output_dir", str(tmp_path / "p2"), timeout=240)
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one(tmp_path):
+    _one_and_two_processes(tmp_path, examples=24, eval_size=0)
     assert _max_diff(_weights(tmp_path / "p1"), _weights(tmp_path / "p2")) < 1e-5
     m1 = [json.loads(x)["loss"] for x in (tmp_path / "p1" / "metrics.jsonl").read_text().splitlines()]
     m2 = [json.loads(x)["loss"] for x in (tmp_path / "p2" / "metrics.jsonl").read_text().splitlines()]
     assert m1 == pytest.approx(m2, rel=1e-5)
 
 
-
 @pytest.mark.distributed
 def test_a_process_without_held_out_examples_still_joins_the_evaluation(tmp_path):
     """One held-out example on two processes: the second has none and must not hang or skew the mean."""
-    data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"say {i % 5}", "response": f"number {i % 5} ok"}) + "\n" for i in range(9)))
-    common = ["--model.name_or_path", "tiny-random", "--data.source", str(data), "--data.eval_size", "1",
-              "--data.max_length", "64", "--batch.global_batch_size", "8", "--batch.micro_batch_size", "2",
-              "--optim.learning_rate", "3e-3", "--run.progress", "False", "--run.tensorboard", "False"]
-    assert main(["sft", *common, "--run.output_dir", str(tmp_path / "p1")]) == 0
-    run_accelerate(2, "-m", "prefalign.cli", "sft", *common, "--run.output_dir", str(tmp_path / "p2"), timeout=240)
+    _one_and_two_processes(tmp_path, examples=9, eval_size=1)
     one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("p1", "p2"))
     assert one["eval/loss"] == pytest.approx(two["eval/loss"], rel=1e-5)
+
 
 def test_non_finite_loss_stops_before_saving(tmp_path, monkeypatch):
     import prefalign.trainers.sft as sft
