@@ -5,7 +5,7 @@ machine, 0.185 pairs/s, 49 s per 8-pair step, 46 non-pad tokens/s, peak RSS 8.6 
 log-probs on the fly): global batch 8 pairs from the HH-RLHF harmless file, max length 256 tokens,
 fp32, ``--threads`` torch threads (2).
 
-The script runs ``prefalign.trainers.dpo.run_dpo`` for ``--steps`` optimizer steps on
+The script runs ``prefalign.trainers.preference.dpo.run_dpo`` for ``--steps`` optimizer steps on
 ``8 * steps`` pairs and reads the trainer's own per-step timings (``perf/step_seconds`` in
 ``metrics.jsonl``). The first step is a warm-up and is left out of the figures. Reported:
 
@@ -49,14 +49,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=6, help="optimizer steps (the first is a warm-up)")
     p.add_argument("--batch-pairs", type=int, default=8, help="pairs per optimizer step")
-    p.add_argument("--micro-batch-size", type=int, default=4, help="pairs per forward pass (length-sorted within the step)")
+    p.add_argument(
+        "--micro-batch-size", type=int, default=4, help="pairs per forward pass (length-sorted within the step)"
+    )
     p.add_argument("--max-length", type=int, default=256, help="maximum tokens of prompt + response")
     p.add_argument("--reference", choices=("cached", "on_the_fly"), default="cached")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--seed", type=int, default=0, help="which pairs (a deterministic subset of the file)")
-    p.add_argument("--no-share-prompt", action="store_true", help="one row per response (the prompt computed twice per pair)")
-    p.add_argument("--baseline", action="store_true", help="compute every position's logits (the wasted work, for comparison)")
+    p.add_argument(
+        "--no-share-prompt", action="store_true", help="one row per response (the prompt computed twice per pair)"
+    )
+    p.add_argument(
+        "--baseline", action="store_true", help="compute every position's logits (the wasted work, for comparison)"
+    )
     p.add_argument("--json", default=None, help="also write the figures to this file")
     return p.parse_args(argv)
 
@@ -69,8 +75,9 @@ def main(argv=None) -> dict:
     from prefalign.data.config import DataConfig
     from prefalign.models.load import ModelConfig
     from prefalign.trainers.common import BatchConfig, OptimConfig, RunConfig
-    from prefalign.trainers.dpo import DPOConfig, run_dpo
     from prefalign.trainers.logging import read_metrics
+    from prefalign.trainers.preference.dpo import run_dpo
+    from prefalign.trainers.preference.dpo_config import DPOConfig
 
     if args.baseline:
         _use_full_logits()
@@ -78,9 +85,15 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="dpo-bench-") as out:
         config = DPOConfig(
             model=ModelConfig(name_or_path=args.model, dtype="float32"),
-            data=DataConfig(source="hh-rlhf", num_examples=args.batch_pairs * args.steps, eval_size=0.0,
-                            max_length=args.max_length, seed=args.seed),
-            reference=args.reference, eval_micro_batch_size=args.micro_batch_size * 2,
+            data=DataConfig(
+                source="hh-rlhf",
+                num_examples=args.batch_pairs * args.steps,
+                eval_size=0.0,
+                max_length=args.max_length,
+                seed=args.seed,
+            ),
+            reference=args.reference,
+            eval_micro_batch_size=args.micro_batch_size * 2,
             share_prompt=not (args.no_share_prompt or args.baseline),
             batch=BatchConfig(global_batch_size=args.batch_pairs, micro_batch_size=args.micro_batch_size, epochs=1.0),
             optim=OptimConfig(learning_rate=1e-6, warmup_ratio=0.0),
@@ -97,18 +110,29 @@ def main(argv=None) -> dict:
     computed = statistics.median(r["perf/tokens_per_second"] * r["perf/step_seconds"] for r in timed)
     pairs = args.batch_pairs * args.steps
     figures = {
-        "baseline": args.baseline, "share_prompt": not (args.no_share_prompt or args.baseline), "reference": args.reference, "micro_batch_size": args.micro_batch_size, "threads": args.threads,
-        "steps_timed": len(timed), "step_s": round(step_s, 2), "pairs_per_s": round(args.batch_pairs / step_s, 3),
-        "tokens_per_step": round(tokens), "tokens_per_s": round(tokens / step_s, 1),
-        "computed_tokens_per_step": round(computed), "computed_tokens_per_s": round(computed / step_s, 1),
+        "baseline": args.baseline,
+        "share_prompt": not (args.no_share_prompt or args.baseline),
+        "reference": args.reference,
+        "micro_batch_size": args.micro_batch_size,
+        "threads": args.threads,
+        "steps_timed": len(timed),
+        "step_s": round(step_s, 2),
+        "pairs_per_s": round(args.batch_pairs / step_s, 3),
+        "tokens_per_step": round(tokens),
+        "tokens_per_s": round(tokens / step_s, 1),
+        "computed_tokens_per_step": round(computed),
+        "computed_tokens_per_s": round(computed / step_s, 1),
         "step_cpu_s": round(statistics.median(r["perf/step_cpu_seconds"] for r in timed), 2),
         "padding": round(statistics.median(r["perf/padding"] for r in timed), 3),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "final_loss": rows[-1]["loss"], "run_wall_s": round(wall, 1),
+        "final_loss": rows[-1]["loss"],
+        "run_wall_s": round(wall, 1),
     }
     if args.reference == "cached" and reference_s is not None:
         figures["reference_s_per_pair"] = round(reference_s / pairs, 3)
-        figures["pairs_per_s_with_reference"] = round(args.batch_pairs / (step_s + reference_s / pairs * args.batch_pairs), 3)
+        figures["pairs_per_s_with_reference"] = round(
+            args.batch_pairs / (step_s + reference_s / pairs * args.batch_pairs), 3
+        )
     print(json.dumps(figures, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
@@ -117,13 +141,15 @@ def main(argv=None) -> dict:
 
 def _use_full_logits() -> None:
     """Replace the response-only log-probs by log-softmax over every position's logits."""
-    import prefalign.trainers.preference_batches as pb
+    import prefalign.trainers.preference.logprobs as pb
     from prefalign.models.heads import _position_ids
     from prefalign.models.logprobs import gather_logprobs
 
     def full_logits_logps(model, batch):
         ids, mask, response = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask), use_cache=False).logits  # (N, T, V)
+        logits = model(
+            input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask), use_cache=False
+        ).logits  # (N, T, V)
         logps = gather_logprobs(logits[:, :-1], ids[:, 1:])  # (N, T-1), log-softmax a chunk of rows at a time
         return (logps * response[:, 1:]).sum(dim=1)
 

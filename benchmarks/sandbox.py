@@ -25,7 +25,9 @@ def trivial_items(count: int) -> list[tuple[str, AssertTests]]:
 
 def mbpp_items(count: int) -> list[tuple[str, AssertTests]]:
     prompts = load_mbpp("all")
-    return [(p.metadata["canonical_solution"], prompt_suite(p)) for p in (prompts * (count // len(prompts) + 1))[:count]]
+    return [
+        (p.metadata["canonical_solution"], prompt_suite(p)) for p in (prompts * (count // len(prompts) + 1))[:count]
+    ]
 
 
 def measure(sandbox: Sandbox, items: list) -> tuple[float, int, float]:

@@ -16,11 +16,11 @@ import time
 
 import torch
 
+from prefalign.algorithms.preference import bradley_terry_loss
 from prefalign.data.sources import load_preference_data
 from prefalign.models.heads import sequence_scores
 from prefalign.models.load import SMOLLM2, ModelConfig, load_causal_lm, load_reward_model, load_tokenizer
 from prefalign.models.logprobs import token_logprobs
-from prefalign.algorithms.preference import bradley_terry_loss
 
 
 def peak_rss_gib() -> float:
@@ -59,7 +59,11 @@ def bench_sft(cfg: ModelConfig, blocks: torch.Tensor, steps: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
     times = timed_steps(step, steps)
-    return {"seconds_per_step": sum(times) / len(times), "tokens_per_s": blocks.numel() * len(times) / sum(times), "peak_rss_gib": peak_rss_gib()}
+    return {
+        "seconds_per_step": sum(times) / len(times),
+        "tokens_per_s": blocks.numel() * len(times) / sum(times),
+        "peak_rss_gib": peak_rss_gib(),
+    }
 
 
 def bench_rm(cfg: ModelConfig, blocks: torch.Tensor, steps: int) -> dict:
@@ -76,7 +80,11 @@ def bench_rm(cfg: ModelConfig, blocks: torch.Tensor, steps: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
     times = timed_steps(step, steps)
-    return {"seconds_per_step": sum(times) / len(times), "tokens_per_s": blocks.numel() * len(times) / sum(times), "peak_rss_gib": peak_rss_gib()}
+    return {
+        "seconds_per_step": sum(times) / len(times),
+        "tokens_per_s": blocks.numel() * len(times) / sum(times),
+        "peak_rss_gib": peak_rss_gib(),
+    }
 
 
 def main() -> None:
@@ -91,14 +99,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = ModelConfig(name_or_path=args.model)
     tok = load_tokenizer(cfg)
-    print(f"model {args.model}, {args.threads} threads, batch {args.batch} x {args.length} tokens, {args.steps} timed steps")
+    print(
+        f"model {args.model}, {args.threads} threads, batch {args.batch} x {args.length} tokens, {args.steps} timed "
+        "steps"
+    )
     if args.only in (None, "sft"):
         r = bench_sft(cfg, real_token_blocks(tok, args.batch, args.length), args.steps)
-        print(f"SFT: {r['seconds_per_step']:.2f} s/step, {r['tokens_per_s']:.0f} tokens/s, peak RSS {r['peak_rss_gib']:.2f} GiB")
+        print(
+            f"SFT: {r['seconds_per_step']:.2f} s/step, {r['tokens_per_s']:.0f} tokens/s, peak RSS "
+            f"{r['peak_rss_gib']:.2f} GiB"
+        )
     if args.only in (None, "rm"):
         r = bench_rm(cfg, real_token_blocks(tok, 2 * args.batch, args.length), args.steps)
-        print(f"RM ({args.batch} pairs = {2 * args.batch} sequences): {r['seconds_per_step']:.2f} s/step, "
-              f"{r['tokens_per_s']:.0f} tokens/s, peak RSS {r['peak_rss_gib']:.2f} GiB")
+        print(
+            f"RM ({args.batch} pairs = {2 * args.batch} sequences): {r['seconds_per_step']:.2f} s/step, "
+            f"{r['tokens_per_s']:.0f} tokens/s, peak RSS {r['peak_rss_gib']:.2f} GiB"
+        )
 
 
 if __name__ == "__main__":

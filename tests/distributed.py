@@ -16,17 +16,36 @@ from pathlib import Path
 
 def accelerate_cmd(num_processes: int, *args: str) -> list[str]:
     launcher = Path(sys.executable).with_name("accelerate")
-    return [str(launcher), "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000),
-            *args]
+    return [
+        str(launcher),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(29500 + os.getpid() % 1000),
+        *args,
+    ]
 
 
 def run_accelerate(num_processes: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     # A session of its own, so that a timeout kills the launcher's worker processes too (they would
     # otherwise live on, orphaned, and slow every later test).
-    child = subprocess.Popen(accelerate_cmd(num_processes, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env, start_new_session=True)
+    child = subprocess.Popen(
+        accelerate_cmd(num_processes, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -35,5 +54,7 @@ def run_accelerate(num_processes: int, *args: str, timeout: int = 300) -> subpro
         raise
     proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     if proc.returncode != 0:
-        raise AssertionError(f"accelerate launch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"accelerate launch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc

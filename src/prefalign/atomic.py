@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -48,8 +49,9 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_json_atomic(path: str | Path, data: Any, **dumps: Any) -> Path:
-    """``data`` as indented JSON (``dumps`` passed to :func:`json.dumps`) written atomically."""
-    return write_text_atomic(path, json.dumps(data, **{"indent": 2, **dumps}) + "\n")
+    """``data`` as indented JSON written atomically; values JSON does not know (tensors, numpy
+    scalars) are written as floats unless ``dumps`` (passed to :func:`json.dumps`) says otherwise."""
+    return write_text_atomic(path, json.dumps(data, **{"indent": 2, "default": float, **dumps}) + "\n")
 
 
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict], **dumps: Any) -> Path:

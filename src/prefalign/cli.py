@@ -17,27 +17,84 @@ from dataclasses import dataclass
 
 #: command -> (module, config class, run function, presets mapping or None, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str | None, str]] = {
-    "quickstart": ("prefalign.trainers.quickstart", "QuickstartConfig", "run_quickstart", None,
-                   "SFT then reward-model training on the embedded SmolLM2 and HH-RLHF harmless pairs; prints the figures"),
-    "sft": ("prefalign.trainers.sft", "SFTConfig", "run_sft", "PRESETS", "supervised fine-tuning on responses (loss on response tokens only)"),
-    "rm": ("prefalign.trainers.reward_model", "RewardModelConfig", "run_reward_model", "PRESETS",
-           "train a Bradley-Terry reward model on preference pairs; reports held-out accuracy"),
-    "ppo": ("prefalign.trainers.ppo", "PPOConfig", "run_ppo", "PRESETS",
-            "PPO from a reward model and/or a programmatic reward (presets: xu, ivison, table3-*, tiny)"),
-    "ppo-ablation": ("prefalign.trainers.ppo_ablation", "PPOAblationConfig", "run_ppo_ablation", "PRESETS",
-                     "Xu et al. Table 3: PPO baseline, + advantage normalisation, + large batch, + reference EMA"),
-    "dpo": ("prefalign.trainers.dpo", "DPOConfig", "run_dpo", "PRESETS",
-            "offline preference training: DPO, RRHF or PRO (--loss); reports held-out implicit-reward accuracy"),
-    "dpo-iter": ("prefalign.trainers.iterative_dpo", "IterativeDPOConfig", "run_iterative_dpo", "PRESETS",
-                 "iterative DPO: each round samples k responses, labels them with a reward, pairs best vs worst, trains DPO"),
-    "synthetic": ("prefalign.studies.synthetic", "SyntheticConfig", "run_synthetic", None,
-                  "the synthetic study of Xu et al. section 4 (8x8 bandit, Table 1 counter-example, Theorem 4.1 check): table, PNG, JSON"),
-    "study": ("prefalign.studies.study", "StudyConfig", "run_study", "PRESETS",
-              "the whole PPO-vs-DPO comparison on the embedded tiny world: report, tables, plots (presets: quick, full)"),
-    "eval": ("prefalign.evaluation.runner", "EvalConfig", "run_eval", "PRESETS",
-             "evaluate a model (or a folder of generations) on tasks: per-task, per-category and overall scores; --compare"),
-    "eval-rm": ("prefalign.evaluation.reward_model_eval", "RewardModelEvalConfig", "run_reward_model_eval", None,
-                "evaluate a reward model: accuracy on held-out pairs per subset (weighted) and best-of-N on tasks"),
+    "quickstart": (
+        "prefalign.trainers.quickstart",
+        "QuickstartConfig",
+        "run_quickstart",
+        None,
+        "SFT then reward-model training on the embedded SmolLM2 and HH-RLHF harmless pairs; prints the figures",
+    ),
+    "sft": (
+        "prefalign.trainers.sft",
+        "SFTConfig",
+        "run_sft",
+        "PRESETS",
+        "supervised fine-tuning on responses (loss on response tokens only)",
+    ),
+    "rm": (
+        "prefalign.trainers.reward_model",
+        "RewardModelConfig",
+        "run_reward_model",
+        "PRESETS",
+        "train a Bradley-Terry reward model on preference pairs; reports held-out accuracy",
+    ),
+    "ppo": (
+        "prefalign.trainers.ppo",
+        "PPOConfig",
+        "run_ppo",
+        "PRESETS",
+        "PPO from a reward model and/or a programmatic reward (presets: xu, ivison, table3-*, tiny)",
+    ),
+    "ppo-ablation": (
+        "prefalign.trainers.ppo.ablation",
+        "PPOAblationConfig",
+        "run_ppo_ablation",
+        "PRESETS",
+        "Xu et al. Table 3: PPO baseline, + advantage normalisation, + large batch, + reference EMA",
+    ),
+    "dpo": (
+        "prefalign.trainers.preference.dpo",
+        "DPOConfig",
+        "run_dpo",
+        "PRESETS",
+        "offline preference training: DPO, RRHF or PRO (--loss); reports held-out implicit-reward accuracy",
+    ),
+    "dpo-iter": (
+        "prefalign.trainers.preference.iterative",
+        "IterativeDPOConfig",
+        "run_iterative_dpo",
+        "PRESETS",
+        "iterative DPO: each round samples k responses, labels them with a reward, pairs best vs worst, trains DPO",
+    ),
+    "synthetic": (
+        "prefalign.studies.synthetic",
+        "SyntheticConfig",
+        "run_synthetic",
+        None,
+        "the synthetic study of Xu et al. section 4 (8x8 bandit, Table 1 counter-example, Theorem 4.1 check): table, "
+        "PNG, JSON",
+    ),
+    "study": (
+        "prefalign.studies.comparison",
+        "StudyConfig",
+        "run_study",
+        "PRESETS",
+        "the whole PPO-vs-DPO comparison on the embedded tiny world: report, tables, plots (presets: quick, full)",
+    ),
+    "eval": (
+        "prefalign.evaluation.runner",
+        "EvalConfig",
+        "run_eval",
+        "PRESETS",
+        "evaluate a model (or a folder of generations) on tasks: per-task, per-category and overall scores; --compare",
+    ),
+    "eval-rm": (
+        "prefalign.evaluation.reward_model_eval",
+        "RewardModelEvalConfig",
+        "run_reward_model_eval",
+        None,
+        "evaluate a reward model: accuracy on held-out pairs per subset (weighted) and best-of-N on tasks",
+    ),
 }
 
 
@@ -87,8 +144,13 @@ def parse_config(name: str, argv: list[str]):
     else:
         description += "\n\nAlso: --config FILE.yaml."
     config = tyro.cli(
-        config_cls, default=base, args=rest, prog=f"prefalign {name}", description=description,
-        use_underscores=True, config=(tyro.conf.FlagConversionOff,),
+        config_cls,
+        default=base,
+        args=rest,
+        prog=f"prefalign {name}",
+        description=description,
+        use_underscores=True,
+        config=(tyro.conf.FlagConversionOff,),
     )
     return config, run_fn
 

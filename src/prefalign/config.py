@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -111,8 +112,14 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_config(cls: type[C], *, presets: Mapping[str, Mapping[str, Any]] | None = None, preset: str | None = None,
-                 yaml_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> C:
+def build_config(
+    cls: type[C],
+    *,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+    preset: str | None = None,
+    yaml_path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> C:
     """Defaults <- preset <- YAML <- overrides (each a nested mapping)."""
     data: dict[str, Any] = {}
     if preset is not None:

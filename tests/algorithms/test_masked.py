@@ -111,9 +111,7 @@ def test_split_batch_with_global_normalizer_equals_full_batch(mode):
         normalizer = mask.sum()
     else:
         normalizer = int(mask.any(dim=-1).sum()) if mode == "seq-mean-token-mean" else mask.shape[0]
-    halves = sum(
-        aggregate_loss(values[s], mask[s], mode, normalizer=normalizer) for s in (slice(0, 2), slice(2, 4))
-    )
+    halves = sum(aggregate_loss(values[s], mask[s], mode, normalizer=normalizer) for s in (slice(0, 2), slice(2, 4)))
     assert halves.item() == pytest.approx(full.item())
 
 

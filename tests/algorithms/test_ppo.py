@@ -25,7 +25,9 @@ def test_policy_loss_clipping_by_hand():
 
 def test_policy_loss_asymmetric_clip():
     logp = torch.tensor([[math.log(1.25)]])
-    loss, stats = ppo_policy_loss(logp, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), 0.2, clip_range_high=0.28)
+    loss, stats = ppo_policy_loss(
+        logp, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), 0.2, clip_range_high=0.28
+    )
     assert loss.item() == pytest.approx(-1.25)
     assert stats["clipfrac"].item() == 0.0
 

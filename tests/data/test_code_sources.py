@@ -77,7 +77,12 @@ def test_humaneval_real_file():
     assert len(prompts) == 164
     first = prompts[0]
     meta = first.metadata
-    assert (meta["task"], meta["task_id"], meta["id"], meta["entry_point"]) == ("humaneval", "HumanEval/0", "HumanEval/0", "has_close_elements")
+    assert (meta["task"], meta["task_id"], meta["id"], meta["entry_point"]) == (
+        "humaneval",
+        "HumanEval/0",
+        "HumanEval/0",
+        "has_close_elements",
+    )
     assert meta["prompt_code"] in first.messages[-1].content and "```python" in first.messages[-1].content
     assert meta["canonical_solution"].startswith(meta["prompt_code"])
     assert meta["tests"] == meta["hidden_tests"] and "public_tests" not in meta
@@ -85,7 +90,9 @@ def test_humaneval_real_file():
     assert suite.tests[0].rstrip().endswith("check(has_close_elements)")
 
 
-@pytest.mark.parametrize("sanitized, split, count", [(False, "all", 974), (False, "test", 500), (True, "all", 427), (True, "test", 257)])
+@pytest.mark.parametrize(
+    "sanitized, split, count", [(False, "all", 974), (False, "test", 500), (True, "all", 427), (True, "test", 257)]
+)
 def test_mbpp_real_files(sanitized, split, count):
     real("mbpp", "sanitized-mbpp.json" if sanitized else "mbpp.jsonl")
     prompts = load_mbpp(split, sanitized=sanitized)
@@ -97,13 +104,25 @@ def test_mbpp_real_files(sanitized, split, count):
 
 
 def test_mbpp_setup_code_and_function_name():
-    row = {"task_id": 367, "text": "Check whether a tree is balanced.", "code": "class Node: pass",
-           "test_list": ["assert is_tree_balanced(root) == False"], "test_setup_code": "root = Node(1)", "challenge_test_list": []}
+    row = {
+        "task_id": 367,
+        "text": "Check whether a tree is balanced.",
+        "code": "class Node: pass",
+        "test_list": ["assert is_tree_balanced(root) == False"],
+        "test_setup_code": "root = Node(1)",
+        "challenge_test_list": [],
+    }
     prompt = parse_mbpp_row(row)
     assert prompt.metadata["hidden_tests"]["setup"] == "root = Node(1)"
     assert prompt.metadata["function_name"] == "is_tree_balanced" and prompt.metadata["task_id"] == "mbpp/367"
-    sanitized = {"task_id": 3, "prompt": "Identify non-primes.", "code": "import math", "test_imports": ["import math"],
-                 "test_list": ["assert math.isclose(f(1), 1)"], "source_file": "x"}
+    sanitized = {
+        "task_id": 3,
+        "prompt": "Identify non-primes.",
+        "code": "import math",
+        "test_imports": ["import math"],
+        "test_list": ["assert math.isclose(f(1), 1)"],
+        "source_file": "x",
+    }
     assert parse_mbpp_row(sanitized, sanitized=True).metadata["hidden_tests"]["setup"] == "import math"
     with pytest.raises(DataError, match="test_list"):
         parse_mbpp_row({**row, "test_list": []})
@@ -131,9 +150,14 @@ def test_apps_call_based_row():
 
 @pytest.mark.parametrize(
     "change, field",
-    [({"input_output": ""}, "input_output"), ({"input_output": "{not json"}, "input_output"),
-     ({"input_output": json.dumps({"inputs": ["1"], "outputs": []})}, "input_output"),
-     ({"question": ""}, "question"), ({"difficulty": "easy"}, "difficulty"), ({"problem_id": None}, "problem_id")],
+    [
+        ({"input_output": ""}, "input_output"),
+        ({"input_output": "{not json"}, "input_output"),
+        ({"input_output": json.dumps({"inputs": ["1"], "outputs": []})}, "input_output"),
+        ({"question": ""}, "question"),
+        ({"difficulty": "easy"}, "difficulty"),
+        ({"problem_id": None}, "problem_id"),
+    ],
 )
 def test_apps_malformed_rows_name_their_field(change, field):
     with pytest.raises(DataError) as info:
@@ -156,7 +180,9 @@ def test_code_contests_row_keeps_public_and_hidden_apart():
     meta = prompt.metadata
     assert suite_from_dict(meta["public_tests"]).inputs == ("3\n",)
     assert suite_from_dict(meta["hidden_tests"]).inputs == ("5\n", "0\n", "7\n")
-    assert suite_from_dict(parse_code_contests_row(CONTEST, include_generated=False).metadata["hidden_tests"]).inputs == ("5\n", "0\n")
+    assert suite_from_dict(
+        parse_code_contests_row(CONTEST, include_generated=False).metadata["hidden_tests"]
+    ).inputs == ("5\n", "0\n")
     assert meta["canonical_solution"] == "print(2 * int(input()))"
     assert meta["time_limit_seconds"] == pytest.approx(2.5) and meta["task_id"] == "code_contests/1548_A. Twice"
     with pytest.raises(DataError, match="no hidden tests"):

@@ -65,7 +65,9 @@ def test_independent_of_hash_randomisation():
     outputs = set()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        outputs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+        outputs.add(
+            subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        )
     assert outputs == {str(downsample([str(i) for i in range(200)], 7, 11)) + "\n"}
 
 

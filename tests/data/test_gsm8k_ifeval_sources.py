@@ -28,13 +28,21 @@ def test_gsm8k_reference_answer():
 
 def test_gsm8k_rows_and_errors(tmp_path):
     good = {"question": "How many?", "answer": "2+2=<<2+2=4>>4\n#### 4"}
-    path = _write_rows(tmp_path / "test.jsonl", [good, {"question": "Q", "answer": "no marker"}, "{bad json", {"answer": "#### 1"}])
+    path = _write_rows(
+        tmp_path / "test.jsonl", [good, {"question": "Q", "answer": "no marker"}, "{bad json", {"answer": "#### 1"}]
+    )
     report = DropReport()
     prompts = load_gsm8k("test", path=path, report=report)
     assert len(prompts) == 1 and report.total_dropped == 3
     p = prompts[0]
     assert p.messages[0].role == "user" and p.messages[0].content == "How many?"
-    assert p.metadata == {"task": "gsm8k", "reference": "4", "solution": good["answer"], "split": "test", "id": "gsm8k/test/0"}
+    assert p.metadata == {
+        "task": "gsm8k",
+        "reference": "4",
+        "solution": good["answer"],
+        "split": "test",
+        "id": "gsm8k/test/0",
+    }
     with pytest.raises(DataError, match=r"test.jsonl, line 2, field 'answer'"):
         load_gsm8k("test", path=path, strict=True)
     with pytest.raises(ValueError, match="unknown GSM8K split"):
@@ -44,14 +52,22 @@ def test_gsm8k_rows_and_errors(tmp_path):
 
 
 def test_ifeval_rows_and_errors(tmp_path):
-    good = {"key": 7, "prompt": "Write without commas.", "instruction_id_list": ["punctuation:no_comma", "length_constraints:number_words"],
-            "kwargs": [{}, {"num_words": 5, "relation": "at least", "keyword": None}]}
+    good = {
+        "key": 7,
+        "prompt": "Write without commas.",
+        "instruction_id_list": ["punctuation:no_comma", "length_constraints:number_words"],
+        "kwargs": [{}, {"num_words": 5, "relation": "at least", "keyword": None}],
+    }
     bad = {**good, "kwargs": [{}]}
     path = _write_rows(tmp_path / "input_data.jsonl", [good, bad])
     prompts = load_ifeval(path)
     assert len(prompts) == 1
-    assert prompts[0].metadata == {"task": "ifeval", "key": 7, "instruction_ids": good["instruction_id_list"],
-                                   "instruction_kwargs": [{}, {"num_words": 5, "relation": "at least"}]}
+    assert prompts[0].metadata == {
+        "task": "ifeval",
+        "key": 7,
+        "instruction_ids": good["instruction_id_list"],
+        "instruction_kwargs": [{}, {"num_words": 5, "relation": "at least"}],
+    }
     with pytest.raises(DataError, match=r"input_data.jsonl, line 2, field 'kwargs': 1 kwargs for 2 instructions"):
         load_ifeval(path, strict=True)
     with pytest.raises(DataError, match="field 'key'"):
@@ -61,10 +77,18 @@ def test_ifeval_rows_and_errors(tmp_path):
 
 
 def test_ifeval_response_matching(tmp_path):
-    prompts = load_ifeval(_write_rows(tmp_path / "in.jsonl", [
-        {"key": 1, "prompt": "A", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
-        {"key": 2, "prompt": "B edited", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}]))
-    pairs = load_ifeval_responses(_write_rows(tmp_path / "resp.jsonl", [{"prompt": "A", "response": "ra"}, {"prompt": "B", "response": "rb"}]))
+    prompts = load_ifeval(
+        _write_rows(
+            tmp_path / "in.jsonl",
+            [
+                {"key": 1, "prompt": "A", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+                {"key": 2, "prompt": "B edited", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+            ],
+        )
+    )
+    pairs = load_ifeval_responses(
+        _write_rows(tmp_path / "resp.jsonl", [{"prompt": "A", "response": "ra"}, {"prompt": "B", "response": "rb"}])
+    )
     assert match_responses(prompts, pairs) == (["ra", ""], [1])
     assert match_responses(prompts, pairs, position_fallback=True) == (["ra", "rb"], [1])
     with pytest.raises(DataError, match="field 'response'"):

@@ -9,7 +9,9 @@ from prefalign.data.schema import DataError, Message
 from prefalign.data.sources.helpsteer import helpsteer_row, load_helpsteer, load_helpsteer_ranked
 
 
-def row(prompt: str, response: str, helpfulness: int, correctness: int, coherence: int, complexity: int, verbosity: int) -> dict:
+def row(
+    prompt: str, response: str, helpfulness: int, correctness: int, coherence: int, complexity: int, verbosity: int
+) -> dict:
     return {
         "prompt": prompt,
         "response": response,

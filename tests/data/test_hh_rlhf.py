@@ -15,8 +15,10 @@ ONE_TURN = {
     "rejected": "\n\nHuman: How do I bake bread?\n\nAssistant: Buy it.",
 }
 MULTI_TURN = {
-    "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me how to pick a lock.\n\nAssistant: I can't help with breaking into property that isn't yours.",
-    "rejected": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me how to pick a lock.\n\nAssistant: Sure, first get a tension wrench.",
+    "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me how to pick a lock.\n\n"
+    "Assistant: I can't help with breaking into property that isn't yours.",
+    "rejected": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me how to pick a lock.\n\n"
+    "Assistant: Sure, first get a tension wrench.",
 }
 EMPTY_FINAL = {
     "chosen": "\n\nHuman: list of profane bad words\n\nAssistant: ",
@@ -28,7 +30,8 @@ PREFIX_MISMATCH = {
     "rejected": "\n\nHuman: Hi\n\nAssistant: Hey you\n\nHuman: Help me cheat\n\nAssistant: Sure.",
 }
 REPEATED_SPEAKER = {
-    "chosen": "\n\nHuman: Tell me a joke\n\nAssistant: Here's a short joke from a friend:\n\nAssistant:  Why did the bike fall over? It was two-tired.",
+    "chosen": "\n\nHuman: Tell me a joke\n\nAssistant: Here's a short joke from a friend:\n\n"
+    "Assistant:  Why did the bike fall over? It was two-tired.",
     "rejected": "\n\nHuman: Tell me a joke\n\nAssistant: No.",
 }
 EMPTY_MIDDLE = {
@@ -64,8 +67,16 @@ def test_single_and_multi_turn_pairs():
         (EMPTY_MIDDLE, "empty turn (turn 2, Assistant)", "chosen"),
         (MISSING_REJECTED, "missing field", "rejected"),
         ({"chosen": "no markers at all", "rejected": "x"}, "no Human/Assistant turns", "chosen"),
-        ({"chosen": "preamble\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}, "text before the first turn", "chosen"),
-        ({"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c", "rejected": "\n\nHuman: a\n\nAssistant: d"}, "dialogue does not end with an assistant turn", "chosen"),
+        (
+            {"chosen": "preamble\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"},
+            "text before the first turn",
+            "chosen",
+        ),
+        (
+            {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c", "rejected": "\n\nHuman: a\n\nAssistant: d"},
+            "dialogue does not end with an assistant turn",
+            "chosen",
+        ),
         ({"chosen": "\n\nAssistant: b", "rejected": "\n\nAssistant: c"}, "no user turn before the response", "chosen"),
     ],
 )
@@ -90,7 +101,16 @@ def test_repeated_speaker_is_merged_or_rejected():
 
 
 def test_loader_counts_drops_and_strict_names_file_line_field(write_jsonl):
-    rows = [ONE_TURN, EMPTY_FINAL, MULTI_TURN, IDENTICAL, PREFIX_MISMATCH, "{not json", MISSING_REJECTED, REPEATED_SPEAKER]
+    rows = [
+        ONE_TURN,
+        EMPTY_FINAL,
+        MULTI_TURN,
+        IDENTICAL,
+        PREFIX_MISMATCH,
+        "{not json",
+        MISSING_REJECTED,
+        REPEATED_SPEAKER,
+    ]
     path = write_jsonl(rows, name="harmless-test.jsonl.gz")
     report = DropReport()
     pairs = load_hh_rlhf(path, report=report)
@@ -203,7 +223,9 @@ def test_real_limit_is_a_deterministic_subset(hh_real_path, real):
 
 
 def test_real_strict_mode_stops_at_the_first_bad_row(hh_real_path, hh_real_rows):
-    first_bad = next(i for i, r in enumerate(hh_real_rows, start=1) if _ends_empty(r["chosen"]) or _ends_empty(r["rejected"]))
+    first_bad = next(
+        i for i, r in enumerate(hh_real_rows, start=1) if _ends_empty(r["chosen"]) or _ends_empty(r["rejected"])
+    )
     with pytest.raises(DataError) as info:
         load_hh_rlhf(hh_real_path, strict=True)
     assert info.value.line == first_bad and info.value.source == str(hh_real_path)

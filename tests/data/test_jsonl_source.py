@@ -77,7 +77,11 @@ def test_malformed_values_are_dropped_with_reasons(write_jsonl):
 
 def test_prompt_as_messages_and_system_column():
     row = {
-        "prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Joke?"}],
+        "prompt": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Joke?"},
+        ],
         "chosen": "Why did the chicken...",
         "rejected": "No.",
     }
@@ -98,7 +102,9 @@ def test_conversational_chosen_and_rejected():
     assert agreeing.prompt == pair.prompt
     with pytest.raises(DataError, match="prompt differs from the conversation"):
         row_to_pair({"prompt": "Something else", "chosen": convo("Blue."), "rejected": convo("Seven.")})
-    with_system = row_to_pair({"prompt": "Name a colour.", "system": "Be brief.", "chosen": convo("Blue."), "rejected": "Seven."})
+    with_system = row_to_pair(
+        {"prompt": "Name a colour.", "system": "Be brief.", "chosen": convo("Blue."), "rejected": "Seven."}
+    )
     assert with_system.prompt == pair.prompt
     longer = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, *convo("Blue.")]
     with pytest.raises(DataError, match="prompt differs from the conversation"):
@@ -121,11 +127,18 @@ def test_sft_from_prompt_response_and_from_messages(write_jsonl):
     ]
     report = DropReport()
     examples = load_sft_examples(
-        write_jsonl(rows), columns={"prompt": "instruction", "response": "output"}, metadata_columns=["id"], report=report
+        write_jsonl(rows),
+        columns={"prompt": "instruction", "response": "output"},
+        metadata_columns=["id"],
+        report=report,
     )
     assert len(examples) == 1 and examples[0].response == "Hi!" and examples[0].metadata == {"id": 7, "line": 1}
     assert report.dropped == {"empty text": 1}
-    messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    messages = [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+    ]
     example = row_to_sft({"messages": messages}, {"messages": "messages"})
     assert [m.role for m in example.prompt] == ["system", "user"] and example.response == "Hello"
     with pytest.raises(DataError, match="empty turn") as info:

@@ -42,7 +42,11 @@ def test_dual_safe_prefers_the_more_helpful():
     assert pair.prompt == [Message("user", DUAL_SAFE["prompt"])]
     assert pair.chosen == DUAL_SAFE["response_1"] and pair.rejected == DUAL_SAFE["response_0"]
     assert pair.metadata["category"] == "dual_safe"
-    assert (pair.metadata["chosen_safe"], pair.metadata["rejected_safe"], pair.metadata["both_unsafe"]) == (True, True, False)
+    assert (pair.metadata["chosen_safe"], pair.metadata["rejected_safe"], pair.metadata["both_unsafe"]) == (
+        True,
+        True,
+        False,
+    )
     assert pair.metadata["chosen_is_better"] is True
 
 
@@ -102,7 +106,11 @@ def test_loader_counts_and_strict_message(write_jsonl):
     [
         ({"drop_dual_unsafe": True}, ["dual_safe", "mixed", "mixed"], {"dual_unsafe pair filtered out": 1}),
         ({"drop_dual_safe": True}, ["mixed", "dual_unsafe", "mixed"], {"dual_safe pair filtered out": 1}),
-        ({"drop_dual_safe": True, "drop_dual_unsafe": True}, ["mixed", "mixed"], {"dual_safe pair filtered out": 1, "dual_unsafe pair filtered out": 1}),
+        (
+            {"drop_dual_safe": True, "drop_dual_unsafe": True},
+            ["mixed", "mixed"],
+            {"dual_safe pair filtered out": 1, "dual_unsafe pair filtered out": 1},
+        ),
     ],
 )
 def test_category_filters_are_counted_as_skipped(write_jsonl, flags, categories, skipped):

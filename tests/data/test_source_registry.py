@@ -13,6 +13,7 @@ from prefalign.data.sources import (
     prompts_from_pairs,
     source_name,
 )
+
 from .test_helpsteer import ROWS as HELPSTEER_ROWS
 from .test_safe_rlhf import DUAL_SAFE, DUAL_UNSAFE, MIXED
 from .test_ultrafeedback import ROW as ULTRAFEEDBACK_ROW

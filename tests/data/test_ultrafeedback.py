@@ -18,14 +18,25 @@ from prefalign.data.sources.ultrafeedback import (
 
 
 def completion(model: str, response: str, overall: float, ratings: tuple[str, str, str, str]) -> dict:
-    """One completion as in openbmb/UltraFeedback (ratings: helpfulness, honesty, instruction_following, truthfulness)."""
+    """One completion as in openbmb/UltraFeedback (ratings: helpfulness, honesty, instruction_following,
+    truthfulness)."""
     helpfulness, honesty, following, truthfulness = ratings
     return {
         "annotations": {
-            "helpfulness": {"Rating": helpfulness, "Rationale": "Clear and relevant.", "Rationale For Rating": "Accurate.", "Type": ["1", "2"]},
+            "helpfulness": {
+                "Rating": helpfulness,
+                "Rationale": "Clear and relevant.",
+                "Rationale For Rating": "Accurate.",
+                "Type": ["1", "2"],
+            },
             "honesty": {"Rating": honesty, "Rationale": "Confident and correct."},
             "instruction_following": {"Rating": following, "Rationale": "Follows the task."},
-            "truthfulness": {"Rating": truthfulness, "Rationale": "No hallucination.", "Rationale For Rating": "Truthful.", "Type": ["0"]},
+            "truthfulness": {
+                "Rating": truthfulness,
+                "Rationale": "No hallucination.",
+                "Rationale For Rating": "Truthful.",
+                "Type": ["0"],
+            },
         },
         "critique": "The answer is mostly good.",
         "custom_system_prompt": "You are a helpful assistant.",
@@ -53,9 +64,16 @@ ROW = raw_row(
     "Explain photosynthesis in one paragraph.",
     [
         completion("gpt-4", "Plants turn light, water and CO2 into sugar and oxygen.", 7.5, ("5", "5", "5", "5")),
-        completion("wizardlm-70b", "Photosynthesis converts light energy into chemical energy in chloroplasts.", 8.5, ("4", "N/A", "4", "4")),
+        completion(
+            "wizardlm-70b",
+            "Photosynthesis converts light energy into chemical energy in chloroplasts.",
+            8.5,
+            ("4", "N/A", "4", "4"),
+        ),
         completion("falcon-40b-instruct", "It is when plants eat sunlight.", 6.0, ("2", "3", "2", "3")),
-        completion("ultralm-13b", "Light reactions make ATP; the Calvin cycle fixes carbon.", 8.5, ("3", "3", "3", "3")),
+        completion(
+            "ultralm-13b", "Light reactions make ATP; the Calvin cycle fixes carbon.", 8.5, ("3", "3", "3", "3")
+        ),
     ],
 )
 RESPONSES = [c["response"] for c in ROW["completions"]]
@@ -63,7 +81,10 @@ RESPONSES = [c["response"] for c in ROW["completions"]]
 
 def test_fine_grained_score_ignores_not_applicable():
     assert fine_grained_score(ROW["completions"][1], "c") == 4.0
-    as_lists = {**ROW["completions"][2], "annotations": {k: [v] for k, v in ROW["completions"][2]["annotations"].items()}}
+    as_lists = {
+        **ROW["completions"][2],
+        "annotations": {k: [v] for k, v in ROW["completions"][2]["annotations"].items()},
+    }
     assert fine_grained_score(as_lists, "c") == 2.5
     all_na = completion("m", "r", 5.0, ("N/A", "N/A", "N/A", "N/A"))
     assert fine_grained_score(all_na, "c") is None
@@ -100,16 +121,23 @@ def test_ranked_orders_best_first_and_is_stable():
 
 
 TIED = raw_row("Say hello.", [completion(m, f"Hello from {m}", 7.0, ("4", "4", "4", "4")) for m in ("a", "b", "c")])
-ONE_USABLE = raw_row("Say bye.", [completion("a", "Bye!", 6.0, ("4", "4", "4", "4")), completion("b", "", 9.0, ("5", "5", "5", "5"))])
+ONE_USABLE = raw_row(
+    "Say bye.", [completion("a", "Bye!", 6.0, ("4", "4", "4", "4")), completion("b", "", 9.0, ("5", "5", "5", "5"))]
+)
 
 
 def _bad_rating_row():
-    bad = raw_row("Count to three.", [completion("a", "1 2 3", 8.0, ("5", "5", "5", "5")), completion("b", "1 2", 4.0, ("four", "2", "2", "2"))])
+    bad = raw_row(
+        "Count to three.",
+        [completion("a", "1 2 3", 8.0, ("5", "5", "5", "5")), completion("b", "1 2", 4.0, ("four", "2", "2", "2"))],
+    )
     return bad
 
 
 def test_loader_skips_ties_counts_malformed_and_strict_names_the_field(write_jsonl):
-    no_scores = raw_row("Name a fruit.", [completion("a", "Apple", 7.0, ("4",) * 4), completion("b", "Stone", 3.0, ("1",) * 4)])
+    no_scores = raw_row(
+        "Name a fruit.", [completion("a", "Apple", 7.0, ("4",) * 4), completion("b", "Stone", 3.0, ("1",) * 4)]
+    )
     del no_scores["completions"][0]["overall_score"]
     rows = [ROW, TIED, ONE_USABLE, _bad_rating_row(), no_scores, "{broken"]
     path = write_jsonl(rows, name="ultrafeedback.jsonl")
@@ -123,14 +151,20 @@ def test_loader_skips_ties_counts_malformed_and_strict_names_the_field(write_jso
     assert overall.dropped == {"missing field": 1, "undecodable JSON": 1}
     with pytest.raises(DataError) as info:
         load_ultrafeedback(path, score="fine_grained", strict=True)
-    assert str(info.value) == f"{path}, line 4, field 'completions[1].annotations.helpfulness.Rating': unreadable rating 'four'"
+    assert (
+        str(info.value)
+        == f"{path}, line 4, field 'completions[1].annotations.helpfulness.Rating': unreadable rating 'four'"
+    )
     with pytest.raises(DataError) as info:
         load_ultrafeedback(path, score="overall", strict=True)
     assert (info.value.line, info.value.field) == (5, "completions[0].overall_score")
 
 
 def test_random_choice_does_not_depend_on_row_position(write_jsonl):
-    other = raw_row("Write a limerick.", [completion(m, f"Limerick by {m}", s, ("3",) * 4) for m, s in (("a", 9.0), ("b", 5.0), ("c", 4.0), ("d", 3.0))])
+    other = raw_row(
+        "Write a limerick.",
+        [completion(m, f"Limerick by {m}", s, ("3",) * 4) for m, s in (("a", 9.0), ("b", 5.0), ("c", 4.0), ("d", 3.0))],
+    )
     forward = load_ultrafeedback(write_jsonl([ROW, other], name="f.jsonl"), seed=11)
     backward = load_ultrafeedback(write_jsonl([other, ROW], name="b.jsonl"), seed=11)
     assert {(p.chosen, p.rejected) for p in forward} == {(p.chosen, p.rejected) for p in backward}
@@ -140,13 +174,18 @@ def test_malformed_completion_structure():
     for row, field in (
         ({**ROW, "completions": "none"}, "completions"),
         ({**ROW, "completions": [ROW["completions"][0], "x"]}, "completions[1]"),
-        ({**ROW, "completions": [{**ROW["completions"][0], "response": None}, ROW["completions"][1]]}, "completions[0].response"),
+        (
+            {**ROW, "completions": [{**ROW["completions"][0], "response": None}, ROW["completions"][1]]},
+            "completions[0].response",
+        ),
         ({k: v for k, v in ROW.items() if k != "instruction"}, "instruction"),
     ):
         with pytest.raises(DataError) as info:
             ultrafeedback_row_to_pair(row)
         assert info.value.field == field
-    same = raw_row("Repeat.", [completion("a", "Same text", 9.0, ("5",) * 4), completion("b", "Same text", 2.0, ("1",) * 4)])
+    same = raw_row(
+        "Repeat.", [completion("a", "Same text", 9.0, ("5",) * 4), completion("b", "Same text", 2.0, ("1",) * 4)]
+    )
     with pytest.raises(DataError, match="chosen identical to rejected"):
         ultrafeedback_row_to_pair(same)
 

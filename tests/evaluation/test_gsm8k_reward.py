@@ -101,7 +101,10 @@ def test_reference_solutions_score_correct_against_their_own_answers(split):
     solutions = [p.metadata["solution"] for p in prompts]
     scores = reward.score(prompts, solutions)
     exceptions = [(p.metadata["id"], s.predicted, s.reference) for p, s in zip(prompts, scores) if not s.correct]
-    print(f"\n{split}: {len(prompts) - len(exceptions)}/{len(prompts)} full reference solutions correct; exceptions: {exceptions}")
+    print(
+        f"\n{split}: {len(prompts) - len(exceptions)}/{len(prompts)} full reference solutions correct; exceptions: "
+        f"{exceptions}"
+    )
     assert exceptions == []
     # Without the "#### answer" line, the last-number fallback finds the answer in ~97% of solutions
     # (the rest end on another quantity, e.g. "... = 15 liters of water out of the 24 liters").

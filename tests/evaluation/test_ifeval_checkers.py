@@ -15,8 +15,15 @@ def ok(instruction_id, response, **kwargs):
 def test_all_25_instruction_types_are_registered():
     assert len(INSTRUCTIONS) == 25
     assert {i.split(":")[0] for i in INSTRUCTIONS} == {
-        "keywords", "language", "length_constraints", "detectable_content", "detectable_format",
-        "combination", "startend", "change_case", "punctuation",
+        "keywords",
+        "language",
+        "length_constraints",
+        "detectable_content",
+        "detectable_format",
+        "combination",
+        "startend",
+        "change_case",
+        "punctuation",
     }
 
 
@@ -43,7 +50,7 @@ def test_count_words_is_backslash_w_runs():
         ("J. Smith wrote it. Then he left.", 2),  # initial before a name: no break
         ("We met in o. Let's go.", 2),  # initial before a common word: break
         ("Items: 1. apples and more.", 1),  # number before lower case: no break
-        ("He said \"stop.\" Then left.", 2),
+        ('He said "stop." Then left.', 2),
         ("Wait... what happened?", 1),  # ellipsis before lower case
         ("", 0),
     ],
@@ -117,7 +124,9 @@ def test_language_and_case():
     assert ok("change_case:english_capital", "ALL OF THIS IS IN CAPITALS AND IN ENGLISH.")
     assert not ok("change_case:english_capital", "ALL OF THIS is not.")
     assert ok("change_case:capital_word_frequency", "WE ARE HERE now", capital_frequency=3, capital_relation="at least")
-    assert not ok("change_case:capital_word_frequency", "WE ARE HERE now", capital_frequency=3, capital_relation="less than")
+    assert not ok(
+        "change_case:capital_word_frequency", "WE ARE HERE now", capital_frequency=3, capital_relation="less than"
+    )
 
 
 def test_length_constraints():
@@ -149,7 +158,9 @@ def test_detectable_content_and_format():
     assert not ok("detectable_format:json_format", "{'a': 1}")
     assert ok("detectable_format:title", "<<My Poem>>\nroses")
     assert not ok("detectable_format:title", "<<   >> and <<broken\n>>")
-    assert ok("detectable_format:multiple_sections", "SECTION 1\na\nSECTION 2\nb", section_spliter="SECTION", num_sections=2)
+    assert ok(
+        "detectable_format:multiple_sections", "SECTION 1\na\nSECTION 2\nb", section_spliter="SECTION", num_sections=2
+    )
     assert not ok("detectable_format:multiple_sections", "SECTION 1\na", section_spliter="SECTION", num_sections=2)
 
 

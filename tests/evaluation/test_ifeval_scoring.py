@@ -39,7 +39,7 @@ def test_loose_variants_are_the_eight_upstream_ones():
 
 
 def test_strict_and_loose_on_one_response():
-    response = "Sure, here you go:\n\"quoted answer\""
+    response = 'Sure, here you go:\n"quoted answer"'
     result = evaluate_response(response, ["startend:quotation", "punctuation:no_comma"], [{}, {}])
     assert result.strict == [False, False]
     assert result.loose == [True, True]  # dropping the first line fixes both
@@ -61,8 +61,14 @@ def test_accuracies_pool_instructions_over_prompts():
 def test_task_protocol_and_reward_share_one_implementation():
     task = IFEvalTask()
     assert isinstance(task, Task) and task.category == "instruction following"
-    prompt = Prompt(user_prompt("Answer without commas in quotes."), {
-        "task": "ifeval", "instruction_ids": ["punctuation:no_comma", "startend:quotation"], "instruction_kwargs": [{}, {}]})
+    prompt = Prompt(
+        user_prompt("Answer without commas in quotes."),
+        {
+            "task": "ifeval",
+            "instruction_ids": ["punctuation:no_comma", "startend:quotation"],
+            "instruction_kwargs": [{}, {}],
+        },
+    )
     responses = ['"yes indeed"', "yes, indeed", 'Here:\n"yes indeed"']
     results = task.score([prompt] * 3, responses)
     assert [r["reward"] for r in results] == [1.0, 0.0, 0.0]
@@ -105,6 +111,9 @@ def test_gpt4_responses_reproduce_published_accuracies_with_release_2023_rules()
 
 def test_gpt4_responses_with_current_rules():
     counts, metrics, _ = _gpt4_counts("current", position_fallback=False)
-    print(f"\nGPT-4 current rules, exact matching only: {counts} -> prompt strict {metrics['prompt_level_strict_acc']:.4f}")
+    print(
+        f"\nGPT-4 current rules, exact matching only: {counts} -> prompt strict "
+        f"{metrics['prompt_level_strict_acc']:.4f}"
+    )
     # current upstream also counts **bold** spans as highlights: about one point above the paper
     assert counts == (422, 702, 436, 718)

@@ -14,7 +14,11 @@ from prefalign.evaluation.judge import HTTPJudgeBackend, PairwiseJudge, VerdictP
 
 
 def completion(content):
-    return {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+    }
 
 
 class Stub:
@@ -31,7 +35,11 @@ class Stub:
                 step = stub.script.pop(0) if stub.script else (500, "script exhausted", {}, 0)
                 status, reply, headers, delay = step(body) if callable(step) else step
                 time.sleep(delay)
-                data = reply if isinstance(reply, bytes) else (json.dumps(reply) if not isinstance(reply, str) else reply).encode()
+                data = (
+                    reply
+                    if isinstance(reply, bytes)
+                    else (json.dumps(reply) if not isinstance(reply, str) else reply).encode()
+                )
                 try:
                     self.send_response(status)
                     for k, v in headers.items():
@@ -74,7 +82,12 @@ def test_success_sends_model_messages_params_and_bearer_token(stub):
     (request,) = stub.requests
     assert request["path"] == "/v1/chat/completions"
     assert request["headers"]["Authorization"] == "Bearer secret"
-    assert request["json"] == {"model": "judge-1", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "max_tokens": 5}
+    assert request["json"] == {
+        "model": "judge-1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.0,
+        "max_tokens": 5,
+    }
 
 
 def test_no_auth_header_without_key_and_v1_base_urls(stub):
@@ -147,7 +160,12 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("PREFALIGN_JUDGE_MODEL", "judge-env")
     monkeypatch.setenv("PREFALIGN_JUDGE_API_KEY", "env-key")
     settings = EndpointSettings.from_env(timeout_s=5.0)
-    assert (settings.url, settings.model, settings.api_key, settings.timeout_s) == ("http://127.0.0.1:9/v1/chat/completions", "judge-env", "env-key", 5.0)
+    assert (settings.url, settings.model, settings.api_key, settings.timeout_s) == (
+        "http://127.0.0.1:9/v1/chat/completions",
+        "judge-env",
+        "env-key",
+        5.0,
+    )
     monkeypatch.delenv("PREFALIGN_JUDGE_BASE_URL")
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(ValueError, match="PREFALIGN_JUDGE_BASE_URL"):

@@ -36,7 +36,9 @@ def test_parse_verdict(reply, verdict):
     assert parse_verdict(reply) == verdict
 
 
-@pytest.mark.parametrize("reply", ["", "Both responses are equally good.", "More helpful: neither", "A or B, hard to say"])
+@pytest.mark.parametrize(
+    "reply", ["", "Both responses are equally good.", "More helpful: neither", "A or B, hard to say"]
+)
 def test_parse_verdict_rejects_replies_without_a_verdict(reply):
     with pytest.raises(VerdictParseError, match="no 'A'/'B' verdict"):
         parse_verdict(reply)
@@ -106,7 +108,9 @@ def test_judge_argument_checks_and_query_rendering():
         PairwiseJudge(ScriptedBackend(), template="Which is better? {response_a}")
     with pytest.raises(ValueError, match="1 queries, 2 candidates"):
         PairwiseJudge(ScriptedBackend()).judge(["q"], ["a", "b"], ["c"])
-    dialogue = Prompt([Message("system", "s"), Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Help?")])
+    dialogue = Prompt(
+        [Message("system", "s"), Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Help?")]
+    )
     assert render_query(dialogue) == "User: Hi\n\nAssistant: Hello\n\nUser: Help?"
     assert "{criterion}" in DEFAULT_TEMPLATE and "More {criterion}:" in DEFAULT_TEMPLATE
 
@@ -122,9 +126,19 @@ def _constant_llama_judge(letter: str):
         "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"
     )
-    config = LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
-                         pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
@@ -139,7 +153,9 @@ def _constant_llama_judge(letter: str):
 def test_hf_judge_backend_runs_greedy_generation_through_the_chat_template():
     model, tok = _constant_llama_judge("A")
     backend = HFJudgeBackend(model, tok, max_new_tokens=1, batch_size=4)
-    judgements = PairwiseJudge(backend).judge(["a short query", "another, longer query here"] * 3, ["x", "y", "z"] * 2, ["u", "v", "w"] * 2)
+    judgements = PairwiseJudge(backend).judge(
+        ["a short query", "another, longer query here"] * 3, ["x", "y", "z"] * 2, ["u", "v", "w"] * 2
+    )
     assert all(j.replies == ("A", "A") for j in judgements)
     assert summarize(judgements)["tie_rate"] == 1.0  # always "A": pure position bias -> all ties
     assert model.training and tok.padding_side == "right"

@@ -63,7 +63,9 @@ def test_n_at_k_matches_enumeration_of_draws(seed):
     rng = np.random.default_rng(seed)
     size = int(rng.integers(2, 7))
     public = [bool(x) for x in rng.random(size) < 0.6]
-    hidden = [bool(p and x) or bool(not p and y) for p, x, y in zip(public, rng.random(size) < 0.5, rng.random(size) < 0.3)]
+    hidden = [
+        bool(p and x) or bool(not p and y) for p, x, y in zip(public, rng.random(size) < 0.5, rng.random(size) < 0.3)
+    ]
     for k in range(1, size + 1):
         for n in range(1, k + 1):
             assert n_at_k(public, hidden, n, k) == pytest.approx(brute_n_at_k(public, hidden, n, k), abs=1e-12)

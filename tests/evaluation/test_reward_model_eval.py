@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -18,8 +19,12 @@ from prefalign.data.schema import PreferencePair, Prompt, user_prompt
 from prefalign.evaluation.generations import Generations
 from prefalign.evaluation.registry import register_task, unregister_task
 from prefalign.evaluation.reward_model_eval import (
-    BestOfNConfig, RewardModelEvalConfig, accuracy_by_subset, best_of_n, build_scorer, evaluate_pairs, evaluate_reward_model,
+    BestOfNConfig,
+    RewardModelEvalConfig,
+    build_scorer,
+    evaluate_reward_model,
 )
+from prefalign.evaluation.reward_model_metrics import accuracy_by_subset, best_of_n, evaluate_pairs
 from prefalign.models.load import ModelConfig
 from prefalign.rewards.learned import LearnedReward
 from prefalign.rollout.generate import SamplingConfig
@@ -48,7 +53,11 @@ SUBSETS = ["A", "A", "A", "B", "C", "C"]
 
 def test_accuracy_by_subset_by_hand():
     report = accuracy_by_subset(CHOSEN, REJECTED, SUBSETS)
-    assert {s: (v["n"], v["accuracy"]) for s, v in report["subsets"].items()} == {"A": (3, pytest.approx(2 / 3)), "B": (1, 1.0), "C": (2, 0.0)}
+    assert {s: (v["n"], v["accuracy"]) for s, v in report["subsets"].items()} == {
+        "A": (3, pytest.approx(2 / 3)),
+        "B": (1, 1.0),
+        "C": (2, 0.0),
+    }
     assert report["subsets"]["A"]["margin"] == pytest.approx((2 + 1 - 2) / 3)
     assert report["subsets"]["C"]["margin"] == pytest.approx(-0.5)
     assert report["accuracy"] == pytest.approx(3 / 6)
@@ -85,12 +94,18 @@ def test_evaluate_pairs_scores_both_responses_and_groups_by_metadata():
     report = evaluate_pairs(LengthScorer(), pairs_with_lengths(), subset_key="subset", batch_size=4)
     assert report["subset_key"] == "subset"
     assert {s: (v["n"], v["accuracy"]) for s, v in report["subsets"].items()} == {
-        "A": (3, pytest.approx(2 / 3)), "B": (1, 1.0), "C": (1, 0.0), "all": (1, 0.0)}
+        "A": (3, pytest.approx(2 / 3)),
+        "B": (1, 1.0),
+        "C": (1, 0.0),
+        "all": (1, 0.0),
+    }
     assert report["mean"] == pytest.approx((2 / 3 + 1 + 0 + 0) / 4) and report["accuracy"] == pytest.approx(0.5)
 
 
 def test_learned_reward_model_pair_accuracy_matches_its_own_scores():
-    scorer = build_scorer(RewardModelEvalConfig(reward_model=ModelConfig(name_or_path="tiny-random"), reward_micro_batch_size=4, seed=3))
+    scorer = build_scorer(
+        RewardModelEvalConfig(reward_model=ModelConfig(name_or_path="tiny-random"), reward_micro_batch_size=4, seed=3)
+    )
     assert isinstance(scorer, LearnedReward) and scorer.micro_batch_size == 4
     pairs = pairs_with_lengths()
     report = evaluate_pairs(scorer, pairs, subset_key="subset", batch_size=4)
@@ -196,9 +211,17 @@ def test_best_of_n_sampled_from_the_tiny_policy_and_saved(tmp_path):
     register_task("vowel_bon", "reasoning", VowelTask, replace=True)
     try:
         config = RewardModelEvalConfig(
-            evaluate_pairs=False, output=str(tmp_path / "rm.json"), seed=1,
-            best_of_n=BestOfNConfig(tasks=["vowel_bon"], policy=ModelConfig(name_or_path="tiny-random"), limit=6, micro_batch_size=12,
-                                    sampling=SamplingConfig(temperature=1.0, max_new_tokens=6, num_samples=4)))
+            evaluate_pairs=False,
+            output=str(tmp_path / "rm.json"),
+            seed=1,
+            best_of_n=BestOfNConfig(
+                tasks=["vowel_bon"],
+                policy=ModelConfig(name_or_path="tiny-random"),
+                limit=6,
+                micro_batch_size=12,
+                sampling=SamplingConfig(temperature=1.0, max_new_tokens=6, num_samples=4),
+            ),
+        )
         results = evaluate_reward_model(config, scorer=VowelOracle(), console=quiet())
     finally:
         unregister_task("vowel_bon")
@@ -209,7 +232,7 @@ def test_best_of_n_sampled_from_the_tiny_policy_and_saved(tmp_path):
     assert len(lines) == 24 and all("reward_model_score" in line["result"] for line in lines)
     rewards = [line["result"]["reward"] for line in lines]
     assert report["single_sample"] == pytest.approx(sum(rewards) / 24)
-    assert report["best_of_n"] == pytest.approx(sum(max(rewards[4 * i: 4 * i + 4]) for i in range(6)) / 6)
+    assert report["best_of_n"] == pytest.approx(sum(max(rewards[4 * i : 4 * i + 4]) for i in range(6)) / 6)
     assert json.loads((tmp_path / "rm.json").read_text())["best_of_n"]["vowel_bon"]["best_of_n"] == report["best_of_n"]
 
 
@@ -217,13 +240,23 @@ def test_best_of_n_sampled_from_the_tiny_policy_and_saved(tmp_path):
 
 
 def test_eval_rm_command_on_a_pairs_file_with_subsets(tmp_path, capsys):
-    rows = [{"prompt": f"q{i}", "chosen": "x" * int(c + 1), "rejected": "y" * int(r + 1), "subset": s}
-            for i, (c, r, s) in enumerate(zip(CHOSEN, REJECTED, SUBSETS))]
+    rows = [
+        {"prompt": f"q{i}", "chosen": "x" * int(c + 1), "rejected": "y" * int(r + 1), "subset": s}
+        for i, (c, r, s) in enumerate(zip(CHOSEN, REJECTED, SUBSETS))
+    ]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = tmp_path / "rm.yaml"
-    config.write_text(yaml.safe_dump({"data": {"source": str(data), "eval_size": 0, "options": {"metadata_columns": ["subset"]}},
-                                      "split": "all", "subset_key": "subset", "subset_weights": {"A": 1, "B": 2, "C": 1}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"source": str(data), "eval_size": 0, "options": {"metadata_columns": ["subset"]}},
+                "split": "all",
+                "subset_key": "subset",
+                "subset_weights": {"A": 1, "B": 2, "C": 1},
+            }
+        )
+    )
     out = tmp_path / "rm-results.json"
     code = main(["eval-rm", "--config", str(config), "--reward", "length_target:1", "--output", str(out)])
     assert code == 0

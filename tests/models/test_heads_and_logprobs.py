@@ -5,7 +5,14 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from prefalign.models.heads import last_real_index, sequence_scores, token_values
-from prefalign.models.load import ModelConfig, disable_dropout, load_reward_model, load_value_model, save_model, scalar_head
+from prefalign.models.load import (
+    ModelConfig,
+    disable_dropout,
+    load_reward_model,
+    load_value_model,
+    save_model,
+    scalar_head,
+)
 from prefalign.models.logprobs import gather_logprobs, token_logprobs
 from prefalign.models.reference import ReferenceModel
 
@@ -37,7 +44,9 @@ def test_reward_read_at_last_real_token_whatever_padding(tiny):
     with torch.no_grad():
         s_right = sequence_scores(model, right, rmask)
         s_left = sequence_scores(model, left, lmask)
-        singles = torch.stack([sequence_scores(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in seqs])
+        singles = torch.stack(
+            [sequence_scores(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in seqs]
+        )
     torch.testing.assert_close(s_right, singles, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(s_left, singles, atol=1e-5, rtol=1e-5)
 

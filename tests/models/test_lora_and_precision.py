@@ -12,7 +12,9 @@ from prefalign.trainers.sft import SFTConfig, run_sft
 
 def test_lora_trains_only_adapters_and_saves_merged(tmp_path, tiny):
     _, tok = tiny
-    model = load_causal_lm(ModelConfig(name_or_path="tiny-random", lora=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"]))
+    model = load_causal_lm(
+        ModelConfig(name_or_path="tiny-random", lora=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"])
+    )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     assert 0 < trainable < total / 5
@@ -33,18 +35,24 @@ def test_lora_trains_only_adapters_and_saves_merged(tmp_path, tiny):
 
 @pytest.mark.parametrize("precision", ["bf16"])
 def test_sft_runs_under_cpu_autocast(tmp_path, precision):
-    cfg = from_dict(SFTConfig, {
-        "model": {"name_or_path": "tiny-random"}, "data": {"max_length": 48},
-        "batch": {"global_batch_size": 4, "micro_batch_size": 4},
-        "run": {"output_dir": str(tmp_path), "mixed_precision": precision, "progress": False, "tensorboard": False},
-    })
+    cfg = from_dict(
+        SFTConfig,
+        {
+            "model": {"name_or_path": "tiny-random"},
+            "data": {"max_length": 48},
+            "batch": {"global_batch_size": 4, "micro_batch_size": 4},
+            "run": {"output_dir": str(tmp_path), "mixed_precision": precision, "progress": False, "tensorboard": False},
+        },
+    )
     results = run_sft(cfg, ([SFTExample(user_prompt("a"), "b")] * 8, [SFTExample(user_prompt("a"), "b")]))
     assert results["steps"] == 2 and results["eval/loss"] > 0
 
 
 def test_fp16_on_cpu_is_refused(tmp_path):
-    cfg = from_dict(SFTConfig, {"model": {"name_or_path": "tiny-random"},
-                                "run": {"output_dir": str(tmp_path), "mixed_precision": "fp16"}})
+    cfg = from_dict(
+        SFTConfig,
+        {"model": {"name_or_path": "tiny-random"}, "run": {"output_dir": str(tmp_path), "mixed_precision": "fp16"}},
+    )
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="fp16 needs a GPU"):

@@ -28,12 +28,17 @@ def test_smollm2_loads_as_plain_fp32_llama(smollm2):
 
 def test_smollm2_answers_and_stops_at_eos(smollm2):
     model, tok = smollm2
-    prompts = [encode_prompt(tok, user_prompt("What is the capital of France?")), encode_prompt(tok, user_prompt("Say hi."))]
+    prompts = [
+        encode_prompt(tok, user_prompt("What is the capital of France?")),
+        encode_prompt(tok, user_prompt("Say hi.")),
+    ]
     batch = collate_prompts(prompts, tok.pad_token_id)
-    out = model.generate(**batch, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    first = tok.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    out = model.generate(
+        **batch, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
+    first = tok.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in first
-    assert tok.eos_token_id in out[0, batch["input_ids"].shape[1]:].tolist()
+    assert tok.eos_token_id in out[0, batch["input_ids"].shape[1] :].tolist()
 
 
 def test_smollm2_training_step_lowers_the_loss(smollm2):

@@ -38,7 +38,10 @@ def test_extract_code_prefers_python_fences_then_plain_fences_then_raw():
 
 HUMANEVAL_LIKE = Prompt(
     user_prompt("complete it"),
-    {"prompt_code": "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n", "entry_point": "total"},
+    {
+        "prompt_code": 'from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    """Sum."""\n',
+        "entry_point": "total",
+    },
 )
 
 
@@ -68,8 +71,12 @@ def test_outputs_match_is_whitespace_normalised(actual, expected, tolerance, sam
 
 
 def test_suites_round_trip_through_dicts():
-    suites = [mbpp_tests(["assert f(1) == 1"], "import math"), humaneval_tests("def check(c): pass", "f"),
-              CallTests("f", ([1, 2],), ([3],)), StdioTests(("1\n",), ("1",), 1e-6)]
+    suites = [
+        mbpp_tests(["assert f(1) == 1"], "import math"),
+        humaneval_tests("def check(c): pass", "f"),
+        CallTests("f", ([1, 2],), ([3],)),
+        StdioTests(("1\n",), ("1",), 1e-6),
+    ]
     for suite in suites:
         assert suite_from_dict(suite.to_dict()) == suite
     with pytest.raises(ValueError, match="unknown test suite kind"):

@@ -76,7 +76,9 @@ def test_passing_failing_and_erroring_programs(sandbox):
     ["import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "print('passed')\nprint('done')\n", "exit()\n"],
 )
 def test_exiting_early_or_printing_does_not_fake_a_pass(sandbox, program):
-    assert sandbox.run_tests(program + "def f(x):\n    return x\n", AssertTests(("assert f(1) == 2",))).status != "passed"
+    assert (
+        sandbox.run_tests(program + "def f(x):\n    return x\n", AssertTests(("assert f(1) == 2",))).status != "passed"
+    )
 
 
 def test_infinite_loop_times_out_on_wall_clock(sandbox):
@@ -171,10 +173,13 @@ def test_network_is_refused_by_guard_and_by_namespace(sandbox, unguarded, listen
             listener.accept()
 
 
-@pytest.mark.parametrize("program", [
-    "import os\nos.kill(os.getppid(), 9)\n",
-    "import os\nos.killpg(os.getpgid(os.getppid()), 9)\n",
-])
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import os\nos.kill(os.getppid(), 9)\n",
+        "import os\nos.killpg(os.getpgid(os.getppid()), 9)\n",
+    ],
+)
 def test_killing_the_parent_is_refused(sandbox, unguarded, program):
     for box in (sandbox, unguarded):
         assert run(box, program).status == "error"
@@ -210,7 +215,9 @@ def test_without_a_throwaway_uid_limits_and_guard_still_hold():
 
 
 def test_parallel_runs_cost_only_their_time_limit(sandbox):
-    items = [("import time\ntime.sleep(0.5)\n", AssertTests(("assert True",)))] * 4 + [("while True:\n    pass\n", AssertTests(("assert True",)))]
+    items = [("import time\ntime.sleep(0.5)\n", AssertTests(("assert True",)))] * 4 + [
+        ("while True:\n    pass\n", AssertTests(("assert True",)))
+    ]
     box = Sandbox(SandboxConfig(**{**FAST, "max_workers": 5}))
     start = time.perf_counter()
     results = box.run_many(items)

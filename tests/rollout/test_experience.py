@@ -14,8 +14,14 @@ from prefalign.models.logprobs import token_logprobs
 from prefalign.models.tiny import tiny_model_and_tokenizer
 from prefalign.rewards.learned import LearnedReward
 from prefalign.rewards.registry import CharacterFraction, task_reward
-from prefalign.rollout.experience import (RolloutScorer, aligned_values, apply_truncated_reward, normalize_and_clip,
-                                          rollout_logprobs, rollout_values)
+from prefalign.rollout.experience import (
+    RolloutScorer,
+    aligned_values,
+    apply_truncated_reward,
+    normalize_and_clip,
+    rollout_logprobs,
+    rollout_values,
+)
 from prefalign.rollout.generate import build_rollout
 
 
@@ -60,9 +66,16 @@ def test_reward_model_score_is_read_at_the_last_real_token_whatever_the_padding(
     ro = mixed_rollout(tok)
     right = learned.score_tokens(ro.sequences, ro.attention_mask)
     # each row alone, unpadded: the score at its own last token (the EOS, or the last generated token)
-    alone = torch.stack([sequence_scores(rm, ro.sequences[i : i + 1, : int(ro.attention_mask[i].sum())],
-                                         ro.attention_mask[i : i + 1, : int(ro.attention_mask[i].sum())])[0]
-                         for i in range(len(ro))])
+    alone = torch.stack(
+        [
+            sequence_scores(
+                rm,
+                ro.sequences[i : i + 1, : int(ro.attention_mask[i].sum())],
+                ro.attention_mask[i : i + 1, : int(ro.attention_mask[i].sum())],
+            )[0]
+            for i in range(len(ro))
+        ]
+    )
     torch.testing.assert_close(right, alone, atol=1e-5, rtol=0)
     # the same rows left-padded
     lengths = ro.attention_mask.sum(dim=1)
@@ -123,8 +136,8 @@ def test_task_reward_registry():
 
 def test_evaluation_task_as_reward_and_prompt_source():
     """``eval:gsm8k`` scores with the GSM8K task's own checker; ``task:gsm8k:train`` gives its prompts."""
-    from prefalign.trainers.ppo_config import PromptDataConfig
-    from prefalign.trainers.ppo_setup import load_prompt_sets
+    from prefalign.trainers.ppo.config import PromptDataConfig
+    from prefalign.trainers.ppo.setup import load_prompt_sets
 
     train, val = load_prompt_sets(PromptDataConfig(source="task:gsm8k:train", num_prompts=6, validation_prompts=2))
     assert len(train) == 4 and len(val) == 2

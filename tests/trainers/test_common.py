@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from prefalign.trainers.common import BatchPlan, OptimConfig, lr_factor, micro_batches, shard
 from prefalign.trainers.checkpoint import Checkpointer
+from prefalign.trainers.common import BatchPlan, OptimConfig, lr_factor, micro_batches, shard
 
 
 def test_linear_schedule_with_warmup_and_floor():

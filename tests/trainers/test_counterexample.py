@@ -56,7 +56,10 @@ def test_a_policy_on_the_unseen_action_attains_the_dpo_minimum():
 
 def test_the_minimum_is_approached_by_policies_with_ever_more_mass_off_support():
     """pi_eps = (0.1, eps, 0.9 - eps): finite losses that fall to 0 as eps -> 0, all with pi(y3) ~ 0.9."""
-    losses = [dpo_objective(torch.tensor([0.1, eps, 0.9 - eps], dtype=torch.float64)).item() for eps in (1e-2, 1e-10, 1e-40, 1e-120)]
+    losses = [
+        dpo_objective(torch.tensor([0.1, eps, 0.9 - eps], dtype=torch.float64)).item()
+        for eps in (1e-2, 1e-10, 1e-40, 1e-120)
+    ]
     assert all(math.isfinite(x) for x in losses)
     assert losses == sorted(losses, reverse=True) and losses[0] > losses[-1]
     assert losses[-1] < 1e-10

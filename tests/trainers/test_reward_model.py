@@ -14,13 +14,16 @@ def _pairs(n, offset=0):
 
 
 def _config(tmp_path, **batch):
-    return from_dict(RewardModelConfig, {
-        "model": {"name_or_path": "tiny-random"},
-        "data": {"max_length": 64},
-        "batch": {"global_batch_size": 8, "micro_batch_size": 4, "epochs": 4.0, **batch},
-        "optim": {"learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_ratio": 0.0},
-        "run": {"output_dir": str(tmp_path / "rm"), "progress": False, "tensorboard": False},
-    })
+    return from_dict(
+        RewardModelConfig,
+        {
+            "model": {"name_or_path": "tiny-random"},
+            "data": {"max_length": 64},
+            "batch": {"global_batch_size": 8, "micro_batch_size": 4, "epochs": 4.0, **batch},
+            "optim": {"learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_ratio": 0.0},
+            "run": {"output_dir": str(tmp_path / "rm"), "progress": False, "tensorboard": False},
+        },
+    )
 
 
 def test_reward_model_learns_a_separable_preference(tmp_path):
@@ -33,9 +36,29 @@ def test_reward_model_learns_a_separable_preference(tmp_path):
 
 
 def test_rm_command_on_real_hh_rlhf(tmp_path, capsys):
-    code = main(["rm", "--model.name_or_path", "tiny-random", "--data.num_examples", "40", "--data.eval_size", "8",
-                 "--data.max_length", "64", "--batch.global_batch_size", "8", "--batch.micro_batch_size", "8",
-                 "--run.output_dir", str(tmp_path / "cli"), "--run.progress", "False", "--run.tensorboard", "False"])
+    code = main(
+        [
+            "rm",
+            "--model.name_or_path",
+            "tiny-random",
+            "--data.num_examples",
+            "40",
+            "--data.eval_size",
+            "8",
+            "--data.max_length",
+            "64",
+            "--batch.global_batch_size",
+            "8",
+            "--batch.micro_batch_size",
+            "8",
+            "--run.output_dir",
+            str(tmp_path / "cli"),
+            "--run.progress",
+            "False",
+            "--run.tensorboard",
+            "False",
+        ]
+    )
     assert code == 0
     results = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert results["eval_pairs"] == 8 and 0.0 <= results["eval/accuracy"] <= 1.0
@@ -43,7 +66,16 @@ def test_rm_command_on_real_hh_rlhf(tmp_path, capsys):
 
 
 def test_missing_data_file_is_a_clear_error(tmp_path, capsys):
-    code = main(["rm", "--model.name_or_path", "tiny-random", "--data.source", str(tmp_path / "nope.jsonl"),
-                 "--run.output_dir", str(tmp_path / "x")])
+    code = main(
+        [
+            "rm",
+            "--model.name_or_path",
+            "tiny-random",
+            "--data.source",
+            str(tmp_path / "nope.jsonl"),
+            "--run.output_dir",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 2
     assert "nope.jsonl" in capsys.readouterr().err

@@ -10,7 +10,6 @@ from prefalign.cli import main
 from prefalign.config import from_dict
 from prefalign.data.schema import SFTExample, user_prompt
 from prefalign.trainers.sft import SFTConfig, run_sft
-
 from tests.distributed import run_accelerate
 
 
@@ -72,7 +71,9 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_sft(_config(tmp_path, "part", batch={"epochs": 2.0}, run={"save_every": 2}), (_examples(32), []))
     monkeypatch.setattr(MetricLogger, "log", original_log)
-    run_sft(_config(tmp_path, "part", batch={"epochs": 2.0}, run={"save_every": 2, "resume": True}), (_examples(32), []))
+    run_sft(
+        _config(tmp_path, "part", batch={"epochs": 2.0}, run={"save_every": 2, "resume": True}), (_examples(32), [])
+    )
     assert _max_diff(_weights(tmp_path / "full"), _weights(tmp_path / "part")) < 1e-6
     lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == list(range(1, 9))
@@ -83,10 +84,31 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 def _one_and_two_processes(tmp_path, examples: int, eval_size: int) -> None:
     """`prefalign sft` on tiny data, in one process (``p1``) and in two gloo processes (``p2``)."""
     data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"say {i % 5}", "response": f"number {i % 5} ok"}) + "\n" for i in range(examples)))
-    common = ["--model.name_or_path", "tiny-random", "--data.source", str(data), "--data.eval_size", str(eval_size),
-              "--data.max_length", "64", "--batch.global_batch_size", "8", "--batch.micro_batch_size", "2",
-              "--optim.learning_rate", "3e-3", "--run.progress", "False", "--run.tensorboard", "False"]
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"say {i % 5}", "response": f"number {i % 5} ok"}) + "\n" for i in range(examples)
+        )
+    )
+    common = [
+        "--model.name_or_path",
+        "tiny-random",
+        "--data.source",
+        str(data),
+        "--data.eval_size",
+        str(eval_size),
+        "--data.max_length",
+        "64",
+        "--batch.global_batch_size",
+        "8",
+        "--batch.micro_batch_size",
+        "2",
+        "--optim.learning_rate",
+        "3e-3",
+        "--run.progress",
+        "False",
+        "--run.tensorboard",
+        "False",
+    ]
     assert main(["sft", *common, "--run.output_dir", str(tmp_path / "p1")]) == 0
     run_accelerate(2, "-m", "prefalign.cli", "sft", *common, "--run.output_dir", str(tmp_path / "p2"), timeout=240)
 

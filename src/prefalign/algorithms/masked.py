@@ -71,8 +71,7 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
     n = int(mask_b.sum().item())
     if n < (2 if unbiased else 1):
         raise ValueError(
-            f"masked_var needs at least {2 if unbiased else 1} selected element(s) "
-            f"with unbiased={unbiased}, got {n}"
+            f"masked_var needs at least {2 if unbiased else 1} selected element(s) with unbiased={unbiased}, got {n}"
         )
     mean = masked_sum(values, mask_b) / n
     squared = (values - mean) ** 2

@@ -8,7 +8,7 @@ left-padded, so that every row's next token is at the same position.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

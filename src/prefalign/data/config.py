@@ -13,7 +13,8 @@ from prefalign.data.schema import PreferencePair, SFTExample
 @dataclass
 class DataConfig:
     source: str = "hh-rlhf"
-    """A named data set (hh-rlhf, safe-rlhf, ultrafeedback, ultrafeedback-binarized, helpsteer) or a file path (.jsonl, .json, .parquet)."""
+    """A named data set (hh-rlhf, safe-rlhf, ultrafeedback, ultrafeedback-binarized, helpsteer) or a file path (.jsonl,
+    .json, .parquet)."""
     path: str | None = None
     """File for a named source (default: its file under the data folder)."""
     data_dir: str | None = None

@@ -15,9 +15,10 @@ import gzip
 import io
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from prefalign.data.schema import DataError
 
@@ -30,7 +31,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8")
 
 
-def iter_rows(path: str | Path, *, strict: bool = False, report: "DropReport | None" = None) -> Iterator[tuple[int, Any]]:
+def iter_rows(path: str | Path, *, strict: bool = False, report: DropReport | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(line, row)`` for every row of a file. Undecodable lines are dropped or raised."""
     path = Path(path)
     if not path.exists():
@@ -39,8 +40,7 @@ def iter_rows(path: str | Path, *, strict: bool = False, report: "DropReport | N
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield i, row
+        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
         return
     if name.endswith((".jsonl", ".jsonl.gz")):
         with _open_text(path) as fh:
@@ -50,7 +50,9 @@ def iter_rows(path: str | Path, *, strict: bool = False, report: "DropReport | N
                 try:
                     yield lineno, json.loads(line)
                 except json.JSONDecodeError as exc:
-                    err = DataError(f"undecodable JSON ({exc.msg} at column {exc.colno})", source=str(path), line=lineno)
+                    err = DataError(
+                        f"undecodable JSON ({exc.msg} at column {exc.colno})", source=str(path), line=lineno
+                    )
                     if strict or report is None:
                         raise err from None
                     report.add(err)
@@ -67,7 +69,9 @@ def iter_rows(path: str | Path, *, strict: bool = False, report: "DropReport | N
             raise DataError("expected a JSON list of rows (or {'data': [...]})", source=str(path))
         yield from enumerate(data, start=1)
         return
-    raise DataError(f"unknown data file format {path.suffix!r}; use .jsonl, .jsonl.gz, .json or .parquet", source=str(path))
+    raise DataError(
+        f"unknown data file format {path.suffix!r}; use .jsonl, .jsonl.gz, .json or .parquet", source=str(path)
+    )
 
 
 @dataclass

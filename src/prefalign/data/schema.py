@@ -18,8 +18,9 @@ turns, so a multi-turn dialogue becomes ``prompt=[user, assistant, user]`` and `
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 ROLES = ("system", "user", "assistant")
 
@@ -57,7 +58,7 @@ class Message:
         return {"role": self.role, "content": self.content}
 
     @staticmethod
-    def from_dict(row: dict[str, Any]) -> "Message":
+    def from_dict(row: dict[str, Any]) -> Message:
         return Message(role=row["role"], content=row["content"])
 
 
@@ -103,10 +104,12 @@ class PreferencePair:
     def __post_init__(self) -> None:
         _check_prompt(self.prompt, "preference pair")
 
-    def as_ranked(self) -> "RankedResponses":
+    def as_ranked(self) -> RankedResponses:
         """A pair is a ranked list of two (best first)."""
         scores = [self.metadata.get("score_chosen", 1.0), self.metadata.get("score_rejected", 0.0)]
-        return RankedResponses(self.prompt, [self.chosen, self.rejected], [float(s) for s in scores], dict(self.metadata))
+        return RankedResponses(
+            self.prompt, [self.chosen, self.rejected], [float(s) for s in scores], dict(self.metadata)
+        )
 
 
 @dataclass

@@ -19,8 +19,8 @@ Truncation policy (``max_length`` tokens in all):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -61,7 +61,9 @@ def encode_response(tokenizer: PreTrainedTokenizerBase, text: str, add_eos: bool
     return ids + [tokenizer.eos_token_id] if add_eos else ids
 
 
-def join_truncated(prompt_ids: list[int], response_ids: list[int], max_length: int, max_prompt_length: int | None = None) -> Encoded:
+def join_truncated(
+    prompt_ids: list[int], response_ids: list[int], max_length: int, max_prompt_length: int | None = None
+) -> Encoded:
     """Apply the truncation policy of the module docstring to already-tokenised parts."""
     if max_prompt_length is None:
         max_prompt_length = max_length // 2
@@ -95,7 +97,9 @@ def encode_example(
     """Prompt + response (+EOS) under the truncation policy. Raises TruncatedAway for empty text."""
     if not response.strip():
         raise TruncatedAway("the response is empty")
-    return join_truncated(encode_prompt(tokenizer, prompt), encode_response(tokenizer, response), max_length, max_prompt_length)
+    return join_truncated(
+        encode_prompt(tokenizer, prompt), encode_response(tokenizer, response), max_length, max_prompt_length
+    )
 
 
 @dataclass
@@ -108,7 +112,14 @@ class EncodedPair:
         return self.chosen.truncated or self.rejected.truncated
 
 
-def encode_pair(tokenizer, prompt: Sequence[Message], chosen: str, rejected: str, max_length: int, max_prompt_length: int | None = None) -> EncodedPair:
+def encode_pair(
+    tokenizer,
+    prompt: Sequence[Message],
+    chosen: str,
+    rejected: str,
+    max_length: int,
+    max_prompt_length: int | None = None,
+) -> EncodedPair:
     """Both responses share one rendered (and identically truncated) prompt."""
     for name, text in (("chosen", chosen), ("rejected", rejected)):
         if not text.strip():

@@ -15,8 +15,9 @@ Departure: one time limit for every problem (the sandbox's), not CodeContests' p
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,20 +61,22 @@ class CodeTask:
         with_public = [i for i, p in enumerate(prompts) if self.n_at_ks and p.metadata.get("public_tests")]
         public_items = test_items([prompts[i] for i in with_public], [responses[i] for i in with_public], "public")
         results = self.reward.sandbox.run_many(items + public_items)
-        hidden, public = results[: len(items)], dict(zip(with_public, results[len(items):]))
+        hidden, public = results[: len(items)], dict(zip(with_public, results[len(items) :]))
         out = []
         for index, (prompt, result) in enumerate(zip(prompts, hidden)):
-            out.append({
-                "reward": self.reward.reward_of(result),
-                "passed": result.passed,
-                "passed_public": public[index].passed if index in public else None,
-                "status": result.status,
-                "task_id": prompt.metadata.get("task_id", f"{self.name}/{index}"),
-                "tests_passed": result.tests_passed,
-                "tests_total": result.tests_total,
-                "elapsed": result.elapsed,
-                "detail": result.detail,
-            })
+            out.append(
+                {
+                    "reward": self.reward.reward_of(result),
+                    "passed": result.passed,
+                    "passed_public": public[index].passed if index in public else None,
+                    "status": result.status,
+                    "task_id": prompt.metadata.get("task_id", f"{self.name}/{index}"),
+                    "tests_passed": result.tests_passed,
+                    "tests_total": result.tests_total,
+                    "elapsed": result.elapsed,
+                    "detail": result.detail,
+                }
+            )
         return out
 
     def aggregate(self, results: Sequence[dict[str, Any]]) -> dict[str, float]:

@@ -9,8 +9,9 @@ the row) and :func:`comparison_table` shows that.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from rich.table import Table
 
@@ -27,8 +28,12 @@ def load_results(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     tasks = data.get("tasks") if isinstance(data, dict) else None
-    if not isinstance(tasks, dict) or not all(isinstance(e, dict) and "score" in e and "category" in e for e in tasks.values()):
-        raise ValueError(f"{path}: not a results file of prefalign eval (needs 'tasks' with a 'category' and 'score' per task)")
+    if not isinstance(tasks, dict) or not all(
+        isinstance(e, dict) and "score" in e and "category" in e for e in tasks.values()
+    ):
+        raise ValueError(
+            f"{path}: not a results file of prefalign eval (needs 'tasks' with a 'category' and 'score' per task)"
+        )
     return data
 
 
@@ -78,7 +83,13 @@ def results_table(results: Mapping[str, Any], title: str = "evaluation") -> Tabl
         table.add_column(column, justify="left" if column in ("task", "category") else "right")
     for name in _ordered_tasks(results["tasks"]):
         entry = results["tasks"][name]
-        table.add_row(name, entry["category"], _fmt(entry["score"]), str(entry.get("num_prompts", "")), str(entry.get("num_responses", "")))
+        table.add_row(
+            name,
+            entry["category"],
+            _fmt(entry["score"]),
+            str(entry.get("num_prompts", "")),
+            str(entry.get("num_responses", "")),
+        )
     table.add_section()
     for category, entry in results["categories"].items():
         table.add_row("[italic]average[/italic]", category, _fmt(entry["score"]), "", "")
@@ -100,8 +111,20 @@ def comparison_table(comparison: Mapping[str, Any], labels: Sequence[str] = ("th
         table.add_row(name, row["category"], _fmt(row["this"]), _fmt(row["other"]), _fmt_difference(row["difference"]))
     table.add_section()
     for category, row in comparison["categories"].items():
-        table.add_row("[italic]average[/italic]", category, _fmt(row["this"]), _fmt(row["other"]), _fmt_difference(row["difference"]))
+        table.add_row(
+            "[italic]average[/italic]",
+            category,
+            _fmt(row["this"]),
+            _fmt(row["other"]),
+            _fmt_difference(row["difference"]),
+        )
     table.add_section()
     row = comparison["overall"]
-    table.add_row("[bold]overall[/bold]", "mean of categories", _fmt(row["this"]), _fmt(row["other"]), _fmt_difference(row["difference"]))
+    table.add_row(
+        "[bold]overall[/bold]",
+        "mean of categories",
+        _fmt(row["this"]),
+        _fmt(row["other"]),
+        _fmt_difference(row["difference"]),
+    )
     return table

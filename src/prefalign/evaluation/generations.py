@@ -16,9 +16,10 @@ may have several lines (several samples); every prompt must have at least one.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from prefalign.atomic import write_text_atomic
 from prefalign.data.io import iter_rows
@@ -64,15 +65,18 @@ def prompt_id(prompt: Prompt) -> str | None:
     return None
 
 
-def sample_responses(model, tokenizer, prompts: Sequence[Prompt], sampling: SamplingConfig, micro_batch_size: int,
-                     seed: int | None) -> Generations:
+def sample_responses(
+    model, tokenizer, prompts: Sequence[Prompt], sampling: SamplingConfig, micro_batch_size: int, seed: int | None
+) -> Generations:
     """``sampling.num_samples`` responses to every prompt (chat template, batched KV-cache generation)."""
     prompt_ids = [encode_prompt(tokenizer, p.messages) for p in prompts]
     rollout = generate(model, tokenizer, prompt_ids, sampling, micro_batch_size, generator_seed=seed)
     return Generations(rollout.prompt_index.tolist(), list(rollout.response_texts), rollout.truncated.tolist())
 
 
-def _row_index(row: dict[str, Any], prompts: Sequence[Prompt], ids: dict[str, int | None], where: dict[str, Any]) -> int:
+def _row_index(
+    row: dict[str, Any], prompts: Sequence[Prompt], ids: dict[str, int | None], where: dict[str, Any]
+) -> int:
     """The prompt a generations row answers, from ``prompt_index`` or ``id`` (they must agree)."""
     index = None
     if "prompt_index" in row:
@@ -80,8 +84,12 @@ def _row_index(row: dict[str, Any], prompts: Sequence[Prompt], ids: dict[str, in
         if not isinstance(value, int) or isinstance(value, bool):
             raise DataError(f"must be an integer, got {value!r}", field="prompt_index", **where)
         if not 0 <= value < len(prompts):
-            raise DataError(f"{value} is out of range: the task has {len(prompts)} prompts (is the limit the one used to "
-                            f"generate?)", field="prompt_index", **where)
+            raise DataError(
+                f"{value} is out of range: the task has {len(prompts)} prompts (is the limit the one used to "
+                f"generate?)",
+                field="prompt_index",
+                **where,
+            )
         index = value
     if "id" in row:
         key = str(row["id"])
@@ -93,7 +101,9 @@ def _row_index(row: dict[str, Any], prompts: Sequence[Prompt], ids: dict[str, in
             if prompt_id(prompts[index]) != key:
                 raise DataError(f"prompt {index} does not have id {row['id']!r}", field="id", **where)
         elif index is not None and index != ids[key]:
-            raise DataError(f"id {row['id']!r} is prompt {ids[key]}, but prompt_index says {index}", field="id", **where)
+            raise DataError(
+                f"id {row['id']!r} is prompt {ids[key]}, but prompt_index says {index}", field="id", **where
+            )
         else:
             index = ids[key]
     if index is None:
@@ -116,10 +126,14 @@ def read_generations(path: str | Path, prompts: Sequence[Prompt]) -> Generations
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", **where)
         if not isinstance(row.get("response"), str):
-            raise DataError(f"missing or not a string (got {type(row.get('response')).__name__})", field="response", **where)
+            raise DataError(
+                f"missing or not a string (got {type(row.get('response')).__name__})", field="response", **where
+            )
         index = _row_index(row, prompts, ids, where)
         if "prompt" in row and row["prompt"] != prompts[index].messages[-1].content:
-            raise DataError(f"differs from the text of task prompt {index} (made with other task options?)", field="prompt", **where)
+            raise DataError(
+                f"differs from the text of task prompt {index} (made with other task options?)", field="prompt", **where
+            )
         truncated = row.get("truncated")
         if truncated is not None and not isinstance(truncated, bool):
             raise DataError(f"must be true or false, got {truncated!r}", field="truncated", **where)
@@ -127,15 +141,22 @@ def read_generations(path: str | Path, prompts: Sequence[Prompt]) -> Generations
     missing = sorted(set(range(len(prompts))) - {index for index, _, _ in rows})
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-        raise DataError(f"no response for {len(missing)} of the task's {len(prompts)} prompts (prompt_index {shown}); "
-                        "set the limit used to generate", source=str(path))
+        raise DataError(
+            f"no response for {len(missing)} of the task's {len(prompts)} prompts (prompt_index {shown}); "
+            "set the limit used to generate",
+            source=str(path),
+        )
     rows.sort(key=lambda r: r[0])  # stable: the samples of a prompt keep their file order
     flags = [t for _, _, t in rows]
     return Generations([r[0] for r in rows], [r[1] for r in rows], None if None in flags else [bool(t) for t in flags])
 
 
-def write_generations(path: str | Path, prompts: Sequence[Prompt], generations: Generations,
-                      results: Sequence[dict[str, Any]] | None = None) -> Path:
+def write_generations(
+    path: str | Path,
+    prompts: Sequence[Prompt],
+    generations: Generations,
+    results: Sequence[dict[str, Any]] | None = None,
+) -> Path:
     """Write a generations file atomically (with each response's task ``result``, if given)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,9 @@ extraction falls back to the last number of the response (see :mod:`prefalign.re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from prefalign.data.schema import Message, Prompt
 from prefalign.data.sources.gsm8k import load_gsm8k

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -46,7 +46,7 @@ class EndpointSettings:
     max_backoff_s: float = 30.0
 
     @classmethod
-    def from_env(cls, *, model: str | None = None, base_url: str | None = None, **overrides: Any) -> "EndpointSettings":
+    def from_env(cls, *, model: str | None = None, base_url: str | None = None, **overrides: Any) -> EndpointSettings:
         """Settings with unset fields read from the environment (see the module docstring)."""
         env = os.environ
         base_url = base_url or env.get("PREFALIGN_JUDGE_BASE_URL") or env.get("OPENAI_BASE_URL")
@@ -101,7 +101,7 @@ class ChatCompletionClient:
                 if exc.code not in RETRY_STATUSES:
                     raise EndpointError(f"{url}: HTTP {exc.code} {exc.reason}: {detail}") from None
                 last_error, retry_after = f"HTTP {exc.code}: {detail}", exc.headers.get("Retry-After")
-            except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
             if attempt < self.settings.max_retries:
                 self.sleep(self._delay(attempt, retry_after))

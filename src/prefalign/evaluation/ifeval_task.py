@@ -10,8 +10,9 @@ arguments raise before any generation is spent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from prefalign.data.schema import Prompt
 from prefalign.data.sources.ifeval import load_ifeval
@@ -27,7 +28,9 @@ class IFEvalTask:
     name = "ifeval"
     category = "instruction following"
 
-    def __init__(self, *, path: str | Path | None = None, ruleset: str = "current", headline: str = "prompt_level_strict_acc"):
+    def __init__(
+        self, *, path: str | Path | None = None, ruleset: str = "current", headline: str = "prompt_level_strict_acc"
+    ):
         if ruleset not in RULESETS:
             raise ValueError(f"unknown IFEval rule set {ruleset!r}; choose one of {sorted(RULESETS)}")
         if headline not in HEADLINES:
@@ -56,7 +59,9 @@ class IFEvalTask:
             ids = prompt.metadata.get("instruction_ids")
             kwargs = prompt.metadata.get("instruction_kwargs")
             if ids is None or kwargs is None:
-                raise ValueError(f"prompt {index} lacks metadata 'instruction_ids'/'instruction_kwargs'; load it with load_ifeval")
+                raise ValueError(
+                    f"prompt {index} lacks metadata 'instruction_ids'/'instruction_kwargs'; load it with load_ifeval"
+                )
             result = evaluate_response(response, ids, kwargs, ruleset=self.ruleset)
             out.append(
                 {

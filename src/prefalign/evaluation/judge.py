@@ -20,8 +20,9 @@ exact text of a paper when you have it (fields: ``{query}``, ``{response_a}``, `
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -40,7 +41,8 @@ DEFAULT_TEMPLATE = (
     'More {criterion}: <"A" or "B">'
 )
 _LABELLED_VERDICT = re.compile(
-    r"^[\s*#>_-]*(?:more\s+[a-z ,-]+|preferred(?:\s+response)?|verdict|final\s+answer|answer|choice|better(?:\s+response)?)"
+    r"^[\s*#>_-]*(?:more\s+[a-z "
+    r",-]+|preferred(?:\s+response)?|verdict|final\s+answer|answer|choice|better(?:\s+response)?)"
     r"[\s*_]*:[\s*_]*[\"'\[(<]*\s*(?:response\s+)?([AB])\b",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -172,7 +174,9 @@ class PairwiseJudge:
 
     def _conversation(self, query: str, response_a: str, response_b: str) -> list[dict[str, str]]:
         text = self.template.format(query=query, response_a=response_a, response_b=response_b, criterion=self.criterion)
-        return ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": text}]
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": text}
+        ]
 
     def _verdict(self, reply: str, index: int, order: str) -> str | None:
         try:
@@ -211,7 +215,12 @@ def summarize(judgements: Sequence[PairwiseJudgement]) -> dict[str, float]:
     counts = {k: sum(j.outcome == k for j in judgements) for k in ("win", "tie", "loss")}
     unparseable = sum((j.verdict_candidate_first is None) + (j.verdict_candidate_second is None) for j in judgements)
     return {
-        "wins": float(counts["win"]), "ties": float(counts["tie"]), "losses": float(counts["loss"]), "n": float(n),
-        "win_rate": counts["win"] / n, "tie_rate": counts["tie"] / n, "loss_rate": counts["loss"] / n,
+        "wins": float(counts["win"]),
+        "ties": float(counts["tie"]),
+        "losses": float(counts["loss"]),
+        "n": float(n),
+        "win_rate": counts["win"] / n,
+        "tie_rate": counts["tie"] / n,
+        "loss_rate": counts["loss"] / n,
         "unparseable_verdicts": float(unparseable),
     }

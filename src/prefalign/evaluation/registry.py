@@ -21,10 +21,13 @@ never touches the sandbox. Other code (or a test) adds its own task with :func:`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from prefalign.evaluation.base import Task
+from prefalign.evaluation.base import Task, TaskReward
+from prefalign.rewards.base import RewardFunction
+from prefalign.rewards.registry import register_task_reward
 
 #: the order categories are shown in, as in Ivison et al. (2024); others follow alphabetically
 CATEGORY_ORDER = ("factuality", "reasoning", "coding", "instruction following", "truthfulness", "safety", "chat")
@@ -50,7 +53,9 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def register_task(name: str, category: str, factory: Callable[..., Task], description: str = "", *, replace: bool = False) -> None:
+def register_task(
+    name: str, category: str, factory: Callable[..., Task], description: str = "", *, replace: bool = False
+) -> None:
     """Register ``factory(**options) -> Task`` under ``name``; the task it builds must report ``category``."""
     key = canonical_name(name)
     if not key or ":" in key:
@@ -93,9 +98,13 @@ def build_task(name: str, **options: Any) -> Task:
     except TypeError as exc:
         raise ValueError(f"task {entry.name!r}: bad options {sorted(options)}: {exc}") from exc
     if not isinstance(task, Task):
-        raise TypeError(f"the factory of task {entry.name!r} returned {type(task).__name__}, which lacks the Task protocol")
+        raise TypeError(
+            f"the factory of task {entry.name!r} returned {type(task).__name__}, which lacks the Task protocol"
+        )
     if task.category != entry.category:
-        raise ValueError(f"task {entry.name!r} is registered under {entry.category!r} but reports category {task.category!r}")
+        raise ValueError(
+            f"task {entry.name!r} is registered under {entry.category!r} but reports category {task.category!r}"
+        )
     return task
 
 
@@ -129,3 +138,13 @@ register_task("humaneval", "coding", _code("humaneval_task"), "HumanEval, pass@1
 register_task("mbpp", "coding", _code("mbpp_task"), "MBPP test split (task ids 11-510), pass@1")
 register_task("apps", "coding", _code("apps_task"), "APPS (needs its rows: path=...), pass@1")
 register_task("code_contests", "coding", _code("code_contests_task"), "CodeContests (needs its rows: path=...), pass@1")
+
+
+def _task_as_reward(argument: str | None) -> RewardFunction:
+    """``eval:TASK`` in :func:`prefalign.rewards.registry.task_reward`: the task's own per-response reward."""
+    if not argument:
+        raise ValueError("eval needs a task name, e.g. eval:gsm8k")
+    return TaskReward(build_task(argument))
+
+
+register_task_reward("eval", _task_as_reward)

@@ -24,142 +24,34 @@ sets N here (16 by default), with every prompt required to have the same N.
 
 from __future__ import annotations
 
-import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
+from prefalign.atomic import write_json_atomic
 from prefalign.config import to_dict
 from prefalign.data.config import DataConfig, load_pairs
-from prefalign.data.schema import PreferencePair, Prompt
-from prefalign.evaluation.base import Task
-from prefalign.evaluation.generations import Generations, read_generations, sample_responses, write_generations
-from prefalign.evaluation.metrics import preference_accuracy
+from prefalign.data.schema import PreferencePair
+from prefalign.evaluation.generations import read_generations, sample_responses, write_generations
 from prefalign.evaluation.registry import build_task, canonical_name
+from prefalign.evaluation.reward_model_metrics import (
+    accuracy_by_subset,
+    best_of_n,
+    evaluate_pairs,
+    pair_scores,
+    subsets_of,
+)
 from prefalign.evaluation.runner import data_dir_scope, resolve_device
-from prefalign.evaluation.safety_scores import score_in_batches
 from prefalign.models.load import ModelConfig, load_causal_lm, load_reward_model, load_tokenizer
 from prefalign.rewards.base import RewardFunction
 from prefalign.rollout.generate import SamplingConfig
-from prefalign.trainers.session import write_json_atomic
 
 # -- 1. accuracy on pairs, per subset -----------------------------------------------------------
-
-
-def pair_scores(scorer: RewardFunction, pairs: Sequence[PreferencePair], batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P,) chosen and (P,) rejected scores of ``pairs``."""
-    prompts = [Prompt(messages=list(p.prompt), metadata=dict(p.metadata)) for p in pairs]
-    chosen = score_in_batches(scorer, prompts, [p.chosen for p in pairs], batch_size=batch_size)
-    rejected = score_in_batches(scorer, prompts, [p.rejected for p in pairs], batch_size=batch_size)
-    return chosen, rejected
-
-
-def subsets_of(pairs: Sequence[PreferencePair], key: str, default: str = "all") -> list[str]:
-    """Each pair's subset: ``str(metadata[key])``, or ``default`` where the pair has no such key."""
-    return [str(p.metadata[key]) if p.metadata.get(key) is not None else default for p in pairs]
-
-
-def _normalised_weights(counts: Mapping[str, int], weights: Mapping[str, float] | None) -> dict[str, float]:
-    if not weights:
-        total = sum(counts.values())
-        return {s: n / total for s, n in counts.items()}
-    missing = sorted(set(counts) - set(weights))
-    if missing:
-        raise ValueError(f"subset_weights has no weight for subsets {missing} (present: {sorted(counts)})")
-    used = {s: float(weights[s]) for s in counts}
-    if any(w < 0 for w in used.values()) or sum(used.values()) <= 0:
-        raise ValueError(f"subset weights must be >= 0 with a positive sum, got {used}")
-    total = sum(used.values())
-    return {s: w / total for s, w in used.items()}
-
-
-def accuracy_by_subset(chosen: Sequence[float] | torch.Tensor, rejected: Sequence[float] | torch.Tensor, subsets: Sequence[str], *,
-                       weights: Mapping[str, float] | None = None, ties: str = "wrong") -> dict[str, Any]:
-    """Per-subset and overall preference accuracy from scores (see the module docstring, part 1).
-
-    ``weights``: a weight per subset (normalised over the subsets present; every present subset
-    needs one; weights of absent subsets are listed in ``unused_weights``). None: by count.
-    """
-    chosen_t = torch.as_tensor(chosen, dtype=torch.float64)
-    rejected_t = torch.as_tensor(rejected, dtype=torch.float64)
-    if not (len(chosen_t) == len(rejected_t) == len(subsets)) or len(subsets) == 0:
-        raise ValueError(f"need as many chosen scores ({len(chosen_t)}), rejected scores ({len(rejected_t)}) "
-                         f"and subsets ({len(subsets)}), at least one")
-    rows: dict[str, list[int]] = {}
-    for i, subset in enumerate(subsets):
-        rows.setdefault(subset, []).append(i)
-    per_subset = {}
-    for subset, index in sorted(rows.items()):
-        c, r = chosen_t[index], rejected_t[index]
-        per_subset[subset] = {"n": len(index), "accuracy": preference_accuracy(c.tolist(), r.tolist(), ties=ties),
-                              "margin": float((c - r).mean())}
-    used = _normalised_weights({s: v["n"] for s, v in per_subset.items()}, weights)
-    return {
-        "subsets": per_subset,
-        "accuracy": preference_accuracy(chosen_t.tolist(), rejected_t.tolist(), ties=ties),
-        "weighted": sum(used[s] * v["accuracy"] for s, v in per_subset.items()),
-        "mean": sum(v["accuracy"] for v in per_subset.values()) / len(per_subset),
-        "weights": used,
-        "unused_weights": sorted(set(weights or {}) - set(per_subset)),
-        "num_pairs": len(subsets),
-        "margin": float((chosen_t - rejected_t).mean()),
-    }
-
-
-def evaluate_pairs(scorer: RewardFunction, pairs: Sequence[PreferencePair], *, subset_key: str = "source",
-                   weights: Mapping[str, float] | None = None, ties: str = "wrong", batch_size: int = 32) -> dict[str, Any]:
-    """Score ``pairs`` with ``scorer`` and report :func:`accuracy_by_subset` (grouped by ``metadata[subset_key]``)."""
-    if not pairs:
-        raise ValueError("no preference pairs to evaluate the reward model on")
-    chosen, rejected = pair_scores(scorer, pairs, batch_size)
-    return {"subset_key": subset_key, **accuracy_by_subset(chosen, rejected, subsets_of(pairs, subset_key), weights=weights, ties=ties)}
-
-
-# -- 2. best-of-N -----------------------------------------------------------------------------
-
-
-def _argmax_first(values: Sequence[float]) -> int:
-    best = 0
-    for i, v in enumerate(values):
-        if v > values[best]:
-            best = i
-    return best
-
-
-def best_of_n(task: Task, prompts: Sequence[Prompt], generations: Generations, scorer: RewardFunction, *, seed: int = 0,
-              batch_size: int = 32) -> tuple[dict[str, Any], list[float], list[dict[str, Any]]]:
-    """Best-of-N on one task (module docstring, part 2); returns (report, reward per response, task result per response)."""
-    groups = generations.by_prompt(len(prompts))
-    sizes = {len(g) for g in groups}
-    if len(sizes) != 1 or 0 in sizes:
-        raise ValueError(f"{task.name}: best-of-N needs the same number of responses for every prompt, got sizes {sorted(sizes)}")
-    rows = [prompts[i] for i in generations.prompt_index]
-    rewards = score_in_batches(scorer, rows, generations.responses, batch_size=batch_size).tolist()
-    results = task.score(rows, generations.responses)
-    task_rewards = [float(r["reward"]) for r in results]
-    rng = random.Random(seed)
-    picks = {
-        "best_of_n": [g[_argmax_first([rewards[i] for i in g])] for g in groups],
-        "random_draw": [g[rng.randrange(len(g))] for g in groups],
-        "oracle": [g[_argmax_first([task_rewards[i] for i in g])] for g in groups],
-    }
-    scores = {name: float(task.aggregate([results[i] for i in rows_])["score"]) for name, rows_ in picks.items()}
-    scores["single_sample"] = float(task.aggregate(results)["score"])
-    spread = [g for g in groups if len({task_rewards[i] for i in g}) > 1]
-    top = sum(task_rewards[g[_argmax_first([rewards[i] for i in g])]] == max(task_rewards[i] for i in g) for g in spread)
-    report = {"category": task.category, "n": sizes.pop(), "num_prompts": len(prompts), **scores,
-              "gain": scores["best_of_n"] - scores["single_sample"],
-              "prompts_with_spread": len(spread), "picked_top_rate": top / len(spread) if spread else None,
-              "reward_mean": sum(rewards) / len(rewards)}
-    return report, rewards, results
-
-
-# -- the command --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -168,7 +60,9 @@ class BestOfNConfig:
     """Tasks for best-of-N (gsm8k, ifeval, humaneval, mbpp, ...); empty: no best-of-N."""
     policy: ModelConfig = field(default_factory=ModelConfig)
     """The policy that samples the N responses (not loaded when generations_dir is set)."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=512, num_samples=16))
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=512, num_samples=16)
+    )
     """Sampling of the N responses; num_samples is N (Ivison et al.: 16)."""
     limit: int | None = 100
     """Prompts per task (the first ones; None: all)."""
@@ -189,8 +83,12 @@ class BestOfNConfig:
 
     def options_for(self, task: str) -> dict[str, Any]:
         key = canonical_name(task)
-        options = {k: v for name, opts in self.task_options.items() if canonical_name(name) == key for k, v in opts.items()}
-        options.update({"path": p for name, p in self.task_paths.items() if canonical_name(name) == key})
+        options = {
+            k: v for name, opts in self.task_options.items() if canonical_name(name) == key for k, v in opts.items()
+        }
+        for name, path in self.task_paths.items():
+            if canonical_name(name) == key:
+                options["path"] = path
         return options
 
 
@@ -199,7 +97,8 @@ class RewardModelEvalConfig:
     reward_model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="runs/rm/model"))
     """The reward model (a folder written by `prefalign rm`, or any backbone + scalar head)."""
     reward: str | None = None
-    """Evaluate this programmatic reward (prefalign.rewards.registry, e.g. length_target:200) instead of reward_model."""
+    """Evaluate this programmatic reward (prefalign.rewards.registry, e.g. length_target:200) instead of reward_model.
+    """
     reward_micro_batch_size: int = 8
     """Sequences per reward-model forward pass."""
     reward_max_length: int | None = 1024
@@ -207,7 +106,8 @@ class RewardModelEvalConfig:
     evaluate_pairs: bool = True
     """Report accuracy on preference pairs."""
     data: DataConfig = field(default_factory=DataConfig)
-    """Preference pairs; with the reward model's own data settings (seed, eval_size) the held-out part is its held-out split."""
+    """Preference pairs; with the reward model's own data settings (seed, eval_size) the held-out part is its held-out
+    split."""
     split: str = "held_out"
     """Which pairs to score: held_out (the data's held-out part) or all."""
     subset_key: str = "source"
@@ -251,8 +151,13 @@ def build_scorer(config: RewardModelEvalConfig) -> RewardFunction:
     from prefalign.rewards.learned import LearnedReward
 
     model = load_reward_model(config.reward_model, seed=config.seed).to(resolve_device(config.device))
-    return LearnedReward(model, load_tokenizer(config.reward_model), config.reward_micro_batch_size, config.reward_max_length,
-                         name=config.reward_model.name_or_path)
+    return LearnedReward(
+        model,
+        load_tokenizer(config.reward_model),
+        config.reward_micro_batch_size,
+        config.reward_max_length,
+        name=config.reward_model.name_or_path,
+    )
 
 
 def _run_best_of_n(config: RewardModelEvalConfig, scorer: RewardFunction, console: Console) -> dict[str, Any]:
@@ -269,12 +174,19 @@ def _run_best_of_n(config: RewardModelEvalConfig, scorer: RewardFunction, consol
                 if policy is None:
                     tokenizer = load_tokenizer(cfg.policy)
                     policy = load_causal_lm(cfg.policy, seed=config.seed).to(resolve_device(config.device))
-                generations = sample_responses(policy, tokenizer, prompts, cfg.sampling, cfg.micro_batch_size, config.seed)
-            report, rewards, results = best_of_n(task, prompts, generations, scorer, seed=config.seed, batch_size=config.reward_micro_batch_size)
+                generations = sample_responses(
+                    policy, tokenizer, prompts, cfg.sampling, cfg.micro_batch_size, config.seed
+                )
+            report, rewards, results = best_of_n(
+                task, prompts, generations, scorer, seed=config.seed, batch_size=config.reward_micro_batch_size
+            )
             annotated = [{**r, "reward_model_score": s} for r, s in zip(results, rewards)]
             path = write_generations(config.generations_out() / f"{task.name}.jsonl", prompts, generations, annotated)
             reports[task.name] = {**report, "generations": str(path)}
-            console.print(f"{task.name}: best-of-{report['n']} {report['best_of_n']:.4f} vs single sample {report['single_sample']:.4f}")
+            console.print(
+                f"{task.name}: best-of-{report['n']} {report['best_of_n']:.4f} vs single sample "
+                f"{report['single_sample']:.4f}"
+            )
     return reports
 
 
@@ -284,9 +196,14 @@ def _pairs(config: RewardModelEvalConfig, console: Console) -> list[PreferencePa
     return held_out if config.split == "held_out" else [*train, *held_out]
 
 
-def evaluate_reward_model(config: RewardModelEvalConfig, scorer: RewardFunction | None = None,
-                          pairs: Sequence[PreferencePair] | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Pair accuracy and best-of-N as configured; ``scorer``/``pairs`` replace building them from the config. Writes ``output``."""
+def evaluate_reward_model(
+    config: RewardModelEvalConfig,
+    scorer: RewardFunction | None = None,
+    pairs: Sequence[PreferencePair] | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Pair accuracy and best-of-N as configured; ``scorer``/``pairs`` replace building them from the config. Writes
+    ``output``."""
     console = console or Console()
     started = time.time()
     scorer = scorer if scorer is not None else build_scorer(config)
@@ -294,8 +211,14 @@ def evaluate_reward_model(config: RewardModelEvalConfig, scorer: RewardFunction 
     if config.evaluate_pairs:
         pairs = list(pairs) if pairs is not None else _pairs(config, console)
         weights = dict(config.subset_weights) or None
-        results["pairs"] = evaluate_pairs(scorer, pairs, subset_key=config.subset_key, weights=weights, ties=config.ties,
-                                          batch_size=config.reward_micro_batch_size)
+        results["pairs"] = evaluate_pairs(
+            scorer,
+            pairs,
+            subset_key=config.subset_key,
+            weights=weights,
+            ties=config.ties,
+            batch_size=config.reward_micro_batch_size,
+        )
         console.print(pairs_table(results["pairs"]))
     if config.best_of_n.tasks:
         results["best_of_n"] = _run_best_of_n(config, scorer, console)
@@ -318,7 +241,9 @@ def pairs_table(report: Mapping[str, Any]) -> Table:
     for column in ("subset", "pairs", "weight", "accuracy", "margin"):
         table.add_column(column, justify="left" if column == "subset" else "right")
     for subset, row in report["subsets"].items():
-        table.add_row(subset, str(row["n"]), f"{report['weights'][subset]:.3f}", f"{row['accuracy']:.4f}", f"{row['margin']:+.4f}")
+        table.add_row(
+            subset, str(row["n"]), f"{report['weights'][subset]:.3f}", f"{row['accuracy']:.4f}", f"{row['margin']:+.4f}"
+        )
     table.add_section()
     table.add_row("[bold]weighted[/bold]", str(report["num_pairs"]), "", f"[bold]{report['weighted']:.4f}[/bold]", "")
     table.add_row("mean of subsets", "", "", f"{report['mean']:.4f}", "")
@@ -331,10 +256,27 @@ def best_of_n_table(reports: Mapping[str, Mapping[str, Any]]) -> Table:
     for column in ("task", "N", "prompts", "random draw", "single sample", "best-of-N", "gain", "oracle"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for name, r in reports.items():
-        table.add_row(name, str(r["n"]), str(r["num_prompts"]), f"{r['random_draw']:.4f}", f"{r['single_sample']:.4f}",
-                      f"[bold]{r['best_of_n']:.4f}[/bold]", f"{r['gain']:+.4f}", f"{r['oracle']:.4f}")
+        table.add_row(
+            name,
+            str(r["n"]),
+            str(r["num_prompts"]),
+            f"{r['random_draw']:.4f}",
+            f"{r['single_sample']:.4f}",
+            f"[bold]{r['best_of_n']:.4f}[/bold]",
+            f"{r['gain']:+.4f}",
+            f"{r['oracle']:.4f}",
+        )
     return table
 
 
-__all__ = ["BestOfNConfig", "RewardModelEvalConfig", "accuracy_by_subset", "best_of_n", "evaluate_pairs", "evaluate_reward_model",
-           "pair_scores", "run_reward_model_eval", "subsets_of"]
+__all__ = [
+    "BestOfNConfig",
+    "RewardModelEvalConfig",
+    "accuracy_by_subset",
+    "best_of_n",
+    "evaluate_pairs",
+    "evaluate_reward_model",
+    "pair_scores",
+    "run_reward_model_eval",
+    "subsets_of",
+]

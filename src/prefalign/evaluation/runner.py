@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 from unittest import mock
 
 import torch
 from rich.console import Console
 
+from prefalign.atomic import write_json_atomic
 from prefalign.config import to_dict
 from prefalign.data.schema import Prompt
 from prefalign.evaluation.base import Task
@@ -43,7 +45,6 @@ from prefalign.evaluation.generations import Generations, read_generations, samp
 from prefalign.evaluation.registry import build_task, canonical_name, category_rank
 from prefalign.models.load import ModelConfig, load_causal_lm, load_tokenizer
 from prefalign.rollout.generate import SamplingConfig
-from prefalign.trainers.session import write_json_atomic
 
 
 @dataclass
@@ -116,11 +117,18 @@ class EvalConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # pass@1 and pass@10 on the code tasks from 20 samples per problem at temperature 0.8, top-p 0.95 (the setting
     # Chen et al. (2021) found best for large k).
-    "code-pass-at-k": {"tasks": ["humaneval", "mbpp"], "sampling": {"temperature": 0.8, "top_p": 0.95, "num_samples": 20, "max_new_tokens": 512},
-                       "task_options": {"humaneval": {"ks": [1, 10]}, "mbpp": {"ks": [1, 10]}}},
+    "code-pass-at-k": {
+        "tasks": ["humaneval", "mbpp"],
+        "sampling": {"temperature": 0.8, "top_p": 0.95, "num_samples": 20, "max_new_tokens": 512},
+        "task_options": {"humaneval": {"ks": [1, 10]}, "mbpp": {"ks": [1, 10]}},
+    },
     # A smoke run on the tiny random model (seconds; scores near 0).
-    "tiny": {"model": {"name_or_path": "tiny-random"}, "limit": 2, "sampling": {"temperature": 0.0, "max_new_tokens": 16},
-             "output": "runs/eval-tiny/results.json"},
+    "tiny": {
+        "model": {"name_or_path": "tiny-random"},
+        "limit": 2,
+        "sampling": {"temperature": 0.0, "max_new_tokens": 16},
+        "output": "runs/eval-tiny/results.json",
+    },
 }
 
 
@@ -135,15 +143,22 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def score_task(task: Task, prompts: Sequence[Prompt], generations: Generations) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def score_task(
+    task: Task, prompts: Sequence[Prompt], generations: Generations
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the task's entry of the results, the per-response results) for responses to ``prompts``."""
     rows = [prompts[i] for i in generations.prompt_index]
     results = task.score(rows, generations.responses)
     if len(results) != len(rows):
         raise ValueError(f"task {task.name!r} returned {len(results)} results for {len(rows)} responses")
     metrics = {k: float(v) for k, v in task.aggregate(results).items()}
-    entry: dict[str, Any] = {"category": task.category, "score": metrics["score"], "metrics": metrics,
-                             "num_prompts": len(prompts), "num_responses": len(rows)}
+    entry: dict[str, Any] = {
+        "category": task.category,
+        "score": metrics["score"],
+        "metrics": metrics,
+        "num_prompts": len(prompts),
+        "num_responses": len(rows),
+    }
     if generations.truncated is not None:
         entry["truncated_rate"] = sum(generations.truncated) / len(rows)
     return entry, results
@@ -161,8 +176,12 @@ def summarize(task_entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         for category, names in sorted(by_category.items(), key=lambda kv: (category_rank(kv[0]), kv[0]))
     }
     scores = [float(e["score"]) for e in task_entries.values()]
-    overall = {"score": sum(c["score"] for c in categories.values()) / len(categories), "task_mean": sum(scores) / len(scores),
-               "num_tasks": len(task_entries), "num_categories": len(categories)}
+    overall = {
+        "score": sum(c["score"] for c in categories.values()) / len(categories),
+        "task_mean": sum(scores) / len(scores),
+        "num_tasks": len(task_entries),
+        "num_categories": len(categories),
+    }
     return {"categories": categories, "overall": overall}
 
 
@@ -183,8 +202,14 @@ class _Responder:
         return sample_responses(self.model, self.tokenizer, prompts, cfg.sampling, cfg.micro_batch_size, cfg.seed)
 
 
-def evaluate(config: EvalConfig, tasks: Sequence[Task] | None = None, *, model=None, tokenizer=None,
-             console: Console | None = None) -> dict[str, Any]:
+def evaluate(
+    config: EvalConfig,
+    tasks: Sequence[Task] | None = None,
+    *,
+    model=None,
+    tokenizer=None,
+    console: Console | None = None,
+) -> dict[str, Any]:
     """Run every task, save generations, and return the results (not written; see :func:`run_eval`).
 
     ``tasks`` replaces building them from ``config.tasks``; ``model``/``tokenizer`` replace loading
@@ -195,7 +220,11 @@ def evaluate(config: EvalConfig, tasks: Sequence[Task] | None = None, *, model=N
     respond = _Responder(config, model, tokenizer)
     entries: dict[str, Any] = {}
     with data_dir_scope(config.data_dir):
-        tasks = list(tasks) if tasks is not None else [build_task(name, **config.options_for(name)) for name in config.tasks]
+        tasks = (
+            list(tasks)
+            if tasks is not None
+            else [build_task(name, **config.options_for(name)) for name in config.tasks]
+        )
         if len({t.name for t in tasks}) != len(tasks):
             raise ValueError(f"two tasks share a name: {[t.name for t in tasks]}")
         prompts_of = {t.name: t.prompts(config.limit) for t in tasks}  # every task's data is read before any generation
@@ -208,13 +237,27 @@ def evaluate(config: EvalConfig, tasks: Sequence[Task] | None = None, *, model=N
             entry, results = score_task(task, prompts, generations)
             path = write_generations(config.generations_out() / f"{task.name}.jsonl", prompts, generations, results)
             entries[task.name] = {**entry, "generations": str(path), "seconds": round(time.time() - task_started, 2)}
-            console.print(f"{task.name}: score {entry['score']:.4f} over {len(prompts)} prompts ({len(generations)} responses)")
-    return {"tasks": entries, **summarize(entries), "model": None if config.generations_dir else config.model.name_or_path,
-            "generations_dir": config.generations_dir, "seconds": round(time.time() - started, 2), "config": to_dict(config)}
+            console.print(
+                f"{task.name}: score {entry['score']:.4f} over {len(prompts)} prompts ({len(generations)} responses)"
+            )
+    return {
+        "tasks": entries,
+        **summarize(entries),
+        "model": None if config.generations_dir else config.model.name_or_path,
+        "generations_dir": config.generations_dir,
+        "seconds": round(time.time() - started, 2),
+        "config": to_dict(config),
+    }
 
 
-def run_eval(config: EvalConfig, tasks: Sequence[Task] | None = None, *, model=None, tokenizer=None,
-             console: Console | None = None) -> dict[str, Any]:
+def run_eval(
+    config: EvalConfig,
+    tasks: Sequence[Task] | None = None,
+    *,
+    model=None,
+    tokenizer=None,
+    console: Console | None = None,
+) -> dict[str, Any]:
     """:func:`evaluate`, then print the table (and the comparison) and write ``config.output``."""
     console = console or Console()
     other = load_results(config.compare) if config.compare else None  # a bad file fails before any generation

@@ -11,7 +11,7 @@ Prompts flagged ``metadata["unsafe"]`` (red-teaming requests) also get their own
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -19,7 +19,9 @@ from prefalign.data.schema import Prompt
 from prefalign.rewards.base import RewardFunction
 
 
-def score_in_batches(scorer: RewardFunction, prompts: Sequence[Prompt], responses: Sequence[str], *, batch_size: int = 32) -> torch.Tensor:
+def score_in_batches(
+    scorer: RewardFunction, prompts: Sequence[Prompt], responses: Sequence[str], *, batch_size: int = 32
+) -> torch.Tensor:
     """All scores of ``scorer`` as one float tensor (B,), computed ``batch_size`` at a time."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -30,7 +32,10 @@ def score_in_batches(scorer: RewardFunction, prompts: Sequence[Prompt], response
         chunk = scorer(prompts[start : start + batch_size], responses[start : start + batch_size])
         expected = len(prompts[start : start + batch_size])
         if chunk.shape != (expected,):
-            raise ValueError(f"scorer {getattr(scorer, 'name', scorer)!r} returned shape {tuple(chunk.shape)}, expected ({expected},)")
+            raise ValueError(
+                f"scorer {getattr(scorer, 'name', scorer)!r} returned shape {tuple(chunk.shape)}, expected "
+                f"({expected},)"
+            )
         parts.append(chunk.detach().to(torch.float32).cpu())
     scores = torch.cat(parts) if parts else torch.zeros(0)
     if not torch.isfinite(scores).all():

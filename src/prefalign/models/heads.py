@@ -25,7 +25,14 @@ def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def _is_encoder(model: PreTrainedModel) -> bool:
-    return not getattr(model.config, "is_decoder", False) and model.config.model_type in {"bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra"}
+    return not getattr(model.config, "is_decoder", False) and model.config.model_type in {
+        "bert",
+        "roberta",
+        "deberta",
+        "deberta-v2",
+        "distilbert",
+        "electra",
+    }
 
 
 def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -37,7 +44,9 @@ def hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mas
     """(B, T, H) last hidden states of the backbone under a scalar head."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = getattr(base, base.base_model_prefix)
-    out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask), use_cache=False)
+    out = backbone(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask), use_cache=False
+    )
     return out.last_hidden_state
 
 

@@ -43,7 +43,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass
 class ModelConfig:
     name_or_path: str = SMOLLM2
-    """Model to load: a local folder, a hub id, or an embedded name (smollm2-135m-instruct, minilm-l6-v2, tiny-random)."""
+    """Model to load: a local folder, a hub id, or an embedded name (smollm2-135m-instruct, minilm-l6-v2, tiny-random).
+    """
     dtype: str = "float32"
     """Parameter dtype: float32, bfloat16 or float16."""
     tokenizer: str | None = None
@@ -198,7 +199,9 @@ def _head_model(auto_cls, cfg: ModelConfig, seed: int, task_type: str) -> PreTra
             from safetensors.torch import save_file
 
             base.config.save_pretrained(tmp)
-            backbone = {k: v.detach().clone().contiguous() for k, v in base.state_dict().items() if k != "lm_head.weight"}
+            backbone = {
+                k: v.detach().clone().contiguous() for k, v in base.state_dict().items() if k != "lm_head.weight"
+            }
             save_file(backbone, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
             return _head_model(auto_cls, ModelConfig(**{**cfg.__dict__, "name_or_path": tmp}), seed, task_type)
     with torch.random.fork_rng():
@@ -261,7 +264,13 @@ def disable_dropout(model: torch.nn.Module) -> None:
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     config = getattr(model, "config", None)
-    for key in ("attention_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "classifier_dropout"):
+    for key in (
+        "attention_dropout",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "dropout",
+        "classifier_dropout",
+    ):
         if config is not None and isinstance(getattr(config, key, None), float):
             setattr(config, key, 0.0)
 

@@ -29,7 +29,9 @@ def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int
     return out.view(targets.shape)
 
 
-def forward_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0) -> torch.Tensor:
+def forward_logits(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0
+) -> torch.Tensor:
     """(B, T - first, V) logits for positions ``first..T-1`` (earlier positions are not projected)."""
     out = model(
         input_ids=input_ids,
@@ -82,6 +84,8 @@ def token_logprobs(
     return (out, entropy) if return_entropy else out
 
 
-def sequence_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+def sequence_logprobs(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
     """(B,) sum of the response tokens' log-probabilities."""
     return token_logprobs(model, input_ids, attention_mask, response_mask).sum(dim=1)

@@ -25,10 +25,16 @@ class ReferenceModel:
         disable_dropout(self.model)
 
     @classmethod
-    def copy_of(cls, policy: torch.nn.Module) -> "ReferenceModel":
-        base = policy.get_base_model() if hasattr(policy, "get_base_model") and hasattr(policy, "merge_and_unload") else policy
+    def copy_of(cls, policy: torch.nn.Module) -> ReferenceModel:
+        base = (
+            policy.get_base_model()
+            if hasattr(policy, "get_base_model") and hasattr(policy, "merge_and_unload")
+            else policy
+        )
         if base is not policy:
-            raise TypeError("a LoRA policy's reference is the base model with adapters disabled; copy the merged model instead")
+            raise TypeError(
+                "a LoRA policy's reference is the base model with adapters disabled; copy the merged model instead"
+            )
         return cls(copy.deepcopy(policy))
 
     @torch.no_grad()

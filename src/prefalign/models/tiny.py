@@ -77,5 +77,7 @@ def build_tiny_llama(
 def tiny_model_and_tokenizer(seed: int = 0, **kwargs) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """The byte tokenizer and a tiny Llama sized for it."""
     tok = build_byte_tokenizer()
-    model = build_tiny_llama(len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, seed=seed, **kwargs)
+    model = build_tiny_llama(
+        len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, seed=seed, **kwargs
+    )
     return model, tok

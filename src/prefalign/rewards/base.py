@@ -8,7 +8,8 @@ code execution and verifiable checkers all implement it, and :class:`SumOfReward
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 

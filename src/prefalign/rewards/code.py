@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -50,7 +51,7 @@ class AssertTests:
         return {"kind": "assert", "tests": list(self.tests), "setup": self.setup}
 
 
-_CALL_SETUP = '''
+_CALL_SETUP = """
 import json as _prefalign_json
 def _prefalign_call(name, args):
     solution = globals().get("Solution")
@@ -60,7 +61,7 @@ def _prefalign_call(name, args):
 def _prefalign_same(result, expected):
     result = _prefalign_json.loads(_prefalign_json.dumps(result))
     return result == expected or (isinstance(expected, list) and len(expected) > 0 and result == expected[0])
-'''
+"""
 
 
 @dataclass(frozen=True)

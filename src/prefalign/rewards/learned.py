@@ -19,7 +19,7 @@ Two entry points:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -33,8 +33,14 @@ from prefalign.models.heads import sequence_scores
 class LearnedReward:
     """Reward-model scores, computed ``micro_batch_size`` sequences at a time, without gradients."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, micro_batch_size: int = 8,
-                 max_length: int | None = None, name: str = "reward_model"):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        micro_batch_size: int = 8,
+        max_length: int | None = None,
+        name: str = "reward_model",
+    ):
         if micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be positive, got {micro_batch_size}")
         self.model = model
@@ -83,5 +89,9 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
     """True when two tokenizers map text to the same ids (same vocabulary, EOS and chat template)."""
     if a is b:
         return True
-    return (a.eos_token_id == b.eos_token_id and a.chat_template == b.chat_template and len(a) == len(b)
-            and a.get_vocab() == b.get_vocab())
+    return (
+        a.eos_token_id == b.eos_token_id
+        and a.chat_template == b.chat_template
+        and len(a) == len(b)
+        and a.get_vocab() == b.get_vocab()
+    )

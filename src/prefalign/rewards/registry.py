@@ -12,12 +12,13 @@ Built in (cheap, deterministic, for smoke runs and the tiny learning test):
   The prompts must carry the task's metadata (tests, reference answer): take them from the task.
 
 Other code registers its own with :func:`register_task_reward` (a factory taking the argument
-string or None).
+string or None). ``eval`` is registered that way by :mod:`prefalign.evaluation` (a higher layer),
+when it is imported: the trainers that take a reward name import it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -70,7 +71,8 @@ def task_reward(spec: str) -> RewardFunction:
     """The programmatic reward named by ``spec`` = ``NAME`` or ``NAME:ARGUMENT``."""
     name, _, argument = spec.partition(":")
     if name not in _REGISTRY:
-        raise ValueError(f"unknown task reward {name!r}; registered: {available_task_rewards()}")
+        hint = " (eval:TASK is registered by importing prefalign.evaluation)" if name == "eval" else ""
+        raise ValueError(f"unknown task reward {name!r}; registered: {available_task_rewards()}{hint}")
     return _REGISTRY[name](argument or None)
 
 
@@ -84,15 +86,5 @@ def _length_target(argument: str | None) -> RewardFunction:
     return LengthTarget(int(argument))
 
 
-def _evaluation_task(argument: str | None) -> RewardFunction:
-    if not argument:
-        raise ValueError("eval needs a task name, e.g. eval:gsm8k")
-    from prefalign.evaluation.base import TaskReward
-    from prefalign.evaluation.registry import build_task
-
-    return TaskReward(build_task(argument))
-
-
 register_task_reward("char_fraction", _char_fraction)
 register_task_reward("length_target", _length_target)
-register_task_reward("eval", _evaluation_task)

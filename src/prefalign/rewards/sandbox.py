@@ -57,12 +57,20 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
-from prefalign.rewards.sandbox_isolation import probe_isolation, _next_uid, kill_uid, _user_task_count, _wait_exit, _remove_tree
+from prefalign.rewards.sandbox_isolation import (
+    _next_uid,
+    _remove_tree,
+    _user_task_count,
+    _wait_exit,
+    kill_uid,
+    probe_isolation,
+)
 
 STATUSES = ("passed", "failed", "timeout", "error", "memory")
 _MEMORY_EXIT = 86  # the harness exits with this code after a MemoryError
@@ -276,9 +284,16 @@ class Sandbox:
                 fh.write(program)
             if uid is not None:
                 os.chown(workdir, uid, uid)
-            job = {"limits": self._limits(uid), "uid": uid, "guard": iso.audit_guard, "workdir": workdir,
-                   "read_roots": list(iso.read_roots), "nonce": nonce, "stages": [tuple(s) for s in stages],
-                   "stop_at_first_failure": c.stop_at_first_failure}
+            job = {
+                "limits": self._limits(uid),
+                "uid": uid,
+                "guard": iso.audit_guard,
+                "workdir": workdir,
+                "read_roots": list(iso.read_roots),
+                "nonce": nonce,
+                "stages": [tuple(s) for s in stages],
+                "stop_at_first_failure": c.stop_at_first_failure,
+            }
             job_path = os.path.join(control, "job")
             with open(job_path, "wb") as fh:
                 marshal.dump(job, fh)

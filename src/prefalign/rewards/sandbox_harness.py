@@ -5,23 +5,73 @@ for a MemoryError, and runs it as ``python -I -S -B -c <source> job_file``. It i
 heavy (start-up is most of a trivial program's cost): it reads the job (marshal), sets the limits,
 drops to the throw-away uid, installs the audit-hook guard, then runs the stages.
 """
-import builtins, marshal, os, sys
-_DENY = {"os.fork", "os.forkpty", "os.exec", "os.spawn", "os.posix_spawn", "os.system", "os.kill",
-         "os.killpg", "os.startfile", "signal.pthread_kill", "subprocess.Popen", "pty.spawn",
-         "resource.setrlimit", "resource.prlimit", "sqlite3.enable_load_extension", "webbrowser.open"}
-_DENY_PREFIX = ("socket.", "ctypes.", "urllib.", "http.", "ftplib.", "smtplib.", "imaplib.", "poplib.",
-                "nntplib.", "telnetlib.", "syslog.")
-_READ_EVENTS = {"os.listdir": (0,), "os.scandir": (0,), "os.chdir": (0,), "glob.glob": (0,),
-                "os.listxattr": (0,), "os.getxattr": (0,)}
-_WRITE_EVENTS = {"os.mkdir": (0,), "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1),
-                 "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,), "os.chmod": (0,),
-                 "os.chown": (0,), "os.utime": (0,), "os.setxattr": (0,), "os.removexattr": (0,),
-                 "sqlite3.connect": (0,)}
+
+import builtins
+import marshal
+import os
+import sys
+
+_DENY = {
+    "os.fork",
+    "os.forkpty",
+    "os.exec",
+    "os.spawn",
+    "os.posix_spawn",
+    "os.system",
+    "os.kill",
+    "os.killpg",
+    "os.startfile",
+    "signal.pthread_kill",
+    "subprocess.Popen",
+    "pty.spawn",
+    "resource.setrlimit",
+    "resource.prlimit",
+    "sqlite3.enable_load_extension",
+    "webbrowser.open",
+}
+_DENY_PREFIX = (
+    "socket.",
+    "ctypes.",
+    "urllib.",
+    "http.",
+    "ftplib.",
+    "smtplib.",
+    "imaplib.",
+    "poplib.",
+    "nntplib.",
+    "telnetlib.",
+    "syslog.",
+)
+_READ_EVENTS = {
+    "os.listdir": (0,),
+    "os.scandir": (0,),
+    "os.chdir": (0,),
+    "glob.glob": (0,),
+    "os.listxattr": (0,),
+    "os.getxattr": (0,),
+}
+_WRITE_EVENTS = {
+    "os.mkdir": (0,),
+    "os.remove": (0,),
+    "os.rmdir": (0,),
+    "os.rename": (0, 1),
+    "os.link": (0, 1),
+    "os.symlink": (1,),
+    "os.truncate": (0,),
+    "os.chmod": (0,),
+    "os.chown": (0,),
+    "os.utime": (0,),
+    "os.setxattr": (0,),
+    "os.removexattr": (0,),
+    "sqlite3.connect": (0,),
+}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
 
 def _install_guard(workdir, read_roots):
     realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
     workdir = realpath(workdir)
+
     def inside(path, roots):
         if path is None or isinstance(path, int):
             return True
@@ -30,6 +80,7 @@ def _install_guard(workdir, read_roots):
         except (TypeError, ValueError):
             return False
         return any(path == r or path.startswith(r.rstrip(sep) + sep) for r in roots)
+
     def hook(event, args):
         if event == "open":
             mode, flags = args[1], (args[2] if len(args) > 2 else 0) or 0
@@ -43,7 +94,9 @@ def _install_guard(workdir, read_roots):
             allowed = event not in _DENY and not event.startswith(_DENY_PREFIX)
         if not allowed:
             raise PermissionError("sandbox refused %s%r" % (event, tuple(args)[:2]))
+
     sys.addaudithook(hook)
+
 
 def _summary(exc):
     try:
@@ -52,9 +105,11 @@ def _summary(exc):
         text = type(exc).__name__
     return text.replace("\n", " ")[:300]
 
+
 def _out_of_memory():
     os.write(2, b"MemoryError: the program exceeded its memory limit\n")
     os._exit(MEMORY_EXIT)
+
 
 def _marker(nonce):
     def mark(kind, index, summary=""):
@@ -63,7 +118,9 @@ def _marker(nonce):
         except BaseException:
             pass
         os.write(1, ("\n%s\t%s\t%d\t%s\n" % (nonce, kind, index, summary)).encode())
+
     return mark
+
 
 def _run_checked(stages, mark, stop_at_first_failure):
     namespace = {"__name__": "__solution__", "__builtins__": builtins}
@@ -83,6 +140,7 @@ def _run_checked(stages, mark, stop_at_first_failure):
     mark("done", len(stages))
     os._exit(0)
 
+
 def _run_script(label, source):
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     try:
@@ -90,10 +148,13 @@ def _run_script(label, source):
     except MemoryError:
         _out_of_memory()
 
+
 def _main(job_path):
     with open(job_path, "rb") as fh:
         job = marshal.load(fh)
-    import resource, signal
+    import resource
+    import signal
+
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; a write past the cap must kill
     for name, soft, hard in job["limits"]:
         resource.setrlimit(getattr(resource, name), (soft, hard))
@@ -111,6 +172,7 @@ def _main(job_path):
         _run_script(*job["stages"][0][:2])
     else:
         _run_checked(job["stages"], _marker(job.pop("nonce")), job["stop_at_first_failure"])
+
 
 if __name__ == "__main__":
     _main(sys.argv[1])

@@ -56,7 +56,7 @@ def _probe_python(python: str, uid: int | None) -> tuple[str, ...] | None:
     return tuple(json.loads(done.stdout)) if done.returncode == 0 else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_isolation(python: str | None, drop_privileges: bool, network_namespace: bool, audit_guard: bool) -> Isolation:
     """Find which layers work here (cached): a dropped uid must be able to start the interpreter
     (``/root`` is often unreadable to it, hence the fallback to the system ``python3``)."""
@@ -89,7 +89,7 @@ def _next_uid() -> int:
 # A small root process that kills every process of a uid on request: it forks itself (cheap, unlike
 # forking this process, which may hold a whole model), drops to the uid and calls kill(-1, SIGKILL),
 # which reaches every process of that uid and nothing else.
-_SWEEPER = r'''
+_SWEEPER = r"""
 import os, sys
 for line in sys.stdin:
     uid = int(line)
@@ -103,7 +103,7 @@ for line in sys.stdin:
     os.waitpid(pid, 0)
     sys.stdout.write("swept\n")
     sys.stdout.flush()
-'''
+"""
 _sweeper_lock = threading.Lock()
 _sweeper: list[subprocess.Popen] = []
 

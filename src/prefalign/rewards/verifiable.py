@@ -22,9 +22,9 @@ and like open-instruct's GSM8K evaluation (the suite behind Ivison et al.).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
 
 import torch
 
@@ -154,7 +154,9 @@ class GSM8KReward:
         for index, (prompt, response) in enumerate(zip(prompts, responses)):
             reference = prompt.metadata.get("reference")
             if not isinstance(reference, str):
-                raise ValueError(f"prompt {index} has no string metadata['reference'] (got {reference!r}); load it with load_gsm8k")
+                raise ValueError(
+                    f"prompt {index} has no string metadata['reference'] (got {reference!r}); load it with load_gsm8k"
+                )
             scores.append(self.score_one(response, reference))
         return scores
 

@@ -19,8 +19,8 @@ response cut off without EOS), then optional normalisation by running statistics
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Callable, Sequence
 
 import torch
 from transformers import PreTrainedModel
@@ -55,7 +55,7 @@ class Experience:
     def __len__(self) -> int:
         return int(self.sequences.shape[0])
 
-    def select(self, rows: Sequence[int] | torch.Tensor) -> "Experience":
+    def select(self, rows: Sequence[int] | torch.Tensor) -> Experience:
         """The given rows, trimmed to their longest sequence (micro-batches carry no extra padding)."""
         index = torch.as_tensor(rows, dtype=torch.long, device=self.sequences.device)
         width = int(self.attention_mask[index].sum(dim=1).max().item())
@@ -65,7 +65,7 @@ class Experience:
             picked[f.name] = value[:, :width] if value.dim() == 2 else value
         return Experience(**picked)
 
-    def to(self, device: torch.device | str) -> "Experience":
+    def to(self, device: torch.device | str) -> Experience:
         return Experience(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
@@ -76,7 +76,9 @@ def aligned_values(critic: PreTrainedModel, input_ids: torch.Tensor, attention_m
     by DDP: it is called through its own ``forward`` (so gradients synchronise), which applies the head
     at every position, as :func:`prefalign.models.heads.token_values` does; positions count real tokens.
     """
-    out = critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask), use_cache=False)
+    out = critic(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask), use_cache=False
+    )
     per_position = out.logits.squeeze(-1).float()  # (B, T): value of the prefix ending at token t
     return torch.nn.functional.pad(per_position[:, :-1], (1, 0))
 
@@ -101,14 +103,18 @@ def map_micro_batches(
 
 
 @torch.no_grad()
-def rollout_logprobs(model: PreTrainedModel, rollout: Rollout, micro_batch_size: int, temperature: float) -> torch.Tensor:
+def rollout_logprobs(
+    model: PreTrainedModel, rollout: Rollout, micro_batch_size: int, temperature: float
+) -> torch.Tensor:
     """(N, T) log-probabilities of the rollout's tokens under ``model`` (0 off the response)."""
     device = next(model.parameters()).device
 
     def fn(ids, mask, response):
         return token_logprobs(model, ids, mask, response, temperature=temperature)
 
-    return map_micro_batches(fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device)
+    return map_micro_batches(
+        fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device
+    )
 
 
 @torch.no_grad()
@@ -119,7 +125,9 @@ def rollout_values(critic: PreTrainedModel, rollout: Rollout, micro_batch_size: 
     def fn(ids, mask, response):
         return aligned_values(critic, ids, mask) * response
 
-    return map_micro_batches(fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device)
+    return map_micro_batches(
+        fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device
+    )
 
 
 class RolloutScorer:
@@ -151,7 +159,9 @@ class RolloutScorer:
         return total
 
 
-def apply_truncated_reward(raw_scores: torch.Tensor, ended_with_eos: torch.Tensor, truncated_reward: float | None) -> torch.Tensor:
+def apply_truncated_reward(
+    raw_scores: torch.Tensor, ended_with_eos: torch.Tensor, truncated_reward: float | None
+) -> torch.Tensor:
     """The EOS trick: rows cut off without EOS get ``truncated_reward`` (None: scores unchanged). (N,) -> (N,)."""
     scores = raw_scores.float()
     if truncated_reward is None:

@@ -26,8 +26,8 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -78,7 +78,7 @@ class Rollout:
     def __len__(self) -> int:
         return int(self.sequences.shape[0])
 
-    def to(self, device: torch.device | str) -> "Rollout":
+    def to(self, device: torch.device | str) -> Rollout:
         """The same rollout with every tensor on ``device``."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in moved.items():
@@ -86,7 +86,7 @@ class Rollout:
                 moved[key] = value.to(device)
         return Rollout(**moved)
 
-    def select(self, rows: Sequence[int] | torch.Tensor) -> "Rollout":
+    def select(self, rows: Sequence[int] | torch.Tensor) -> Rollout:
         """The rows ``rows`` (in that order), trimmed to their own longest sequence."""
         index = torch.as_tensor(rows, dtype=torch.long, device=self.sequences.device)
         width = int(self.attention_mask[index].sum(dim=1).max().item()) if len(index) else 0
@@ -167,7 +167,9 @@ def _split_generated(new_tokens: torch.Tensor, eos_id: int) -> tuple[list[list[i
 
 
 @torch.no_grad()
-def _generate_chunk(model, prompts: list[list[int]], kwargs: dict, pad_id: int, eos_id: int, device) -> tuple[list[list[int]], list[bool]]:
+def _generate_chunk(
+    model, prompts: list[list[int]], kwargs: dict, pad_id: int, eos_id: int, device
+) -> tuple[list[list[int]], list[bool]]:
     batch = collate_prompts(prompts, pad_id)  # left-padded (n, Tp)
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch["attention_mask"].to(device)
@@ -210,7 +212,9 @@ def generate(
             if generator_seed is not None:
                 torch.manual_seed(generator_seed)
             for start in range(0, len(rows), micro_batch_size):
-                chunk_rows, chunk_ended = _generate_chunk(model, rows[start : start + micro_batch_size], kwargs, pad_id, eos_id, device)
+                chunk_rows, chunk_ended = _generate_chunk(
+                    model, rows[start : start + micro_batch_size], kwargs, pad_id, eos_id, device
+                )
                 responses.extend(chunk_rows)
                 ended.extend(chunk_ended)
     finally:

@@ -44,10 +44,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
 class Checkpointer:
     def __init__(self, output_dir: str | Path, accelerator: Accelerator, keep: int = 2):
         self.root = Path(output_dir) / "checkpoints"
@@ -83,7 +79,7 @@ class Checkpointer:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            atomic_write_text(self.root / "latest", name)
+            write_text_atomic(self.root / "latest", name)
             self._prune(keep_name=name)
         acc.wait_for_everyone()
         return final
@@ -104,6 +100,8 @@ class Checkpointer:
             load_model(acc.unwrap_model(model), str(file))
         rng_file = path / f"rng-{acc.process_index}.pt"
         if not rng_file.exists():
-            raise FileNotFoundError(f"checkpoint {path} has no {rng_file.name}: was it written with another process count?")
+            raise FileNotFoundError(
+                f"checkpoint {path} has no {rng_file.name}: was it written with another process count?"
+            )
         set_rng_state(torch.load(rng_file, weights_only=False))
         return torch.load(path / "state.pt", weights_only=False)

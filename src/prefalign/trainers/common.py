@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -163,7 +163,9 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, cfg))
 
 
@@ -185,7 +187,9 @@ class BatchPlan:
 
     def __post_init__(self) -> None:
         if self.num_examples < self.global_batch_size:
-            raise ValueError(f"{self.num_examples} examples are fewer than one global batch of {self.global_batch_size}")
+            raise ValueError(
+                f"{self.num_examples} examples are fewer than one global batch of {self.global_batch_size}"
+            )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -232,10 +236,15 @@ def global_sum(value: float | torch.Tensor, accelerator: Accelerator) -> float:
 
 
 @torch.no_grad()
-def held_out_sums(accelerator: Accelerator, model: torch.nn.Module, items: Sequence, micro: int,
-                  collate: Callable[[Sequence], dict[str, torch.Tensor]],
-                  sums: Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, float]],
-                  keys: Sequence[str]) -> dict[str, float]:
+def held_out_sums(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    items: Sequence,
+    micro: int,
+    collate: Callable[[Sequence], dict[str, torch.Tensor]],
+    sums: Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, float]],
+    keys: Sequence[str],
+) -> dict[str, float]:
     """Sums of held-out statistics over all processes: each process takes every n-th item, runs
     ``sums(model, batch)`` (a dict with ``keys``) on micro-batches of ``collate``-d items in eval mode,
     and the totals are summed across processes in one reduction (key ``"count"``: the number of items).

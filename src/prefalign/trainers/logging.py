@@ -38,8 +38,17 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricLogger:
-    def __init__(self, output_dir: str | Path, *, is_main: bool, total_steps: int, description: str,
-                 tensorboard: bool = True, progress: bool = True, resume_step: int = 0):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        *,
+        is_main: bool,
+        total_steps: int,
+        description: str,
+        tensorboard: bool = True,
+        progress: bool = True,
+        resume_step: int = 0,
+    ):
         self.is_main = is_main
         self.path = Path(output_dir) / "metrics.jsonl"
         self.writer = None
@@ -51,12 +60,19 @@ class MetricLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+            self.writer = SummaryWriter(
+                log_dir=str(Path(output_dir) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+            )
         if progress:
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=console, transient=False,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
             )
             self.task = self.progress.add_task(description, total=total_steps, completed=resume_step, info="")
             self.progress.start()

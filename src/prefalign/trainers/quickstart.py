@@ -14,12 +14,12 @@ from typing import Any
 
 from rich.table import Table
 
+from prefalign.atomic import write_json_atomic
 from prefalign.data.config import DataConfig
 from prefalign.models.load import SMOLLM2, ModelConfig
 from prefalign.trainers.common import BatchConfig, OptimConfig, RunConfig
 from prefalign.trainers.logging import console
 from prefalign.trainers.reward_model import RewardModelConfig, run_reward_model
-from prefalign.trainers.session import write_json_atomic
 from prefalign.trainers.sft import SFTConfig, run_sft
 
 
@@ -51,8 +51,16 @@ class QuickstartConfig:
 
 def _data(cfg: QuickstartConfig, num_examples: int, eval_size: float) -> DataConfig:
     base = cfg.data
-    return DataConfig(source=base.source, path=base.path, data_dir=base.data_dir, num_examples=num_examples,
-                      eval_size=eval_size, max_length=cfg.max_length, strict=base.strict, seed=cfg.seed)
+    return DataConfig(
+        source=base.source,
+        path=base.path,
+        data_dir=base.data_dir,
+        num_examples=num_examples,
+        eval_size=eval_size,
+        max_length=cfg.max_length,
+        strict=base.strict,
+        seed=cfg.seed,
+    )
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
@@ -71,7 +79,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         model=ModelConfig(name_or_path=sft_results["model_dir"]),
         data=_data(cfg, cfg.rm_train_pairs + cfg.rm_eval_pairs, cfg.rm_eval_pairs),
         batch=BatchConfig(global_batch_size=16, micro_batch_size=cfg.micro_batch_size, epochs=1.0),
-        optim=OptimConfig(learning_rate=cfg.rm_learning_rate, min_learning_rate=cfg.rm_learning_rate / 10, warmup_ratio=0.1),
+        optim=OptimConfig(
+            learning_rate=cfg.rm_learning_rate, min_learning_rate=cfg.rm_learning_rate / 10, warmup_ratio=0.1
+        ),
         run=RunConfig(output_dir=str(out / "rm"), seed=cfg.seed),
     )
     console.rule("stage 2: reward model (Bradley-Terry) from the SFT model")
@@ -82,7 +92,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         table.add_column(col)
     table.add_row("SFT", "held-out response loss", f"{sft_results.get('eval/loss', float('nan')):.4f}")
     table.add_row("SFT", "seconds", f"{sft_results['seconds']:.0f}")
-    table.add_row("RM", "held-out accuracy before training", f"{rm_results.get('initial_eval/accuracy', float('nan')):.3f}")
+    table.add_row(
+        "RM", "held-out accuracy before training", f"{rm_results.get('initial_eval/accuracy', float('nan')):.3f}"
+    )
     table.add_row("RM", "held-out accuracy after training", f"{rm_results.get('eval/accuracy', float('nan')):.3f}")
     table.add_row("RM", "held-out mean margin", f"{rm_results.get('eval/margin', float('nan')):.3f}")
     table.add_row("RM", "seconds", f"{rm_results['seconds']:.0f}")

@@ -13,8 +13,9 @@ half) and mean margin r(chosen) - r(rejected).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -26,8 +27,16 @@ from prefalign.data.tokenize import EncodedPair, TruncatedAway, encode_pair
 from prefalign.models.heads import sequence_scores
 from prefalign.models.load import ModelConfig, load_reward_model, load_tokenizer, save_model
 from prefalign.trainers.common import (
-    BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step,
-    check_finite, global_sum, held_out_sums, micro_batches, shard,
+    BatchConfig,
+    BatchPlan,
+    OptimConfig,
+    RunConfig,
+    accumulate_and_step,
+    check_finite,
+    global_sum,
+    held_out_sums,
+    micro_batches,
+    shard,
 )
 from prefalign.trainers.session import TrainingSession
 
@@ -38,28 +47,41 @@ class RewardModelConfig:
     """Backbone of the reward model (usually the SFT model's folder)."""
     data: DataConfig = field(default_factory=lambda: DataConfig(max_length=512))
     """Preference pairs."""
-    batch: BatchConfig = field(default_factory=lambda: BatchConfig(global_batch_size=512, micro_batch_size=8, epochs=1.0))
+    batch: BatchConfig = field(
+        default_factory=lambda: BatchConfig(global_batch_size=512, micro_batch_size=8, epochs=1.0)
+    )
     """Batch sizes (pairs) and training length."""
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-5, min_learning_rate=1e-6, warmup_ratio=0.03))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(learning_rate=1e-5, min_learning_rate=1e-6, warmup_ratio=0.03)
+    )
     """Optimizer and schedule (Ivison et al. defaults)."""
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/rm"))
     """Output folder, seed, checkpoints, logging."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "ivison": {"optim": {"learning_rate": 1e-5, "min_learning_rate": 1e-6, "warmup_ratio": 0.03},
-               "batch": {"global_batch_size": 512, "epochs": 1.0}},
+    "ivison": {
+        "optim": {"learning_rate": 1e-5, "min_learning_rate": 1e-6, "warmup_ratio": 0.03},
+        "batch": {"global_batch_size": 512, "epochs": 1.0},
+    },
     # Xu et al. (2024, App. C): reward model lr 1e-5 (their Table 7 values), batch 64 pairs, 1 epoch.
-    "xu": {"optim": {"learning_rate": 1e-5, "min_learning_rate": 0.0}, "batch": {"global_batch_size": 64, "epochs": 1.0}},
+    "xu": {
+        "optim": {"learning_rate": 1e-5, "min_learning_rate": 0.0},
+        "batch": {"global_batch_size": 64, "epochs": 1.0},
+    },
 }
 
 
-def encode_pairs(tokenizer, pairs: Sequence[PreferencePair], data: DataConfig) -> tuple[list[EncodedPair], dict[str, int]]:
+def encode_pairs(
+    tokenizer, pairs: Sequence[PreferencePair], data: DataConfig
+) -> tuple[list[EncodedPair], dict[str, int]]:
     """Tokenise pairs; a pair with an empty or truncated-away response is skipped and counted."""
     encoded, stats = [], {"skipped_empty": 0, "truncated": 0}
     for pair in pairs:
         try:
-            enc = encode_pair(tokenizer, pair.prompt, pair.chosen, pair.rejected, data.max_length, data.max_prompt_length)
+            enc = encode_pair(
+                tokenizer, pair.prompt, pair.chosen, pair.rejected, data.max_length, data.max_prompt_length
+            )
         except TruncatedAway:
             stats["skipped_empty"] += 1
             continue
@@ -76,7 +98,9 @@ def pair_scores(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, to
 
 
 @torch.no_grad()
-def evaluate_pairs(session: TrainingSession, model, pairs: Sequence[EncodedPair], pad_id: int, micro: int) -> dict[str, float]:
+def evaluate_pairs(
+    session: TrainingSession, model, pairs: Sequence[EncodedPair], pad_id: int, micro: int
+) -> dict[str, float]:
     """Held-out accuracy (ties count half), mean margin and loss, over all processes."""
     if not pairs:
         return {}
@@ -84,15 +108,22 @@ def evaluate_pairs(session: TrainingSession, model, pairs: Sequence[EncodedPair]
     def sums(inner, batch):
         chosen, rejected = pair_scores(inner, batch)
         diff = chosen - rejected
-        return {"accuracy": (diff > 0).float().sum() + 0.5 * (diff == 0).float().sum(), "margin": diff.sum(),
-                "loss": bradley_terry_loss(chosen, rejected).sum()}
+        return {
+            "accuracy": (diff > 0).float().sum() + 0.5 * (diff == 0).float().sum(),
+            "margin": diff.sum(),
+            "loss": bradley_terry_loss(chosen, rejected).sum(),
+        }
 
     keys = ("accuracy", "margin", "loss")
-    totals = held_out_sums(session.accelerator, model, pairs, micro, lambda chunk: collate_pairs(chunk, pad_id), sums, keys)
+    totals = held_out_sums(
+        session.accelerator, model, pairs, micro, lambda chunk: collate_pairs(chunk, pad_id), sums, keys
+    )
     return {f"eval/{key}": totals[key] / totals["count"] for key in keys}
 
 
-def run_reward_model(config: RewardModelConfig, pairs: tuple[list[PreferencePair], list[PreferencePair]] | None = None) -> dict[str, Any]:
+def run_reward_model(
+    config: RewardModelConfig, pairs: tuple[list[PreferencePair], list[PreferencePair]] | None = None
+) -> dict[str, Any]:
     """Train; ``pairs`` = (train, held-out) overrides loading from ``config.data``."""
     session = TrainingSession(config.run, config)
     acc = session.accelerator
@@ -105,9 +136,13 @@ def run_reward_model(config: RewardModelConfig, pairs: tuple[list[PreferencePair
     tokenizer = load_tokenizer(config.model)
     train, stats = encode_pairs(tokenizer, train_pairs, config.data)
     held_out, _ = encode_pairs(tokenizer, eval_pairs, config.data)
-    session.print(f"reward model: {len(train)} training pairs ({stats['truncated']} truncated, "
-                  f"{stats['skipped_empty']} skipped as empty), {len(held_out)} held out")
-    plan = BatchPlan(len(train), config.batch.global_batch_size, config.run.seed, config.batch.epochs, config.batch.max_steps)
+    session.print(
+        f"reward model: {len(train)} training pairs ({stats['truncated']} truncated, "
+        f"{stats['skipped_empty']} skipped as empty), {len(held_out)} held out"
+    )
+    plan = BatchPlan(
+        len(train), config.batch.global_batch_size, config.run.seed, config.batch.epochs, config.batch.max_steps
+    )
     # 2. model and optimizer
     model = load_reward_model(config.model, seed=config.run.seed)
     model, optimizer, scheduler, _ = session.prepare_training("reward_model", model, config.optim, plan.total_steps)
@@ -120,7 +155,9 @@ def run_reward_model(config: RewardModelConfig, pairs: tuple[list[PreferencePair
     for step in range(session.start_step, plan.total_steps):
         indices = plan.step_indices(step)
         local = [train[i] for i in shard(indices, acc.process_index, acc.num_processes)]
-        batches = [{k: v.to(acc.device) for k, v in collate_pairs(mb, pad_id).items()} for mb in micro_batches(local, micro)]
+        batches = [
+            {k: v.to(acc.device) for k, v in collate_pairs(mb, pad_id).items()} for mb in micro_batches(local, micro)
+        ]
         sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
 
         def loss_fn(batch):
@@ -146,9 +183,17 @@ def run_reward_model(config: RewardModelConfig, pairs: tuple[list[PreferencePair
     session.save(plan.total_steps)
     if session.is_main:
         save_model(acc.unwrap_model(model), tokenizer, session.output_dir / "model")
-    results = {"steps": plan.total_steps, "train_pairs": len(train), "eval_pairs": len(held_out),
-               "truncated": stats["truncated"], **{f"initial_{k}": v for k, v in initial.items()}, **final,
-               "model_dir": str(session.output_dir / "model")}
+    results = {
+        "steps": plan.total_steps,
+        "train_pairs": len(train),
+        "eval_pairs": len(held_out),
+        "truncated": stats["truncated"],
+        **{f"initial_{k}": v for k, v in initial.items()},
+        **final,
+        "model_dir": str(session.output_dir / "model"),
+    }
     if final:
-        session.print(f"reward model done: held-out accuracy {final['eval/accuracy']:.3f}, margin {final['eval/margin']:.3f}")
+        session.print(
+            f"reward model done: held-out accuracy {final['eval/accuracy']:.3f}, margin {final['eval/margin']:.3f}"
+        )
     return session.finish(results)

@@ -16,16 +16,18 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from prefalign.atomic import write_json_atomic as _write_json_atomic
+from prefalign.atomic import write_json_atomic
 from prefalign.config import save_yaml
 from prefalign.trainers.checkpoint import Checkpointer
-from prefalign.trainers.common import OptimConfig, RunConfig, build_optimizer, build_scheduler, make_accelerator, set_seed
+from prefalign.trainers.common import (
+    OptimConfig,
+    RunConfig,
+    build_optimizer,
+    build_scheduler,
+    make_accelerator,
+    set_seed,
+)
 from prefalign.trainers.logging import MetricLogger, console
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """A run's JSON report (tensors and numpy scalars as floats), written atomically."""
-    return _write_json_atomic(path, data, default=float)
 
 
 @dataclass
@@ -37,7 +39,9 @@ class TrainingSession:
     logger: MetricLogger | None = field(init=False, default=None)
     start_step: int = field(init=False, default=0)
     started: float = field(init=False, default_factory=time.time)
-    trained: tuple[dict, dict, dict] = field(init=False, default_factory=lambda: ({}, {}, {}))  # models, optimizers, schedulers to checkpoint
+    trained: tuple[dict, dict, dict] = field(
+        init=False, default_factory=lambda: ({}, {}, {})
+    )  # models, optimizers, schedulers to checkpoint
 
     def __post_init__(self) -> None:
         self.accelerator = make_accelerator(self.run)
@@ -56,7 +60,9 @@ class TrainingSession:
         if self.is_main:
             console.print(message)
 
-    def resume(self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any], schedulers: dict[str, Any]) -> dict[str, Any]:
+    def resume(
+        self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any], schedulers: dict[str, Any]
+    ) -> dict[str, Any]:
         """Restore the latest checkpoint if ``run.resume``; returns the trainer state ({} if fresh)."""
         if not self.run.resume:
             return {}
@@ -73,7 +79,9 @@ class TrainingSession:
         self.print(f"resumed from {path} at step {self.start_step}")
         return state.get("trainer", {})
 
-    def prepare_training(self, name: str, model: torch.nn.Module, optim: OptimConfig, total_steps: int) -> tuple[Any, Any, Any, dict]:
+    def prepare_training(
+        self, name: str, model: torch.nn.Module, optim: OptimConfig, total_steps: int
+    ) -> tuple[Any, Any, Any, dict]:
         """AdamW and its schedule for one trained model, through ``accelerator.prepare``, then the resume.
 
         Returns (model, optimizer, scheduler, trainer state of the restored checkpoint or {}); the three
@@ -88,13 +96,24 @@ class TrainingSession:
 
     def start_logging(self, total_steps: int, description: str) -> MetricLogger:
         self.logger = MetricLogger(
-            self.output_dir, is_main=self.is_main, total_steps=total_steps, description=description,
-            tensorboard=self.run.tensorboard, progress=self.run.progress, resume_step=self.start_step,
+            self.output_dir,
+            is_main=self.is_main,
+            total_steps=total_steps,
+            description=description,
+            tensorboard=self.run.tensorboard,
+            progress=self.run.progress,
+            resume_step=self.start_step,
         )
         return self.logger
 
-    def save(self, step: int, models: dict[str, torch.nn.Module] | None = None, optimizers: dict[str, Any] | None = None,
-             schedulers: dict[str, Any] | None = None, trainer_state: dict[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        step: int,
+        models: dict[str, torch.nn.Module] | None = None,
+        optimizers: dict[str, Any] | None = None,
+        schedulers: dict[str, Any] | None = None,
+        trainer_state: dict[str, Any] | None = None,
+    ) -> Path:
         """A checkpoint of ``models`` / ``optimizers`` / ``schedulers`` (default: those of :meth:`prepare_training`)."""
         if models is None:
             models, optimizers, schedulers = self.trained

@@ -11,8 +11,9 @@ tokens carry no loss. Each response ends with the tokenizer's EOS, which is trai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -23,8 +24,16 @@ from prefalign.data.tokenize import Encoded, TruncatedAway, encode_example
 from prefalign.models.load import ModelConfig, load_causal_lm, load_tokenizer, save_model
 from prefalign.models.logprobs import token_logprobs
 from prefalign.trainers.common import (
-    BatchConfig, BatchPlan, OptimConfig, RunConfig, accumulate_and_step,
-    check_finite, global_sum, held_out_sums, micro_batches, shard,
+    BatchConfig,
+    BatchPlan,
+    OptimConfig,
+    RunConfig,
+    accumulate_and_step,
+    check_finite,
+    global_sum,
+    held_out_sums,
+    micro_batches,
+    shard,
 )
 from prefalign.trainers.session import TrainingSession
 
@@ -35,7 +44,9 @@ class SFTConfig:
     """The model to fine-tune."""
     data: DataConfig = field(default_factory=lambda: DataConfig(max_length=512))
     """Training data: an SFT source, or a preference source whose chosen responses are used."""
-    batch: BatchConfig = field(default_factory=lambda: BatchConfig(global_batch_size=32, micro_batch_size=8, epochs=1.0))
+    batch: BatchConfig = field(
+        default_factory=lambda: BatchConfig(global_batch_size=32, micro_batch_size=8, epochs=1.0)
+    )
     """Batch sizes and training length."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-5, warmup_ratio=0.03))
     """Optimizer and learning-rate schedule."""
@@ -45,14 +56,19 @@ class SFTConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Tulu 2 SFT recipe used by Ivison et al. (2024): lr 2e-5, 2 epochs, 3% warm-up, batch 128.
-    "ivison": {"optim": {"learning_rate": 2e-5, "warmup_ratio": 0.03}, "batch": {"global_batch_size": 128, "epochs": 2.0},
-               "data": {"max_length": 2048}},
+    "ivison": {
+        "optim": {"learning_rate": 2e-5, "warmup_ratio": 0.03},
+        "batch": {"global_batch_size": 128, "epochs": 2.0},
+        "data": {"max_length": 2048},
+    },
     # SFT on the preference data's chosen responses before DPO (Xu et al. 2024, Table 2).
     "xu-sft-on-preferences": {"optim": {"learning_rate": 1e-5}, "batch": {"global_batch_size": 64, "epochs": 1.0}},
 }
 
 
-def encode_examples(tokenizer, examples: Sequence[SFTExample], data: DataConfig) -> tuple[list[Encoded], dict[str, int]]:
+def encode_examples(
+    tokenizer, examples: Sequence[SFTExample], data: DataConfig
+) -> tuple[list[Encoded], dict[str, int]]:
     """Tokenise; empty or truncated-away responses are skipped and counted, truncations counted."""
     encoded, stats = [], {"skipped_empty": 0, "truncated": 0}
     for ex in examples:
@@ -73,13 +89,21 @@ def response_nll_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_nll(session: TrainingSession, model, encoded: Sequence[Encoded], pad_id: int, micro: int) -> dict[str, float]:
+def evaluate_nll(
+    session: TrainingSession, model, encoded: Sequence[Encoded], pad_id: int, micro: int
+) -> dict[str, float]:
     """Held-out mean response-token NLL, computed over all processes."""
     if not encoded:
         return {}
-    totals = held_out_sums(session.accelerator, model, encoded, micro, lambda chunk: collate_encoded(chunk, pad_id),
-                           lambda inner, batch: {"nll": response_nll_sum(inner, batch), "tokens": batch["response_mask"].sum()},
-                           keys=("nll", "tokens"))
+    totals = held_out_sums(
+        session.accelerator,
+        model,
+        encoded,
+        micro,
+        lambda chunk: collate_encoded(chunk, pad_id),
+        lambda inner, batch: {"nll": response_nll_sum(inner, batch), "tokens": batch["response_mask"].sum()},
+        keys=("nll", "tokens"),
+    )
     nll = totals["nll"] / max(totals["tokens"], 1.0)
     return {"eval/loss": nll, "eval/perplexity": float(torch.exp(torch.tensor(nll)))}
 
@@ -97,9 +121,13 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
     tokenizer = load_tokenizer(config.model)
     train, train_stats = encode_examples(tokenizer, train_ex, config.data)
     held_out, _ = encode_examples(tokenizer, eval_ex, config.data)
-    session.print(f"SFT: {len(train)} training examples ({train_stats['truncated']} truncated, "
-                  f"{train_stats['skipped_empty']} skipped as empty), {len(held_out)} held out")
-    plan = BatchPlan(len(train), config.batch.global_batch_size, config.run.seed, config.batch.epochs, config.batch.max_steps)
+    session.print(
+        f"SFT: {len(train)} training examples ({train_stats['truncated']} truncated, "
+        f"{train_stats['skipped_empty']} skipped as empty), {len(held_out)} held out"
+    )
+    plan = BatchPlan(
+        len(train), config.batch.global_batch_size, config.run.seed, config.batch.epochs, config.batch.max_steps
+    )
     # 2. model and optimizer
     model = load_causal_lm(config.model, seed=config.run.seed)
     model, optimizer, scheduler, _ = session.prepare_training("policy", model, config.optim, plan.total_steps)
@@ -111,8 +139,10 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
         indices = plan.step_indices(step)
         global_tokens = sum(train[i].response_length for i in indices)
         local = [train[i] for i in shard(indices, acc.process_index, acc.num_processes)]
-        batches = [{k: v.to(acc.device) for k, v in collate_encoded(mb, pad_id).items()}
-                   for mb in micro_batches(local, config.batch.micro_batch_size)]
+        batches = [
+            {k: v.to(acc.device) for k, v in collate_encoded(mb, pad_id).items()}
+            for mb in micro_batches(local, config.batch.micro_batch_size)
+        ]
         losses: list[float] = []
 
         def loss_fn(batch):
@@ -123,8 +153,13 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
         grad_norm = accumulate_and_step(acc, model, optimizer, scheduler, batches, loss_fn, config.optim.max_grad_norm)
         loss_value = global_sum(sum(losses), acc)
         check_finite("loss", loss_value, step + 1)
-        metrics = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                   "tokens": global_tokens, "epoch": plan.epoch_of(step + 1)}
+        metrics = {
+            "loss": loss_value,
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm,
+            "tokens": global_tokens,
+            "epoch": plan.epoch_of(step + 1),
+        }
         if session.due(step + 1, config.run.eval_every, plan.total_steps):
             metrics.update(evaluate_nll(session, model, held_out, pad_id, config.batch.micro_batch_size))
         logger.log(step + 1, metrics, show=("loss", "eval/loss"))
@@ -135,8 +170,14 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
     session.save(plan.total_steps)
     if session.is_main:
         save_model(acc.unwrap_model(model), tokenizer, session.output_dir / "model")
-    results = {"steps": plan.total_steps, "train_examples": len(train), "eval_examples": len(held_out),
-               "truncated": train_stats["truncated"], **final, "model_dir": str(session.output_dir / "model")}
+    results = {
+        "steps": plan.total_steps,
+        "train_examples": len(train),
+        "eval_examples": len(held_out),
+        "truncated": train_stats["truncated"],
+        **final,
+        "model_dir": str(session.output_dir / "model"),
+    }
     if final:
         session.print(f"SFT done: held-out loss {final['eval/loss']:.4f} (perplexity {final['eval/perplexity']:.2f})")
     return session.finish(results)

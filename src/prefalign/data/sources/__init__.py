@@ -18,8 +18,9 @@ Prompts from a named set are its distinct prompts, for PPO rollouts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from prefalign.data.io import DropReport
 from prefalign.data.schema import PreferencePair, Prompt, RankedResponses, SFTExample
@@ -27,7 +28,11 @@ from prefalign.data.sources.helpsteer import load_helpsteer, load_helpsteer_rank
 from prefalign.data.sources.hh_rlhf import hh_sft_examples, load_hh_rlhf
 from prefalign.data.sources.jsonl import apply_limit, load_pairs, load_prompts, load_sft_examples
 from prefalign.data.sources.safe_rlhf import load_safe_rlhf, safe_sft_examples
-from prefalign.data.sources.ultrafeedback import load_ultrafeedback, load_ultrafeedback_binarized, load_ultrafeedback_ranked
+from prefalign.data.sources.ultrafeedback import (
+    load_ultrafeedback,
+    load_ultrafeedback_binarized,
+    load_ultrafeedback_ranked,
+)
 
 PREFERENCE_SOURCES: dict[str, Callable[..., list[PreferencePair]]] = {
     "hh-rlhf": load_hh_rlhf,
@@ -54,7 +59,9 @@ def source_name(name_or_path: Any) -> str | None:
 
 def _check_user_source(name_or_path: Any) -> None:
     if isinstance(name_or_path, (str, Path)) and not Path(name_or_path).exists():
-        raise ValueError(f"{name_or_path!r} is neither a data set name ({', '.join(PREFERENCE_SOURCES)}) nor an existing file")
+        raise ValueError(
+            f"{name_or_path!r} is neither a data set name ({', '.join(PREFERENCE_SOURCES)}) nor an existing file"
+        )
 
 
 def load_preference_data(
@@ -75,7 +82,9 @@ def load_preference_data(
         pairs = PREFERENCE_SOURCES[name](path, strict=strict, report=report, limit=limit, seed=seed, **options)
         return pairs, report
     _check_user_source(name_or_path)
-    common = dict(columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed)
+    common = dict(
+        columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed
+    )
     return load_pairs(name_or_path, **common, **options), report
 
 
@@ -95,7 +104,9 @@ def load_sft_data(
     if name is None:
         _check_user_source(name_or_path)
         report = DropReport()
-        common = dict(columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed)
+        common = dict(
+            columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed
+        )
         return load_sft_examples(name_or_path, **common, **options), report
     pairs, report = load_preference_data(name, path=path, strict=strict, **options)
     examples = safe_sft_examples(pairs) if name == "safe-rlhf" else hh_sft_examples(pairs)
@@ -131,7 +142,9 @@ def load_prompt_data(
     if name is None:
         _check_user_source(name_or_path)
         report = DropReport()
-        common = dict(columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed)
+        common = dict(
+            columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed
+        )
         return load_prompts(name_or_path, **common, **options), report
     pairs, report = load_preference_data(name, path=path, strict=strict, **options)
     prompts = prompts_from_pairs(pairs)

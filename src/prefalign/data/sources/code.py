@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from prefalign.data.io import DropReport, iter_rows, read_records
 from prefalign.data.schema import DataError, Prompt, user_prompt

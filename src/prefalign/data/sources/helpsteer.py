@@ -19,9 +19,10 @@ chosen and rejected give "chosen identical to rejected" (naming the rejected row
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from prefalign.data.io import DropReport
 from prefalign.data.schema import DataError, PreferencePair, RankedResponses, user_prompt
@@ -81,7 +82,9 @@ def _pair(group: list[RatedResponse], source: str) -> PreferencePair:
     chosen = max(group, key=lambda r: r.score)  # max / min keep the earliest among ties
     rejected = min(group, key=lambda r: r.score)
     if chosen.response.strip() == rejected.response.strip():
-        raise DataError("chosen identical to rejected", source=source, line=rejected.metadata.get("line"), field="response")
+        raise DataError(
+            "chosen identical to rejected", source=source, line=rejected.metadata.get("line"), field="response"
+        )
     metadata = {
         "source": "helpsteer",
         "score_chosen": chosen.score,
@@ -145,7 +148,9 @@ def load_helpsteer(
     seed: int = 0,
 ) -> list[PreferencePair]:
     """HelpSteer pairs from a JSON/JSONL/Parquet file (default ``helpsteer/train.jsonl.gz`` in the data folder)."""
-    pairs, report = _load_grouped(path, strict, report, lambda rated, rep: rated_to_pairs(rated, report=rep, strict=strict))
+    pairs, report = _load_grouped(
+        path, strict, report, lambda rated, rep: rated_to_pairs(rated, report=rep, strict=strict)
+    )
     return apply_limit(pairs, limit, seed, report)
 
 

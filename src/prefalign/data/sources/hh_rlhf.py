@@ -1,4 +1,5 @@
-r"""Anthropic HH-RLHF (Bai et al., 2022): dialogue preference data of Xu et al. (2024, Table 2) and Ivison et al. (2024, Table 1).
+r"""Anthropic HH-RLHF (Bai et al., 2022): dialogue preference data of Xu et al. (2024, Table 2) and Ivison et al.
+(2024, Table 1).
 
 A row is ``{"chosen": str, "rejected": str}``, each a whole dialogue
 ``"\n\nHuman: ...\n\nAssistant: ...\n\nHuman: ...\n\nAssistant: ..."``. The two dialogues
@@ -36,8 +37,9 @@ silently given the chosen dialogue's history.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from prefalign.data.io import DropReport
 from prefalign.data.schema import DataError, Message, PreferencePair, SFTExample
@@ -64,7 +66,9 @@ def parse_hh_dialogue(text: str, *, field: str = "text", merge_repeated_turns: b
         content = content.strip()
         if not content:
             last = k == len(parts) // 2
-            reason = "empty final assistant turn" if last and speaker == "Assistant" else f"empty turn (turn {k}, {speaker})"
+            reason = (
+                "empty final assistant turn" if last and speaker == "Assistant" else f"empty turn (turn {k}, {speaker})"
+            )
             raise DataError(reason, field=field)
         role = SPEAKERS[speaker]
         if messages and messages[-1].role == role:

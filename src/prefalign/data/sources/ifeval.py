@@ -59,7 +59,9 @@ def load_ifeval(
 ) -> list[Prompt]:
     """The IFEval prompts in file order (``limit``: the first ``limit`` of them)."""
     path = Path(path) if path is not None else data_path(*INPUT_FILE)
-    prompts = read_records(iter_rows(path, strict=strict, report=report), parse_ifeval_row, source=str(path), strict=strict, report=report)
+    prompts = read_records(
+        iter_rows(path, strict=strict, report=report), parse_ifeval_row, source=str(path), strict=strict, report=report
+    )
     return prompts[:limit] if limit is not None else prompts
 
 

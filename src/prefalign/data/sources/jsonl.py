@@ -21,8 +21,9 @@ This module also holds the row helpers the other adapters share (``require_text`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from prefalign.data.io import DropReport, iter_rows, read_records
 from prefalign.data.sampling import downsample
@@ -262,7 +263,9 @@ def row_to_pair(
     chosen, chosen_history = response_and_history(require(row, cols["chosen"]), cols["chosen"])
     rejected, rejected_history = response_and_history(require(row, cols["rejected"]), cols["rejected"])
     prompt = _settle_prompt(given, chosen_history, cols["chosen"], cols["prompt"])
-    if rejected_history and not same_turns(_settle_prompt(given, rejected_history, cols["rejected"], cols["prompt"]), prompt):
+    if rejected_history and not same_turns(
+        _settle_prompt(given, rejected_history, cols["rejected"], cols["prompt"]), prompt
+    ):
         raise DataError("chosen and rejected conversations have different prompts", field=cols["rejected"])
     if chosen.strip() == rejected.strip():
         raise DataError("chosen identical to rejected", field=cols["rejected"])
@@ -307,7 +310,12 @@ def load_pairs(
     """Preference pairs from a file, a ``datasets.Dataset`` or a list of dicts."""
     cols = _columns(PAIR_COLUMNS, columns)
     return load_records(
-        source, lambda row: row_to_pair(row, cols, metadata_columns), strict=strict, report=report, limit=limit, seed=seed
+        source,
+        lambda row: row_to_pair(row, cols, metadata_columns),
+        strict=strict,
+        report=report,
+        limit=limit,
+        seed=seed,
     )
 
 
@@ -324,7 +332,12 @@ def load_sft_examples(
     """SFT examples from a file, a ``datasets.Dataset`` or a list of dicts."""
     cols = _columns(SFT_COLUMNS, columns)
     return load_records(
-        source, lambda row: row_to_sft(row, cols, metadata_columns), strict=strict, report=report, limit=limit, seed=seed
+        source,
+        lambda row: row_to_sft(row, cols, metadata_columns),
+        strict=strict,
+        report=report,
+        limit=limit,
+        seed=seed,
     )
 
 
@@ -341,5 +354,10 @@ def load_prompts(
     """Prompts from a file, a ``datasets.Dataset`` or a list of dicts."""
     cols = _columns(PROMPT_COLUMNS, columns)
     return load_records(
-        source, lambda row: row_to_prompt(row, cols, metadata_columns), strict=strict, report=report, limit=limit, seed=seed
+        source,
+        lambda row: row_to_prompt(row, cols, metadata_columns),
+        strict=strict,
+        report=report,
+        limit=limit,
+        seed=seed,
     )

@@ -28,8 +28,9 @@ pair).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from prefalign.data.io import DropReport
 from prefalign.data.schema import DataError, PreferencePair, SFTExample, user_prompt

@@ -31,9 +31,10 @@ score below the rejected one is malformed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from prefalign.data.io import DropReport
 from prefalign.data.sampling import seeded_index

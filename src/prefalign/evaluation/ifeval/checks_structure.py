@@ -90,7 +90,7 @@ def check_json_format(response: str) -> bool:
     text = response.strip()
     for fence in ("```json", "```Json", "```JSON", "```"):
         if text.startswith(fence):
-            text = text[len(fence):]
+            text = text[len(fence) :]
             break
     if text.endswith("```"):
         text = text[:-3]

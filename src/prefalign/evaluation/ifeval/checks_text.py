@@ -28,7 +28,9 @@ def check_number_sentences(response: str, *, num_sentences: int, relation: str) 
     return compare(count_sentences(response), relation, num_sentences)
 
 
-def check_number_paragraphs_first_word(response: str, *, num_paragraphs: int, nth_paragraph: int, first_word: str) -> bool:
+def check_number_paragraphs_first_word(
+    response: str, *, num_paragraphs: int, nth_paragraph: int, first_word: str
+) -> bool:
     """``ParagraphFirstWordCheck``: exactly ``num_paragraphs`` non-empty blocks separated by a blank
     line (``\\n\\n``), and block ``nth_paragraph`` (1-based, counted over the raw split as upstream
     does) starts with ``first_word``, case-insensitively and ignoring leading quotes."""

@@ -18,8 +18,9 @@ difference was identified.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from prefalign.evaluation.ifeval import checks_structure as s
 from prefalign.evaluation.ifeval import checks_text as t
@@ -54,7 +55,9 @@ _INSTRUCTIONS = (
     Instruction("detectable_content:postscript", s.check_postscript, ("postscript_marker",)),
     Instruction("detectable_format:number_bullet_lists", s.check_number_bullet_lists, ("num_bullets",)),
     Instruction("detectable_format:constrained_response", s.check_constrained_response),
-    Instruction("detectable_format:number_highlighted_sections", s.check_number_highlighted_sections, ("num_highlights",)),
+    Instruction(
+        "detectable_format:number_highlighted_sections", s.check_number_highlighted_sections, ("num_highlights",)
+    ),
     Instruction("detectable_format:multiple_sections", s.check_multiple_sections, ("section_spliter", "num_sections")),
     Instruction("detectable_format:json_format", s.check_json_format),
     Instruction("detectable_format:title", s.check_title),
@@ -62,7 +65,9 @@ _INSTRUCTIONS = (
     Instruction("combination:repeat_prompt", s.check_repeat_prompt, ("prompt_to_repeat",)),
     Instruction("startend:end_checker", s.check_end_phrase, ("end_phrase",)),
     Instruction("startend:quotation", s.check_quotation),
-    Instruction("change_case:capital_word_frequency", t.check_capital_word_frequency, ("capital_frequency", "capital_relation")),
+    Instruction(
+        "change_case:capital_word_frequency", t.check_capital_word_frequency, ("capital_frequency", "capital_relation")
+    ),
     Instruction("change_case:english_capital", t.check_english_capital),
     Instruction("change_case:english_lowercase", t.check_english_lowercase),
     Instruction("punctuation:no_comma", s.check_no_comma),

@@ -12,8 +12,9 @@ Definitions (Zhou et al., 2023, section 3; google-research ``evaluation_lib.py``
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from prefalign.evaluation.ifeval.registry import check_instruction, instruction_arguments
 
@@ -68,7 +69,9 @@ def evaluate_response(
     strict, loose = [], []
     for instruction_id, kwargs in zip(instruction_ids, kwargs_list):
         strict.append(check_instruction(instruction_id, response, kwargs, ruleset=ruleset))
-        loose.append(strict[-1] or any(check_instruction(instruction_id, v, kwargs, ruleset=ruleset) for v in variants[1:]))
+        loose.append(
+            strict[-1] or any(check_instruction(instruction_id, v, kwargs, ruleset=ruleset) for v in variants[1:])
+        )
     return IFEvalResult(list(instruction_ids), strict, loose)
 
 

@@ -1,0 +1,253 @@
+"""Building what a PPO run trains and reads: models, optimizers, reward source and prompts.
+
+- Policy: ``config.policy`` (usually an SFT model). Reference: a frozen copy of it (for a LoRA
+  policy, the base model loaded again without adapters). Critic: a value model (per-token scalar
+  head) initialised from the reward model (Ivison et al.), from the policy, or from a folder.
+  Dropout is off in every model (RL needs the same log-probs in the rollout and the update).
+- Reward source: a :class:`~prefalign.rollout.experience.RolloutScorer` over a learned reward
+  model, a programmatic reward from :mod:`prefalign.rewards.registry`, or their weighted sum.
+- Prompts: HH-RLHF dialogue histories, synthetic instructions, or a file of prompts; a held-out
+  part for validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from transformers import PreTrainedTokenizerBase
+
+from prefalign.data.collate import collate_encoded
+from prefalign.data.sampling import downsample, train_test_split
+from prefalign.data.schema import Prompt, user_prompt
+from prefalign.data.tokenize import Encoded, TruncatedAway, encode_example, encode_prompt
+from prefalign.models.heads import _is_encoder
+from prefalign.models.load import (
+    ModelConfig,
+    disable_dropout,
+    load_causal_lm,
+    load_reward_model,
+    load_tokenizer,
+    load_value_model,
+    save_model,
+)
+from prefalign.models.reference import ReferenceModel
+from prefalign.rewards.learned import LearnedReward, same_tokenizer
+from prefalign.rewards.registry import task_reward
+from prefalign.rollout.experience import RolloutScorer
+from prefalign.trainers.common import build_optimizer, build_scheduler
+from prefalign.trainers.ppo.config import PPOConfig, PromptDataConfig
+from prefalign.trainers.ppo.update import UpdateParts
+
+_TOPICS = (
+    "the sea",
+    "a cat",
+    "bread",
+    "rain",
+    "a library",
+    "mountains",
+    "the moon",
+    "trains",
+    "a garden",
+    "music",
+    "winter",
+    "a river",
+    "coffee",
+    "bees",
+    "a lighthouse",
+    "clocks",
+)
+_TEMPLATES = (
+    "Write a sentence about {}.",
+    "Describe {} briefly.",
+    "Say something kind about {}.",
+    "Tell me a fact about {}.",
+)
+
+
+@dataclass
+class PPOParts:
+    tokenizer: PreTrainedTokenizerBase
+    policy: torch.nn.Module  # prepared by accelerate (DDP-wrapped when distributed)
+    critic: torch.nn.Module  # prepared by accelerate
+    reference: ReferenceModel
+    scorer: RolloutScorer
+    actor_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer
+    actor_scheduler: Any
+    critic_scheduler: Any
+    sft_examples: list[Encoded]
+
+    def update_parts(self) -> UpdateParts:
+        return UpdateParts(
+            self.policy,
+            self.critic,
+            self.actor_optimizer,
+            self.critic_optimizer,
+            self.actor_scheduler,
+            self.critic_scheduler,
+        )
+
+    def save_policy(self, acc: Accelerator, path: Path) -> None:
+        """The policy as an ordinary HF folder (atomic), written by the main process."""
+        if acc.is_main_process:
+            save_model(acc.unwrap_model(self.policy), self.tokenizer, path)
+        acc.wait_for_everyone()
+
+
+def synthetic_prompts(count: int) -> list[Prompt]:
+    """Short one-turn instructions, deterministic: for smoke runs and the tiny task."""
+    texts = [t.format(topic) for topic in _TOPICS for t in _TEMPLATES]
+    return [
+        Prompt(
+            user_prompt(texts[i % len(texts)] + ("" if i < len(texts) else f" ({i // len(texts)})")),
+            {"source": "synthetic"},
+        )
+        for i in range(count)
+    ]
+
+
+def _unique_prompts(prompts: list[Prompt]) -> list[Prompt]:
+    seen, out = set(), []
+    for p in prompts:
+        key = tuple((m.role, m.content) for m in p.messages)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def load_prompt_sets(cfg: PromptDataConfig) -> tuple[list[Prompt], list[Prompt]]:
+    """(training prompts, validation prompts)."""
+    if cfg.source == "hh-rlhf":
+        from prefalign.data.sources.hh_rlhf import load_hh_rlhf
+
+        prompts = _unique_prompts([Prompt(list(p.prompt), {"source": "hh-rlhf"}) for p in load_hh_rlhf(cfg.path)])
+    elif cfg.source == "synthetic":
+        prompts = synthetic_prompts(cfg.num_prompts or 256)
+    elif cfg.source.startswith("task:"):
+        from prefalign.evaluation.registry import build_task
+
+        name, _, split = cfg.source[len("task:") :].partition(":")
+        prompts = build_task(name, **({"split": split} if split else {})).prompts()
+    else:
+        from prefalign.data.sources.jsonl import load_prompts
+
+        if not Path(cfg.source).exists():
+            raise FileNotFoundError(f"data.source {cfg.source!r} is neither hh-rlhf, synthetic nor an existing file")
+        prompts = _unique_prompts(load_prompts(cfg.source))
+    if cfg.num_prompts is not None and cfg.num_prompts < len(prompts):
+        prompts = downsample(prompts, cfg.num_prompts, cfg.seed)
+    if cfg.validation_prompts == 0:
+        return prompts, []
+    if cfg.validation_prompts >= len(prompts):
+        raise ValueError(
+            f"data.validation_prompts={cfg.validation_prompts} leaves no training prompt of {len(prompts)}"
+        )
+    return train_test_split(prompts, cfg.validation_prompts, seed=cfg.seed)
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], max_prompt_length: int
+) -> list[list[int]]:
+    """Chat-template token ids of each prompt; a longer prompt keeps its last ``max_prompt_length`` tokens."""
+    return [encode_prompt(tokenizer, p.messages)[-max_prompt_length:] for p in prompts]
+
+
+def _critic_source(config: PPOConfig) -> ModelConfig:
+    if config.critic_init == "reward":
+        return config.reward.model
+    if config.critic_init == "policy":
+        return dataclasses.replace(config.policy, lora=False)
+    if not Path(config.critic_init).exists():
+        raise FileNotFoundError(f"critic_init {config.critic_init!r} is neither reward, policy nor an existing folder")
+    return dataclasses.replace(config.policy, name_or_path=config.critic_init, lora=False, tokenizer=None)
+
+
+def build_scorer(config: PPOConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> RolloutScorer:
+    parts = []
+    rc = config.reward
+    if rc.kind in ("model", "sum"):
+        model = load_reward_model(rc.model, seed=config.run.seed).to(device)
+        disable_dropout(model)
+        rm_tokenizer = load_tokenizer(rc.model)
+        max_length = getattr(model.config, "max_position_embeddings", None)  # e.g. 512 for a MiniLM reward model
+        learned = LearnedReward(model, rm_tokenizer, config.batch.micro_batch_size, max_length=max_length)
+        parts.append((rc.model_weight, learned, same_tokenizer(rm_tokenizer, tokenizer)))
+    if rc.kind in ("task", "sum"):
+        parts.append((rc.task_weight, task_reward(rc.task), False))
+    return RolloutScorer(parts)
+
+
+def _load_sft_examples(config: PPOConfig, tokenizer: PreTrainedTokenizerBase) -> list[Encoded]:
+    if config.ppo.sft_coef <= 0:
+        return []
+    from prefalign.data.sources.jsonl import load_sft_examples
+
+    max_length = config.data.max_prompt_length + config.sampling.max_new_tokens
+    out = []
+    for ex in load_sft_examples(config.ppo.sft_data):
+        try:
+            out.append(encode_example(tokenizer, ex.prompt, ex.response, max_length, config.data.max_prompt_length))
+        except TruncatedAway:
+            continue
+    if len(out) < config.ppo.sft_batch_size:
+        raise ValueError(f"ppo.sft_data has {len(out)} usable examples, fewer than ppo.sft_batch_size")
+    return out
+
+
+def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
+    tokenizer = load_tokenizer(config.policy)
+    policy = load_causal_lm(config.policy, seed=config.run.seed)
+    disable_dropout(policy)
+    if config.policy.lora:
+        reference = ReferenceModel(load_causal_lm(dataclasses.replace(config.policy, lora=False), seed=config.run.seed))
+    else:
+        reference = ReferenceModel.copy_of(policy)
+    reference.model.to(acc.device)
+    critic = load_value_model(_critic_source(config), seed=config.run.seed)
+    if _is_encoder(critic):
+        raise ValueError(
+            f"the critic must be a causal (decoder) model; critic_init={config.critic_init!r} gives a "
+            f"{critic.config.model_type} encoder, whose value at a token would see later tokens: use critic_init=policy"
+        )
+    disable_dropout(critic)
+    scorer = build_scorer(config, tokenizer, acc.device)
+    actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
+    critic_opt = build_optimizer(critic.parameters(), config.critic_optim)
+    policy, critic, actor_opt, critic_opt = acc.prepare(policy, critic, actor_opt, critic_opt)
+    steps = config.optimizer_steps
+    return PPOParts(
+        tokenizer,
+        policy,
+        critic,
+        reference,
+        scorer,
+        actor_opt,
+        critic_opt,
+        build_scheduler(actor_opt, config.actor_optim, steps),
+        build_scheduler(critic_opt, config.critic_optim, steps),
+        _load_sft_examples(config, tokenizer),
+    )
+
+
+def sft_batches(ctx: Any, step: int) -> list[dict] | None:
+    """One collated SFT batch per minibatch update of ``step`` (None when the auxiliary loss is off).
+
+    Examples are drawn with a generator seeded by (run seed, step, process), so resuming is exact.
+    """
+    cfg, parts, acc = ctx.config, ctx.parts, ctx.accelerator
+    if cfg.ppo.sft_coef <= 0:
+        return None
+    generator = torch.Generator().manual_seed(cfg.run.seed * 7_919 + step * 104_729 + acc.process_index + 3)
+    count = cfg.ppo.ppo_epochs * cfg.batch.num_minibatches
+    pad = parts.tokenizer.pad_token_id
+    batches = []
+    for _ in range(count):
+        index = torch.randint(len(parts.sft_examples), (cfg.ppo.sft_batch_size,), generator=generator).tolist()
+        batches.append(collate_encoded([parts.sft_examples[i] for i in index], pad))
+    return batches

@@ -1,0 +1,374 @@
+"""PPO for language models from a reward function (Xu et al. 2024, section 5; Ivison et al. 2024).
+
+Each step is six numbered stages, read top to bottom in :func:`ppo_step`:
+
+1. rollout: sample ``num_samples`` responses per prompt from the current policy (KV cache, batched);
+2. score: one no-grad pass each of the policy (old log-probs), the reference, the critic (values)
+   and the reward source (:mod:`prefalign.rollout.experience`);
+3. KL-penalised rewards: shaped score at the last response token, -beta * KL_t at every token
+   (Ivison et al. Eq. 4);
+4. advantages: GAE (Schulman et al. 2016, Eq. 16), whitened over the whole rollout batch when
+   advantage normalisation is on (Xu et al. key factor 1); value targets normalised by running
+   statistics when value normalisation is on;
+5. update: clipped policy and value losses over minibatches (:mod:`prefalign.trainers.ppo.update`);
+6. reference EMA: ref <- (1 - rate) ref + rate policy every ``ema_interval`` steps (key factor 3).
+
+Departures from the papers and conventions worth knowing:
+
+* Log-probabilities (old, reference and current) are computed at the sampling temperature, as in
+  TRL; top-k / top-p truncation of the sampler is not reflected in them.
+* A response cut off at ``max_new_tokens`` is treated as a finished episode (no bootstrap), and
+  with ``reward.truncated_reward`` set gets that fixed reward instead of its score (the EOS trick).
+* Value normalisation keeps running statistics of the GAE returns: the critic predicts normalised
+  values, GAE uses de-normalised ones, and value clipping is around the rollout values in the
+  normalised space of the rollout (the statistics move between rollouts).
+* The adaptive KL controller is updated once per step with the batch's mean summed KL.
+* The reference EMA is applied per PPO step (after all of the step's optimizer updates), not per
+  optimizer step; ``ema_interval`` counts PPO steps.
+* Validation samples one response per held-out prompt at the training temperature with a fixed
+  seed and reports the raw reward; the best validation reward selects ``<output_dir>/best``.
+* Sampling noise is seeded per (run seed, step, process), so a resumed run draws the same samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from prefalign.algorithms.advantages import compute_gae
+from prefalign.algorithms.kl import kl_penalized_rewards
+from prefalign.algorithms.masked import masked_mean, masked_var, masked_whiten
+from prefalign.algorithms.ppo import explained_variance
+from prefalign.atomic import write_text_atomic
+from prefalign.config import save_yaml, to_dict
+from prefalign.data.schema import Prompt
+from prefalign.rollout.experience import (
+    Experience,
+    apply_truncated_reward,
+    normalize_and_clip,
+    rollout_logprobs,
+    rollout_values,
+)
+from prefalign.rollout.generate import Rollout, generate
+from prefalign.trainers.checkpoint import Checkpointer
+from prefalign.trainers.common import BatchPlan, check_finite, global_sum, make_accelerator, set_seed, shard
+from prefalign.trainers.logging import MetricLogger, console
+from prefalign.trainers.ppo.config import PRESETS, PPOConfig
+from prefalign.trainers.ppo.setup import build_parts, encode_prompts, load_prompt_sets, sft_batches
+from prefalign.trainers.ppo.state import PPOContext, PPOState
+from prefalign.trainers.ppo.update import UpdateSettings, ppo_update
+
+__all__ = ["PPOConfig", "PRESETS", "PPOState", "run_ppo", "ppo_step"]
+
+
+def _gather_rows(t: torch.Tensor, acc: Accelerator) -> torch.Tensor:
+    """Rows of every process concatenated (a (N, T) tensor is right-padded to a common T first)."""
+    if acc.num_processes == 1:
+        return t
+    t = t.to(acc.device)
+    if t.dim() == 2:
+        t = acc.pad_across_processes(t, dim=1)
+    return acc.gather(t).cpu()
+
+
+def whiten_advantages(advantages: torch.Tensor, mask: torch.Tensor, acc: Accelerator) -> torch.Tensor:
+    """``masked_whiten`` with mean and (unbiased) variance over the rollout batch of all processes."""
+    if acc.num_processes == 1:
+        return masked_whiten(advantages, mask)
+    every, every_mask = _gather_rows(advantages, acc), _gather_rows(mask, acc)
+    mean, var = masked_mean(every, every_mask), masked_var(every, every_mask)
+    return torch.where(mask.bool(), (advantages - mean) * torch.rsqrt(var + 1e-8), torch.zeros_like(advantages))
+
+
+def _sampling_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 17) % 2**63
+
+
+def stage_rollout(ctx: PPOContext, step: int) -> tuple[Rollout, list[Prompt]]:
+    """1. Sample responses to this process's share of the step's prompts."""
+    acc, cfg = ctx.accelerator, ctx.config
+    rows = shard(ctx.plan.step_indices(step), acc.process_index, acc.num_processes)
+    policy = acc.unwrap_model(ctx.parts.policy)
+    size = cfg.batch.generation_batch_size or cfg.batch.micro_batch_size
+    rollout = generate(
+        policy,
+        ctx.parts.tokenizer,
+        [ctx.train_ids[i] for i in rows],
+        cfg.sampling,
+        size,
+        generator_seed=_sampling_seed(cfg.run.seed, step, acc.process_index),
+    )
+    return rollout, [ctx.train_prompts[i] for i in rows]
+
+
+def stage_score(ctx: PPOContext, rollout: Rollout, prompts: list[Prompt], step: int) -> dict[str, torch.Tensor]:
+    """2. Old and reference log-probs, values and raw scores: one forward pass of each model."""
+    acc, cfg, parts = ctx.accelerator, ctx.config, ctx.parts
+    mb, temperature = cfg.batch.micro_batch_size, cfg.sampling.temperature
+    out = {
+        "old_logprobs": rollout_logprobs(acc.unwrap_model(parts.policy), rollout, mb, temperature),
+        "ref_logprobs": rollout_logprobs(parts.reference.model, rollout, mb, temperature),
+        "old_values": rollout_values(acc.unwrap_model(parts.critic), rollout, mb),
+        "raw_scores": parts.scorer(rollout, prompts),
+    }
+    check_finite("reward", _gather_rows(out["raw_scores"], acc), step)
+    return out
+
+
+def stage_rewards(ctx: PPOContext, rollout: Rollout, scored: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """3. Shaped scores and KL-penalised token rewards (Ivison et al. Eq. 4)."""
+    cfg, state = ctx.config, ctx.state
+    scores = apply_truncated_reward(scored["raw_scores"], rollout.ended_with_eos, cfg.reward.truncated_reward)
+    if state.reward_stats is not None:
+        state.reward_stats.update(_gather_rows(scores, ctx.accelerator))
+    scores = normalize_and_clip(scores, state.reward_stats, cfg.reward.clip)
+    token_rewards, kl = kl_penalized_rewards(
+        scores,
+        scored["old_logprobs"],
+        scored["ref_logprobs"],
+        rollout.response_mask,
+        state.kl_controller.value,
+        cfg.kl.estimator,
+    )
+    return scores, token_rewards, kl
+
+
+def stage_advantages(ctx: PPOContext, token_rewards: torch.Tensor, old_values: torch.Tensor, mask: torch.Tensor):
+    """4. GAE advantages and value targets; returns (advantages, targets, values used, returns)."""
+    cfg, state, acc = ctx.config, ctx.state, ctx.accelerator
+    values = old_values
+    if state.value_stats is not None:
+        values = state.value_stats.denormalize(old_values) * mask
+    advantages, returns = compute_gae(token_rewards, values, mask, cfg.ppo.gamma, cfg.ppo.lam)
+    targets = returns
+    if state.value_stats is not None:
+        state.value_stats.update(_gather_rows(returns, acc), _gather_rows(mask, acc))
+        targets = state.value_stats.normalize(returns) * mask
+    if cfg.ppo.advantage_normalization:
+        advantages = whiten_advantages(advantages, mask, acc)
+    return advantages, targets, values, returns
+
+
+def _global_mean(x: torch.Tensor, acc: Accelerator) -> float:
+    return global_sum(x.float().sum(), acc) / max(global_sum(x.numel(), acc), 1.0)
+
+
+def rollout_metrics(ctx: PPOContext, exp: Experience, values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+    acc, mask = ctx.accelerator, exp.response_mask
+    raw = _gather_rows(exp.raw_scores, acc)
+    ev = explained_variance(_gather_rows(values, acc), _gather_rows(returns, acc), _gather_rows(mask, acc))
+    return {
+        "reward/mean": float(raw.mean()),
+        "reward/std": float(raw.std()) if raw.numel() > 1 else 0.0,
+        "reward/shaped_mean": _global_mean(exp.scores, acc),
+        "reward/kl_penalized_mean": _global_mean(exp.token_rewards.sum(dim=1), acc),
+        "kl/mean": _global_mean(exp.kl.sum(dim=1), acc),
+        "kl/coef": float(ctx.state.kl_controller.value),
+        "explained_variance": float(ev),
+        "response_length": _global_mean(mask.sum(dim=1), acc),
+        "truncated_fraction": _global_mean((~exp.ended_with_eos).float(), acc),
+    }
+
+
+def ppo_step(ctx: PPOContext, step: int) -> dict[str, float]:
+    """One PPO step (0-based ``step``): the six stages of the module docstring; returns its metrics."""
+    acc, cfg, parts = ctx.accelerator, ctx.config, ctx.parts
+    t0 = time.perf_counter()
+    rollout, prompts = stage_rollout(ctx, step)  # 1. rollout
+    t1 = time.perf_counter()
+    scored = stage_score(ctx, rollout, prompts, step)  # 2. score
+    scores, token_rewards, kl = stage_rewards(ctx, rollout, scored)  # 3. KL-penalised rewards
+    mask = rollout.response_mask
+    advantages, targets, values, returns = stage_advantages(ctx, token_rewards, scored["old_values"], mask)  # 4. GAE
+    exp = Experience(
+        rollout.sequences,
+        rollout.attention_mask,
+        mask,
+        scored["old_logprobs"],
+        scored["ref_logprobs"],
+        scored["old_values"],
+        scored["raw_scores"],
+        scores,
+        rollout.ended_with_eos,
+        kl,
+        token_rewards,
+        advantages,
+        targets,
+    )
+    metrics = rollout_metrics(ctx, exp, values, returns)
+    t2 = time.perf_counter()
+    metrics.update(ppo_update(acc, parts.update_parts(), ctx.settings, exp, step, sft_batches(ctx, step)))  # 5. update
+    ctx.state.kl_controller.update(metrics["kl/mean"], cfg.batch.rollout_batch_size)
+    if cfg.ppo.reference_ema and (step + 1) % cfg.ppo.ema_interval == 0:  # 6. reference EMA
+        parts.reference.ema_update_(acc.unwrap_model(parts.policy), cfg.ppo.ema_rate)
+    t3 = time.perf_counter()
+    metrics.update(
+        {
+            "time/generate": t1 - t0,
+            "time/score": t2 - t1,
+            "time/update": t3 - t2,
+            "lr/actor": parts.actor_scheduler.get_last_lr()[0],
+            "samples": (step + 1) * cfg.batch.rollout_batch_size,
+        }
+    )
+    return metrics
+
+
+@torch.no_grad()
+def validate(ctx: PPOContext) -> dict[str, float]:
+    """Mean raw reward of one sampled response per held-out prompt (fixed sampling seed)."""
+    acc, cfg = ctx.accelerator, ctx.config
+    rows = list(range(acc.process_index, len(ctx.val_prompts), acc.num_processes))
+    total = length = torch.tensor(0.0)
+    if rows:
+        sampling = dataclasses.replace(cfg.sampling, num_samples=1)
+        size = cfg.batch.generation_batch_size or cfg.batch.micro_batch_size
+        rollout = generate(
+            acc.unwrap_model(ctx.parts.policy),
+            ctx.parts.tokenizer,
+            [ctx.val_ids[i] for i in rows],
+            sampling,
+            size,
+            generator_seed=_sampling_seed(cfg.run.seed + 1, 0, acc.process_index),
+        )
+        scores = ctx.parts.scorer(rollout, [ctx.val_prompts[i] for i in rows])
+        total, length = scores.sum(), rollout.response_lengths.float().sum()
+    count = max(global_sum(len(rows), acc), 1.0)
+    return {"eval/reward": global_sum(total, acc) / count, "eval/response_length": global_sum(length, acc) / count}
+
+
+def _checkpoint_models(ctx: PPOContext) -> dict[str, torch.nn.Module]:
+    return {"policy": ctx.parts.policy, "critic": ctx.parts.critic, "reference": ctx.parts.reference.model}
+
+
+def save_checkpoint(ctx: PPOContext, ckpt: Checkpointer, steps_done: int) -> None:
+    p = ctx.parts
+    state = {
+        "step": steps_done,
+        "trainer": ctx.state.state_dict(),
+        "config": to_dict(ctx.config),
+        "optimizers": {"actor": p.actor_optimizer.state_dict(), "critic": p.critic_optimizer.state_dict()},
+        "schedulers": {"actor": p.actor_scheduler.state_dict(), "critic": p.critic_scheduler.state_dict()},
+    }
+    ckpt.save(steps_done, _checkpoint_models(ctx), state)
+
+
+def resume(ctx: PPOContext, ckpt: Checkpointer) -> int:
+    """Restore the latest checkpoint when ``run.resume``; returns the number of steps already done."""
+    path = ckpt.latest() if ctx.config.run.resume else None
+    if path is None:
+        if ctx.config.run.resume and ctx.accelerator.is_main_process:
+            console.print(f"[yellow]resume: no checkpoint in {ckpt.root}; starting fresh")
+        return 0
+    state = ckpt.load(path, _checkpoint_models(ctx))
+    p = ctx.parts
+    p.actor_optimizer.load_state_dict(state["optimizers"]["actor"])
+    p.critic_optimizer.load_state_dict(state["optimizers"]["critic"])
+    p.actor_scheduler.load_state_dict(state["schedulers"]["actor"])
+    p.critic_scheduler.load_state_dict(state["schedulers"]["critic"])
+    ctx.state.load_state_dict(state["trainer"])
+    if ctx.accelerator.is_main_process:
+        console.print(f"resumed from {path} after step {state['step']}")
+    return int(state["step"])
+
+
+def _maybe_validate(ctx: PPOContext, steps_done: int, out: Path) -> dict[str, float]:
+    cfg = ctx.config
+    every, last = cfg.run.eval_every, steps_done == cfg.batch.steps
+    if not ctx.val_prompts or not (last or (every > 0 and steps_done % every == 0)):
+        return {}
+    metrics = validate(ctx)
+    check_finite("validation reward", metrics["eval/reward"], steps_done)
+    if metrics["eval/reward"] > ctx.state.best_eval:
+        ctx.state.best_eval, ctx.state.best_step = metrics["eval/reward"], steps_done
+        ctx.parts.save_policy(ctx.accelerator, out / "best")
+        if ctx.accelerator.is_main_process:
+            write_text_atomic(
+                out / "best.json", json.dumps({"step": steps_done, "eval/reward": metrics["eval/reward"]}) + "\n"
+            )
+    return metrics
+
+
+def build_context(config: PPOConfig, acc: Accelerator) -> PPOContext:
+    train, val = load_prompt_sets(config.data)
+    parts = build_parts(config, acc)
+    train_ids = encode_prompts(parts.tokenizer, train, config.data.max_prompt_length)
+    val_ids = encode_prompts(parts.tokenizer, val, config.data.max_prompt_length)
+    plan = BatchPlan(len(train), config.prompts_per_step, seed=config.run.seed, max_steps=config.batch.steps)
+    if config.prompts_per_step % acc.num_processes:
+        raise ValueError(f"{config.prompts_per_step} prompts per step do not split over {acc.num_processes} processes")
+    settings = UpdateSettings(
+        clip_range=config.ppo.clip_range,
+        clip_range_value=config.ppo.clip_range_value,
+        value_loss_coef=config.ppo.value_loss_coef,
+        aggregation=config.ppo.loss_aggregation,
+        ppo_epochs=config.ppo.ppo_epochs,
+        num_minibatches=config.batch.num_minibatches,
+        micro_batch_size=config.batch.micro_batch_size,
+        temperature=config.sampling.temperature,
+        recompute_old=config.ppo.recompute_old,
+        actor_max_grad_norm=config.actor_optim.max_grad_norm,
+        critic_max_grad_norm=config.critic_optim.max_grad_norm,
+        sft_coef=config.ppo.sft_coef,
+        seed=config.run.seed,
+    )
+    return PPOContext(config, acc, parts, PPOState.fresh(config), plan, train, train_ids, val, val_ids, settings)
+
+
+def run_ppo(config: PPOConfig) -> dict[str, Any]:
+    """Train a policy with PPO; returns (and writes to ``results.json``) the run's summary."""
+    acc = make_accelerator(config.run)
+    set_seed(config.run.seed)
+    out = Path(config.run.output_dir)
+    if acc.is_main_process:
+        save_yaml(config, out / "config.yaml")
+    ctx = build_context(config, acc)
+    ckpt = Checkpointer(out, acc, keep=config.run.keep_checkpoints)
+    start = resume(ctx, ckpt)
+    total = config.batch.steps
+    logger = MetricLogger(
+        out,
+        is_main=acc.is_main_process,
+        total_steps=total,
+        description="ppo",
+        tensorboard=config.run.tensorboard,
+        progress=config.run.progress,
+        resume_step=start,
+    )
+    metrics: dict[str, float] = {}
+    steps_done = start
+    try:
+        for step in range(start, total):
+            metrics = ppo_step(ctx, step)
+            steps_done = step + 1
+            metrics.update(_maybe_validate(ctx, steps_done, out))
+            logger.log(steps_done, metrics, show=("reward/mean", "kl/mean", "eval/reward"))
+            stopping = config.stop_after is not None and steps_done - start >= config.stop_after and steps_done < total
+            every = config.run.save_every
+            if stopping or steps_done == total or (every > 0 and steps_done % every == 0):
+                save_checkpoint(ctx, ckpt, steps_done)
+            if stopping:
+                break
+    finally:
+        logger.close()
+    if steps_done == total:
+        ctx.parts.save_policy(acc, out / "model")
+    results = {
+        "steps": steps_done,
+        "finished": steps_done == total,
+        "final": metrics,
+        "best_eval_reward": ctx.state.best_eval if math.isfinite(ctx.state.best_eval) else None,
+        "best_step": ctx.state.best_step,
+        "output_dir": str(out),
+    }
+    if acc.is_main_process:
+        write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
+    acc.wait_for_everyone()
+    return results
