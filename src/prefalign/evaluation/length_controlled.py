@@ -36,6 +36,10 @@ CS = np.logspace(-4, 4, 10)
 N_SPLITS = 5
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
 def preference_of(outcome: str) -> float:
     """AlpacaEval's preference for a pairwise outcome of the model: win 2, tie 1.5, loss 1."""
     return {"win": 2.0, "tie": 1.5, "loss": 1.0}[outcome]
@@ -66,7 +70,7 @@ def win_rate(preferences: Sequence[float]) -> dict[str, float]:
 def _loss_terms(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Soft-label log loss (summed), its gradient and Hessian at ``w``."""
     z = x @ w
-    q = 1.0 / (1.0 + np.exp(-z))
+    q = _sigmoid(z)
     loss = float(np.sum(np.logaddexp(0.0, -z) * y + np.logaddexp(0.0, z) * (1.0 - y)))
     grad = x.T @ (q - y)
     hess = (x * (q * (1.0 - q))[:, None]).T @ x
@@ -117,7 +121,7 @@ def group_folds(n: int, n_splits: int = N_SPLITS) -> np.ndarray:
 
 
 def _soft_log_loss(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
-    q = np.clip(1.0 / (1.0 + np.exp(-(x @ w))), 1e-15, 1 - 1e-15)
+    q = np.clip(_sigmoid(x @ w), 1e-15, 1 - 1e-15)
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
 
 
@@ -170,6 +174,6 @@ def length_controlled_win_rate(
         scores.append(-float(np.mean(losses)))
     best = float(CS[int(np.argmax(scores))])
     w = fit_l1_logistic(x, y, best)
-    predicted = 1.0 / (1.0 + np.exp(-(x_test @ w)))
+    predicted = _sigmoid(x_test @ w)
     sem = float(predicted.std(ddof=1) / np.sqrt(predicted.size))
     return LengthControlledFit(dict(zip(names, w.tolist())), best, float(predicted.mean() * 100), sem * 100, predicted)

@@ -134,6 +134,7 @@ def load_truthfulqa(path: str | Path | None = None) -> list[Prompt]:
         try:
             question = _need(row, "Question")
             meta = {
+                "question": question,
                 "category": (row.get("Category") or "").strip(),
                 "best_answer": _need(row, "Best Answer"),
                 "correct_answers": [a.strip() for a in _need(row, "Correct Answers").split(";") if a.strip()],

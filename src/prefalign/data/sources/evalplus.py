@@ -32,7 +32,7 @@ from prefalign.data.schema import DataError, Prompt, user_prompt
 from prefalign.data.sources.code import ANSWER_FORMAT, assert_suite, mbpp_prompt_text
 from prefalign.paths import default_data_dir
 
-_CHECK = '''
+_CHECK = """
 import copy as _plus_copy, json as _plus_json, math as _plus_math
 _plus_ns = {}
 exec(%(reference)r, _plus_ns)
@@ -52,17 +52,17 @@ def _plus_close(out, exp, atol):
     return out == exp
 
 def _plus_same(out, exp):
-    if out == exp and type(out) is type(exp):
+    if out == exp:
         return True
     floats = isinstance(exp, float) or (isinstance(exp, (list, tuple)) and any(isinstance(e, float) for e in exp))
     atol = _plus_atol or (1e-6 if floats else 0.0)
     return atol > 0 and _plus_close(out, exp, atol)
-'''
+"""
 _RUN = """
 for _plus_index, _plus_args in enumerate(_plus_inputs):
     _plus_expected = _plus_reference(*_plus_copy.deepcopy(_plus_args))
     _plus_out = %(entry_point)s(*_plus_copy.deepcopy(_plus_args))
-    assert _plus_same(_plus_out, _plus_expected), f"input {_plus_index}: got {_plus_out!r:.80}, expected {_plus_expected!r:.80}"
+    assert _plus_same(_plus_out, _plus_expected), f"input {_plus_index}: got {_plus_out!r:.80}"
 """
 
 
@@ -107,7 +107,9 @@ def parse_evalplus_row(row: dict[str, Any], benchmark: str) -> Prompt:
         reference = solution
         body = prompt_code.strip().strip('"').strip()
         asserts = [line.strip() for line in body.splitlines() if line.strip().startswith("assert")]
-        description = " ".join(line.strip() for line in body.splitlines() if line.strip() and line.strip() not in asserts)
+        description = " ".join(
+            line.strip() for line in body.splitlines() if line.strip() and line.strip() not in asserts
+        )
         text = mbpp_prompt_text(description, asserts) if asserts else f"{description}\n{ANSWER_FORMAT}"
         metadata = {"function_name": entry_point}
     if not re.search(rf"def\s+{re.escape(entry_point)}\s*\(", reference):
