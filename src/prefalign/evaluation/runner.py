@@ -271,7 +271,7 @@ def plan_tasks(config: EvalConfig, console: Console) -> tuple[list[Task], dict[s
             if not from_group:
                 raise
             skipped[name] = str(exc).splitlines()[0]
-            console.print(f"skipped {name}: {skipped[name]}")
+            console.print(f"skipped {name}: {skipped[name]}", soft_wrap=True, highlight=False, markup=False)
             continue
         tasks.append(task)
     if not tasks:
@@ -343,8 +343,8 @@ def run_eval(
     console.print(
         results_table(results, title=f"evaluation of {results['model'] or config.generations_dir or 'response files'}")
     )
-    for name, reason in results.get("skipped", {}).items():
-        console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+    if results.get("skipped"):
+        console.print(f"skipped (file or judge missing, see above): {', '.join(results['skipped'])}", soft_wrap=True)
     if other is not None:
         comparison = compare_results(results, other)
         results["comparison"] = {"other": str(config.compare), **comparison}
