@@ -202,7 +202,7 @@ def test_evalplus_pass_at_k_through_the_sandbox(tmp_path, monkeypatch):
         mb_prompt * 2,
         [
             "```python\ndef similar_elements(a, b):\n    return tuple(set(a) & set(b))\n```",
-            "```python\ndef similar_elements(a, b):\n    return tuple(x for x in a if x in b)\n```",  # another correct program
+            "```python\ndef similar_elements(a, b):\n    return tuple(x for x in a if x in b)\n```",
         ],
     )
     assert [r["passed"] for r in mb_results] == [True, True]
