@@ -151,3 +151,35 @@ def test_yes_probability_judge_matches_a_plain_softmax(tiny):
         with torch.no_grad():
             logits = model(torch.tensor([tok(text)["input_ids"]])).logits[0, -1]
         assert p == pytest.approx(torch.softmax(logits, -1)[judge.yes_id].item(), abs=1e-5)
+
+
+def test_toxicity_classifier_from_a_folder_gives_label_one_probability(tmp_path, tiny):
+    from transformers import LlamaForSequenceClassification
+
+    from prefalign.evaluation.judge_settings import ToxicityClassifier
+
+    causal, tok = tiny
+    config = causal.config.__class__(**{**causal.config.to_dict(), "num_labels": 2})
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "clf")
+    tok.save_pretrained(tmp_path / "clf")
+    classifier = ToxicityClassifier.from_folder(str(tmp_path / "clf"), device="cpu", batch_size=2)
+    texts = ["you are all terrible", "have a nice day", "ok"]
+    got = classifier(texts)
+    for text, p in zip(texts, got):
+        with torch.no_grad():
+            logits = model(**tok([text], return_tensors="pt")).logits[0]
+        assert p == pytest.approx(torch.softmax(logits, -1)[1].item(), abs=1e-5)
+
+
+def test_endpoint_judge_is_built_from_settings():
+    from prefalign.evaluation.judge import HTTPJudgeBackend
+    from prefalign.evaluation.judge_settings import judge_backend
+
+    backend = judge_backend(JudgeConfig(judge="endpoint", endpoint_base_url="http://judge:8000/v1", endpoint_model="m"))
+    assert isinstance(backend, HTTPJudgeBackend)
+    assert backend.client.settings.url == "http://judge:8000/v1/chat/completions"
+    assert backend.client.settings.model == "m"
+    with pytest.raises(ValueError, match="refusal must be string-match or judge"):
+        JudgeConfig(refusal="regex")
