@@ -183,3 +183,23 @@ def test_endpoint_judge_is_built_from_settings():
     assert backend.client.settings.model == "m"
     with pytest.raises(ValueError, match="refusal must be string-match or judge"):
         JudgeConfig(refusal="regex")
+
+
+def test_logprob_verdict_backend_reads_the_more_probable_letter(tiny):
+    from prefalign.evaluation.judge import PairwiseJudge
+    from prefalign.evaluation.judge_settings import HFVerdictBackend
+
+    model, tok = tiny
+    model.eval()
+    backend = HFVerdictBackend(model, tok, batch_size=3)
+    conversations = [[{"role": "user", "content": f"Which is better? {k}"}] for k in range(3)]
+    replies = backend.generate(conversations)
+    a, b = (tok(" " + c, add_special_tokens=False)["input_ids"][-1] for c in "AB")
+    for conversation, reply in zip(conversations, replies):
+        prompt = Prompt(user_prompt(conversation[0]["content"]), {})
+        ids = encode_prompt(tok, prompt.messages) + tok("More helpful:", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        assert reply == f"More helpful: {'A' if logits[a] > logits[b] else 'B'}"
+    judgements = PairwiseJudge(backend).judge(["q1", "q2"], ["x", "y"], ["y", "x"])
+    assert all(j.verdict_candidate_first in "AB" and j.verdict_candidate_second in "AB" for j in judgements)

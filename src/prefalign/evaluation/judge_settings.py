@@ -35,8 +35,13 @@ class JudgeConfig:
     """Base URL of the OpenAI-compatible judge endpoint (judge=endpoint)."""
     endpoint_model: str | None = None
     """Model name sent to the endpoint (judge=endpoint)."""
+    judge_mode: str = "generate"
+    """How a local judge gives its verdict: generate (writes its comparison and verdict, greedy) or logprob (the reply
+    is started with "More helpful:" and the verdict is whichever of A / B has the higher next-token probability: one
+    forward pass per order, never unparseable; AlpacaEval 2's own annotator also reads its verdict from token
+    probabilities)."""
     judge_max_new_tokens: int = 256
-    """Tokens a local judge may write per verdict."""
+    """Tokens a local judge may write per verdict (judge_mode=generate)."""
     judge_batch_size: int = 8
     """Conversations per generate call of a local judge."""
     refusal: str = "string-match"
@@ -58,6 +63,8 @@ class JudgeConfig:
     """Where local judges run: auto (cuda when available), cpu or cuda."""
 
     def __post_init__(self) -> None:
+        if self.judge_mode not in ("generate", "logprob"):
+            raise ValueError(f"judges.judge_mode must be generate or logprob, got {self.judge_mode!r}")
         if self.refusal not in ("string-match", "judge"):
             raise ValueError(f"judges.refusal must be string-match or judge, got {self.refusal!r}")
         if self.judge_batch_size < 1 or self.classifier_batch_size < 1 or self.judge_max_new_tokens < 1:
@@ -144,9 +151,39 @@ def judge_backend(config: JudgeConfig):
         settings = EndpointSettings.from_env(model=config.endpoint_model, base_url=config.endpoint_base_url)
         return HTTPJudgeBackend(ChatCompletionClient(settings), max_tokens=config.judge_max_new_tokens)
     model, tokenizer = load_local_lm(config.judge, config.device)
+    if config.judge_mode == "logprob":
+        return HFVerdictBackend(model, tokenizer, batch_size=config.judge_batch_size)
     return HFJudgeBackend(
         model, tokenizer, max_new_tokens=config.judge_max_new_tokens, batch_size=config.judge_batch_size
     )
+
+
+class HFVerdictBackend:
+    """A local causal LM read, not sampled: after the judge prompt (chat template), the reply is started with
+    ``reply_prefix`` and the verdict is the letter among ``letters`` with the highest next-token logit
+    (:func:`prefalign.evaluation.choice_scoring.choose_letters`). Returns ``"<reply_prefix> <letter>"``, which
+    :func:`prefalign.evaluation.judge.parse_verdict` reads."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, reply_prefix: str = "More helpful:", letters=("A", "B"), batch_size=8
+    ):
+        self.model, self.tokenizer = model, tokenizer
+        self.reply_prefix, self.letters, self.batch_size = reply_prefix, tuple(letters), batch_size
+
+    def generate(self, conversations: Sequence[list[dict[str, str]]]) -> list[str]:
+        from prefalign.data.schema import Message
+        from prefalign.evaluation.choice_scoring import choose_letters
+
+        prompts = [Prompt([Message(m["role"], m["content"]) for m in c]) for c in conversations]
+        chosen = choose_letters(
+            self.model,
+            self.tokenizer,
+            prompts,
+            self.letters,
+            answer_prefix=self.reply_prefix,
+            batch_size=self.batch_size,
+        )
+        return [f"{self.reply_prefix} {letter}" for letter in chosen]
 
 
 def pairwise_judge(config: JudgeConfig):
