@@ -18,6 +18,9 @@ from prefalign.evaluation.length_controlled import (
     win_rate,
 )
 
+# scikit-learn 1.8+ warns about the arguments alpaca_eval passes to LogisticRegressionCV
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
 
 def synthetic_annotations(n: int = 200, seed: int = 0):
     """Preferences of a judge with a length bias and an instruction-difficulty effect, 10% ties."""

@@ -46,12 +46,14 @@ class JudgeConfig:
     """Conversations per generate call of a local judge."""
     refusal: str = "string-match"
     """XSTest's refusal classifier: string-match (XSTest's own prefix rules, offline; the default) or judge
-    (the judge above with XSTest's three-class prompt; partial refusals count as refusals). Paper: a GPT-4
-    classification; the XSTest authors report string matching misses indirect and partial refusals."""
+    (the judge above with XSTest's three-class prompt; partial refusals count as refusals). Paper: an LLM
+    classification (GPT-4 with XSTest's prompt, as open-instruct does); the XSTest authors report that
+    string matching misses indirect and partial refusals, so it reads refusal rates low."""
     truth_judge: str | None = None
     """TruthfulQA truthfulness judge: a local causal-LM folder answering "Q: ..\\nA: ..\\nTrue:" with yes/no
-    (e.g. allenai/truthfulqa-truth-judge-llama2-7B). Default None: TruthfulQA is skipped. Paper: the same
-    Llama-2-7B judges, which replace the original fine-tuned GPT-3 GPT-judge."""
+    (e.g. allenai/truthfulqa-truth-judge-llama2-7B). Default None: TruthfulQA is skipped. Paper: open-instruct's
+    fine-tuned judges (Lin et al.'s GPT-3 "GPT-judge", later retrained on Llama-2-7B as the models above); another
+    judge gives other figures."""
     info_judge: str | None = None
     """TruthfulQA informativeness judge ("Helpful:" prompt), e.g. allenai/truthfulqa-info-judge-llama2-7B."""
     toxicity_classifier: str | None = None
