@@ -115,7 +115,7 @@ class _Command:
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # HF_HUB_OFFLINE is the user's: embedded names and local paths never touch the network anyway.
     try:
         from transformers.utils import logging as hf_logging
 
