@@ -289,10 +289,10 @@ def load_sft_examples(
     split: str | None = None,
 ) -> list[SFTExample]:
     """SFT examples from a file, a ``datasets.Dataset`` or a list of dicts."""
-    cols = _columns(SFT_COLUMNS, columns)
+    _columns(SFT_COLUMNS, columns)  # unknown fields fail before any row is read
     return load_records(
         source,
-        lambda row: row_to_sft(row, cols, metadata_columns),
+        lambda row: row_to_sft(row, columns, metadata_columns),
         strict=strict,
         report=report,
         limit=limit,
@@ -313,10 +313,10 @@ def load_prompts(
     split: str | None = None,
 ) -> list[Prompt]:
     """Prompts from a file, a ``datasets.Dataset`` or a list of dicts."""
-    cols = _columns(PROMPT_COLUMNS, columns)
+    _columns(PROMPT_COLUMNS, columns)  # unknown fields fail before any row is read
     return load_records(
         source,
-        lambda row: row_to_prompt(row, cols, metadata_columns),
+        lambda row: row_to_prompt(row, columns, metadata_columns),
         strict=strict,
         report=report,
         limit=limit,
