@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"prefalign {name}: {exc}", file=sys.stderr)
         return 2
+    from prefalign.trainers.model_card import set_command
+
+    set_command(["prefalign", *argv])
     try:
         run_fn(config)
     except (ValueError, FileNotFoundError) as exc:  # bad input: config values, data rows, missing files

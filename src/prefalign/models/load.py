@@ -130,19 +130,26 @@ def _not_found(name: str, why: str) -> ModelNotFound:
     )
 
 
+def check_model_name(name_or_path: str) -> None:
+    """Raise :class:`ModelNotFound` for a name that is no embedded name, no folder and no usable hub id (cheap:
+    nothing is loaded)."""
+    if name_or_path in (SMOLLM2, MINILM, TINY) or Path(name_or_path).exists():
+        return
+    from prefalign.data.formats import hub_offline, looks_like_hub_id
+
+    if not looks_like_hub_id(name_or_path):
+        raise _not_found(name_or_path, "no such folder")
+    if hub_offline():
+        raise _not_found(name_or_path, "no such folder, and HF_HUB_OFFLINE is set")
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Map an embedded name to its local folder; check that anything else can be a folder or hub id."""
     if name_or_path == SMOLLM2:
         return str(embedded_smollm2_dir())
     if name_or_path == MINILM:
         return str(embedded_minilm_dir())
-    if not Path(name_or_path).exists():
-        from prefalign.data.formats import hub_offline, looks_like_hub_id
-
-        if not looks_like_hub_id(name_or_path):
-            raise _not_found(name_or_path, "no such folder")
-        if hub_offline():
-            raise _not_found(name_or_path, "no such folder, and HF_HUB_OFFLINE is set")
+    check_model_name(name_or_path)
     return name_or_path
 
 

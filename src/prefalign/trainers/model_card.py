@@ -19,10 +19,17 @@ import yaml
 from prefalign.atomic import write_text_atomic
 from prefalign.config import to_dict
 
+_COMMAND: list[str] = []
+
+
+def set_command(argv: list[str]) -> None:
+    """Record the command line (the ``prefalign`` CLI calls this with its own arguments)."""
+    _COMMAND[:] = list(argv)
+
 
 def command_line() -> str:
-    """The command that started this process, as a user would type it."""
-    argv = list(sys.argv)
+    """The command that started this run, as a user would type it."""
+    argv = list(_COMMAND or sys.argv)
     if argv and Path(argv[0]).name in ("prefalign", "cli.py", "__main__.py"):
         argv[0] = "prefalign"
     return shlex.join(argv)

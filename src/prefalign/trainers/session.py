@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from prefalign.atomic import write_json_atomic
 from prefalign.config import save_yaml, to_dict
 from prefalign.data.io import DropReport
+from prefalign.models.load import check_model_name
 from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import (
     OptimConfig,
@@ -56,6 +57,9 @@ class TrainingSession:
     changes: list = field(init=False, default_factory=list)  # (field, old, new) allowed on resume
 
     def __post_init__(self) -> None:
+        model = getattr(self.config, "model", None)
+        if isinstance(getattr(model, "name_or_path", None), str):
+            check_model_name(model.name_or_path)  # before the run folder is touched
         self.accelerator = make_accelerator(self.run)
         set_seed(self.run.seed + self.accelerator.process_index)
         self.output_dir = Path(self.run.output_dir)
