@@ -29,8 +29,10 @@ RUN_FILES = (
     "tensorboard",
     "dropped.jsonl",
     "trackers",
+    "best",
 )
-"""What a run writes at the top of its folder (a nested run, e.g. ``sft/`` of DPO's SFT stage, has its own)."""
+"""What a run writes at the top of its folder (``best``: PPO's best-validation policy); a nested run
+(e.g. ``sft/`` of DPO's SFT stage) has its own."""
 
 FREE_FIELDS = {
     "run.output_dir",
@@ -128,3 +130,21 @@ def clear_run(folder: Path, names: list[str]) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def prepare_run_folder(accelerator: Any, run: Any, config: Any) -> FolderPlan:
+    """Check ``run.output_dir`` on every process, then (main process) clear an overwritten run and write
+    ``config.yaml``; for trainers that do not use :class:`~prefalign.trainers.session.TrainingSession`."""
+    from prefalign.config import save_yaml, to_dict
+    from prefalign.trainers.checkpoint import Checkpointer
+
+    folder = Path(run.output_dir)
+    has_checkpoint = bool(run.resume) and Checkpointer(folder, accelerator).latest() is not None
+    plan = plan_run_folder(folder, to_dict(config), run, has_checkpoint)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        clear_run(folder, plan.clear)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, folder / "config.yaml")
+    accelerator.wait_for_everyone()
+    return plan

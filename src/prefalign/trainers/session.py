@@ -24,7 +24,7 @@ import torch
 from accelerate import Accelerator
 
 from prefalign.atomic import write_json_atomic
-from prefalign.config import save_yaml, to_dict
+from prefalign.config import to_dict
 from prefalign.data.io import DropReport
 from prefalign.models.load import check_model_name
 from prefalign.trainers.checkpoint import Checkpointer
@@ -38,7 +38,7 @@ from prefalign.trainers.common import (
 )
 from prefalign.trainers.logging import MetricLogger, console
 from prefalign.trainers.model_card import write_model_card
-from prefalign.trainers.run_folder import clear_run, flatten, plan_run_folder
+from prefalign.trainers.run_folder import flatten, prepare_run_folder
 
 
 @dataclass
@@ -64,14 +64,7 @@ class TrainingSession:
         set_seed(self.run.seed + self.accelerator.process_index)
         self.output_dir = Path(self.run.output_dir)
         self.checkpointer = Checkpointer(self.output_dir, self.accelerator, keep=self.run.keep_checkpoints)
-        has_checkpoint = self.run.resume and self.checkpointer.latest() is not None
-        plan = plan_run_folder(self.output_dir, to_dict(self.config), self.run, has_checkpoint)  # every process
-        self.changes = plan.changes
-        self.accelerator.wait_for_everyone()  # all have looked before the main process writes
-        if self.accelerator.is_main_process:
-            clear_run(self.output_dir, plan.clear)
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(self.config, self.output_dir / "config.yaml")
+        self.changes = prepare_run_folder(self.accelerator, self.run, self.config).changes
         for name, old, new in self.changes:
             self.print(f"[yellow]resume with a changed setting (run.allow_changes): {name}: {old!r} -> {new!r}")
         self.accelerator.wait_for_everyone()
