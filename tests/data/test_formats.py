@@ -218,6 +218,8 @@ def test_the_columns_example_in_help_parses(tmp_path):
     cfg = DataConfig(source=str(tmp_path / "mine.jsonl"), columns=config.data.columns, eval_size=0)
     train, _, _ = load_pairs(cfg)
     assert train[0].chosen == "g"
+    options, _ = parse_config("rm", ["--data.options", "drop_dual_safe", "True", "score", "fine_grained"])
+    assert options.data.options == {"drop_dual_safe": True, "score": "fine_grained"}  # no longer YAML-only
     with pytest.raises(ValueError, match=r"data.columns: unknown field\(s\) \['answer'\]"):
         DataConfig(columns={"answer": "x"})
 

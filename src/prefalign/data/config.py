@@ -43,8 +43,9 @@ class DataConfig:
     """Stop at the first malformed row (naming file, line and field) instead of dropping it."""
     seed: int = 0
     """Seed of the subset and of the train/held-out split."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Source-specific options, e.g. {drop_dual_safe: true} for safe-rlhf or {score: fine_grained} for ultrafeedback."""
+    options: dict[str, bool | int | float | str] = field(default_factory=dict)
+    """Source-specific options, e.g. --data.options drop_dual_safe True (safe-rlhf) or --data.options score
+    fine_grained (ultrafeedback); YAML: {drop_dual_safe: true}."""
 
     def __post_init__(self) -> None:
         if self.max_length < 2:
