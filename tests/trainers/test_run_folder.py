@@ -179,3 +179,42 @@ def test_trackers_are_checked_and_progress_in_a_file_is_plain_lines(tmp_path, mo
     assert steps[-1].startswith("sft " + "x" * 90 + ": 40/40 (100%)  loss=0.025")
     phase = [line.split(": ")[1].split()[0] for line in lines if line.startswith("reference")]
     assert phase == [f"{i}/10" for i in range(1, 11)]
+
+
+def test_metrics_reach_accelerate_trackers(tmp_path, monkeypatch):
+    """The plumbing to accelerate's trackers (init_trackers with the settings, accelerator.log per logged step,
+    end_training at the end), checked with a recording GeneralTracker: no real tracker (wandb, mlflow, ...) is
+    installed here, and accelerate's own tracker classes are accelerate's to test."""
+    from accelerate import Accelerator
+    from accelerate.tracking import GeneralTracker
+
+    import prefalign.trainers.session as session
+
+    class Recording(GeneralTracker):
+        name = "recording"
+        requires_logging_directory = False
+
+        def __init__(self):
+            super().__init__()
+            self.configs, self.logs, self.finished = [], [], False
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            self.configs.append(dict(values))
+
+        def log(self, values, step=None, **kwargs):
+            self.logs.append((step, dict(values)))
+
+        def finish(self):
+            self.finished = True
+
+    recording = Recording()
+    monkeypatch.setattr(session, "make_accelerator", lambda run: Accelerator(cpu=True, log_with=[recording]))
+    run_sft(_config(tmp_path, batch={"max_steps": 2}), (_examples(8), []))
+    assert recording.configs[0]["optim.learning_rate"] == 1e-3 and recording.configs[0]["data.max_length"] == 48
+    assert [step for step, _ in recording.logs] == [1, 2] and "loss" in recording.logs[0][1]
+    assert recording.finished
+    assert _steps(tmp_path / "run") == [1, 2]  # metrics.jsonl as always

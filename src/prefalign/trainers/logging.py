@@ -51,6 +51,24 @@ def check_trackers(names: list[str]) -> list[str]:
     return names
 
 
+def start_trackers(accelerator: Any, config_tree: dict[str, Any], project: str) -> None:
+    """``accelerator.init_trackers`` with the run's settings flattened to ``section.field`` scalars (when any
+    accelerate tracker is configured)."""
+    if not accelerator.log_with:
+        return
+    flat: dict[str, Any] = {}
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float, str, bool)):
+                flat[f"{prefix}{key}"] = value
+
+    walk(config_tree, "")
+    accelerator.init_trackers(project or "prefalign", config=flat)
+
+
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)

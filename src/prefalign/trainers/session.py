@@ -36,9 +36,9 @@ from prefalign.trainers.common import (
     make_accelerator,
     set_seed,
 )
-from prefalign.trainers.logging import MetricLogger, console
+from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
-from prefalign.trainers.run_folder import flatten, prepare_run_folder
+from prefalign.trainers.run_folder import prepare_run_folder
 
 
 @dataclass
@@ -148,9 +148,7 @@ class TrainingSession:
             progress_every=self.run.progress_every,
             accelerator=self.accelerator,
         )
-        if self.accelerator.log_with:
-            flat = {k: v for k, v in flatten(to_dict(self.config)).items() if isinstance(v, (int, float, str, bool))}
-            self.accelerator.init_trackers(self.output_dir.name or "prefalign", config=flat)
+        start_trackers(self.accelerator, to_dict(self.config), self.output_dir.name)
         return self.logger
 
     def save(

@@ -59,7 +59,7 @@ from prefalign.rollout.experience import (
 from prefalign.rollout.generate import Rollout, generate
 from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import BatchPlan, check_finite, global_sum, make_accelerator, set_seed, shard
-from prefalign.trainers.logging import MetricLogger, console
+from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
 from prefalign.trainers.ppo.config import PRESETS, PPOConfig
 from prefalign.trainers.ppo.setup import build_parts, encode_prompts, load_prompt_sets, sft_batches
@@ -339,10 +339,13 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
         is_main=acc.is_main_process,
         total_steps=total,
         description="ppo",
-        tensorboard=config.run.tensorboard,
+        tensorboard="tensorboard" in config.run.trackers(),
         progress=config.run.progress,
         resume_step=start,
+        progress_every=config.run.progress_every,
+        accelerator=acc,
     )
+    start_trackers(acc, to_dict(config), out.name)
     metrics: dict[str, float] = {}
     steps_done = start
     try:
