@@ -218,3 +218,19 @@ def test_metrics_reach_accelerate_trackers(tmp_path, monkeypatch):
     assert [step for step, _ in recording.logs] == [1, 2] and "loss" in recording.logs[0][1]
     assert recording.finished
     assert _steps(tmp_path / "run") == [1, 2]  # metrics.jsonl as always
+
+
+def test_config_differences_ignore_free_fields_and_new_fields_at_their_default():
+    from prefalign.trainers.run_folder import config_differences
+
+    saved = {"optim": {"learning_rate": 1e-5}, "run": {"progress": True, "seed": 0}, "stop_after_steps": 3}
+    current = {
+        "optim": {"learning_rate": 1e-5},
+        "run": {"progress": False, "seed": 1},
+        "stop_after_steps": 9,
+        "data": {"split": "train"},
+    }
+    defaults = {"data": {"split": "train"}}
+    assert config_differences(saved, current, defaults) == [("run.seed", 0, 1)]
+    changed_new_field = {**current, "data": {"split": "test"}}
+    assert ("data.split", "<absent>", "test") in config_differences(saved, changed_new_field, defaults)

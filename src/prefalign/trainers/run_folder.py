@@ -74,12 +74,19 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """``(field, saved value, new value)`` for every setting that differs, free fields left out."""
-    old, new = flatten(saved), flatten(current)
+def config_differences(
+    saved: Mapping[str, Any], current: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """``(field, saved value, new value)`` for every setting that differs, free fields left out.
+
+    A field the saved config does not have (it was written by an older version) counts as unchanged
+    when its new value is the field's default (``defaults``: the flattened default config)."""
+    old, new, default = flatten(saved), flatten(current), flatten(defaults or {})
     out = []
     for name in sorted(set(old) | set(new)):
         if name in FREE_FIELDS or name.rsplit(".", 1)[-1] in FREE_LEAVES:
+            continue
+        if name not in old and name in default and _same(default[name], new.get(name)):
             continue
         if not _same(old.get(name), new.get(name)):
             out.append((name, old.get(name, "<absent>"), new.get(name, "<absent>")))
@@ -99,14 +106,20 @@ class FolderPlan:
     changes: list[tuple[str, Any, Any]]
 
 
-def plan_run_folder(output_dir: str | Path, current: Mapping[str, Any], run: Any, has_checkpoint: bool) -> FolderPlan:
+def plan_run_folder(
+    output_dir: str | Path,
+    current: Mapping[str, Any],
+    run: Any,
+    has_checkpoint: bool,
+    defaults: Mapping[str, Any] | None = None,
+) -> FolderPlan:
     """Check the folder against the run settings (reads only; every process may call it). Raises ValueError."""
     folder = Path(output_dir)
     present = run_files(folder)
     if run.resume and has_checkpoint:
         saved_file = folder / "config.yaml"
         saved = yaml.safe_load(saved_file.read_text()) if saved_file.exists() else None
-        changes = config_differences(saved, current) if isinstance(saved, Mapping) else []
+        changes = config_differences(saved, current, defaults) if isinstance(saved, Mapping) else []
         if changes and not run.allow_changes:
             listed = "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in changes)
             raise ValueError(
@@ -140,7 +153,11 @@ def prepare_run_folder(accelerator: Any, run: Any, config: Any) -> FolderPlan:
 
     folder = Path(run.output_dir)
     has_checkpoint = bool(run.resume) and Checkpointer(folder, accelerator).latest() is not None
-    plan = plan_run_folder(folder, to_dict(config), run, has_checkpoint)
+    try:
+        defaults = to_dict(type(config)())
+    except (TypeError, ValueError):  # a config class without defaults for every field
+        defaults = None
+    plan = plan_run_folder(folder, to_dict(config), run, has_checkpoint, defaults)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         clear_run(folder, plan.clear)
