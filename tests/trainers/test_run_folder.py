@@ -234,3 +234,36 @@ def test_config_differences_ignore_free_fields_and_new_fields_at_their_default()
     assert config_differences(saved, current, defaults) == [("run.seed", 0, 1)]
     changed_new_field = {**current, "data": {"split": "test"}}
     assert ("data.split", "<absent>", "test") in config_differences(saved, changed_new_field, defaults)
+
+
+def test_a_hub_model_id_that_cannot_be_loaded_is_one_line(monkeypatch):
+    """No hub is reachable here: with HF_HUB_OFFLINE unset the id goes to from_pretrained (a stand-in that fails as
+    transformers does without a network), and its error becomes one line naming the id."""
+    from prefalign.models.load import ModelNotFound, from_pretrained
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    calls = []
+
+    class Auto:
+        @staticmethod
+        def from_pretrained(name, **kwargs):
+            calls.append(name)
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files\nCheck your connection")
+
+    with pytest.raises(ModelNotFound) as info:
+        from_pretrained(Auto, "someone/model", dtype=None)
+    assert calls == ["someone/model"]
+    assert str(info.value).startswith("model 'someone/model' not found (not loadable from the hub: We couldn't")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ModelNotFound, match="no such folder, and HF_HUB_OFFLINE is set"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        from_pretrained(Auto, "someone/model")
+    assert calls == ["someone/model"]  # offline: never tried
+
+
+def test_max_steps_is_the_step_count():
+    from prefalign.trainers.common import BatchPlan
+
+    plan = BatchPlan(num_examples=8, global_batch_size=4, seed=0, epochs=1.0, max_steps=5)
+    assert plan.total_steps == 5 and sorted(plan.step_indices(2) + plan.step_indices(3)) == list(range(8))
+    assert BatchPlan(num_examples=8, global_batch_size=4, seed=0, epochs=1.5).total_steps == 3
