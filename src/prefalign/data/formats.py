@@ -41,11 +41,11 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
 
 
-def hub_offline() -> bool:
-    """True when the user's environment forbids the hub (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE``)."""
-    return any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+def hub_offline(datasets: bool = True) -> bool:
+    """True when the user's environment forbids the hub: ``HF_HUB_OFFLINE``, or for data sets also
+    ``HF_DATASETS_OFFLINE``."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if datasets else ("HF_HUB_OFFLINE",)
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in names)
 
 
 def looks_like_hub_id(name: str) -> bool:

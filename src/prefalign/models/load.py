@@ -139,7 +139,7 @@ def check_model_name(name_or_path: str) -> None:
 
     if not looks_like_hub_id(name_or_path):
         raise _not_found(name_or_path, "no such folder")
-    if hub_offline():
+    if hub_offline(datasets=False):
         raise _not_found(name_or_path, "no such folder, and HF_HUB_OFFLINE is set")
 
 

@@ -65,9 +65,9 @@ class TrainingSession:
         self.output_dir = Path(self.run.output_dir)
         self.checkpointer = Checkpointer(self.output_dir, self.accelerator, keep=self.run.keep_checkpoints)
         self.changes = prepare_run_folder(self.accelerator, self.run, self.config).changes
-        for name, old, new in self.changes:
-            self.print(f"[yellow]resume with a changed setting (run.allow_changes): {name}: {old!r} -> {new!r}")
-        self.accelerator.wait_for_everyone()
+        for name, old, new in self.changes if self.is_main else []:
+            line = f"resume with a changed setting (run.allow_changes): {name}: {old!r} -> {new!r}"
+            console.print(line, style="yellow", markup=False, highlight=False)
 
     @property
     def is_main(self) -> bool:
