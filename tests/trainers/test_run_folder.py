@@ -267,3 +267,56 @@ def test_max_steps_is_the_step_count():
     plan = BatchPlan(num_examples=8, global_batch_size=4, seed=0, epochs=1.0, max_steps=5)
     assert plan.total_steps == 5 and sorted(plan.step_indices(2) + plan.step_indices(3)) == list(range(8))
     assert BatchPlan(num_examples=8, global_batch_size=4, seed=0, epochs=1.5).total_steps == 3
+
+
+def _tiny_flags(folder):
+    return [
+        *("--model.name_or_path", "tiny-random", "--data.max_length", "48", "--run.output_dir", str(folder)),
+        *("--batch.global_batch_size", "4", "--batch.micro_batch_size", "4", "--batch.max_steps", "1"),
+        *("--run.tensorboard", "False", "--run.progress", "False"),
+    ]
+
+
+def test_commands_train_on_a_dataset_dict_folder_a_csv_and_conversational_parquet(tmp_path, monkeypatch):
+    """A tiny model trained end to end from three more kinds of source: SFT from a DatasetDict folder (TRL
+    conversational ``messages``) with its test split held out, a reward model from a CSV through --data.columns,
+    DPO from Parquet in TRL's implicit-prompt conversational form."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("PREFALIGN_CACHE_DIR", str(tmp_path / "cache"))
+
+    def chat(q, a):
+        return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+
+    rows = [{"messages": chat(f"say {i}", f"number {i}")} for i in range(6)]
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:4]), "test": datasets.Dataset.from_list(rows[4:])}
+    ).save_to_disk(str(tmp_path / "sft_dd"))
+    argv = ["sft", "--data.source", str(tmp_path / "sft_dd"), "--data.eval_split", "test", *_tiny_flags(tmp_path / "s")]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert (results["train_examples"], results["eval_examples"], results["kept_rows"]) == (4, 2, 6)
+
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("question,good,bad\n" + "".join(f"q{i},yes {i},no {i}\n" for i in range(6)))
+    columns = ["--data.columns", "prompt", "question", "chosen", "good", "rejected", "bad"]
+    assert (
+        main(["rm", "--data.source", str(csv_path), "--data.eval_size", "2", *columns, *_tiny_flags(tmp_path / "r")])
+        == 0
+    )
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["eval_pairs"] == 2
+
+    pairs = [{"chosen": chat(f"q{i}", f"yes {i}"), "rejected": chat(f"q{i}", f"no {i}")} for i in range(6)]
+    pq.write_table(pa.Table.from_pylist(pairs), tmp_path / "pairs.parquet")
+    argv = [
+        "dpo",
+        "--data.source",
+        str(tmp_path / "pairs.parquet"),
+        "--data.eval_size",
+        "2",
+        *_tiny_flags(tmp_path / "d"),
+    ]
+    assert main(argv) == 0
+    assert (tmp_path / "d" / "model" / "README.md").exists()
