@@ -115,7 +115,7 @@ class _Command:
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # HF_HUB_OFFLINE is the user's: embedded names and local paths never touch the network anyway.
     try:
         from transformers.utils import logging as hf_logging
 
@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"prefalign {name}: {exc}", file=sys.stderr)
         return 2
+    from prefalign.trainers.model_card import set_command
+
+    set_command(["prefalign", *argv])
     try:
         run_fn(config)
     except (ValueError, FileNotFoundError) as exc:  # bad input: config values, data rows, missing files

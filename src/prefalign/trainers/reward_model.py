@@ -23,6 +23,7 @@ from prefalign.algorithms.preference import bradley_terry_loss
 from prefalign.data.collate import collate_pairs
 from prefalign.data.config import DataConfig, load_pairs
 from prefalign.data.schema import PreferencePair
+from prefalign.data.token_cache import encode_cached
 from prefalign.data.tokenize import EncodedPair, TruncatedAway, encode_pair
 from prefalign.models.heads import sequence_scores
 from prefalign.models.load import ModelConfig, load_reward_model, load_tokenizer, save_model
@@ -75,7 +76,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 def encode_pairs(
     tokenizer, pairs: Sequence[PreferencePair], data: DataConfig
 ) -> tuple[list[EncodedPair], dict[str, int]]:
-    """Tokenise pairs; a pair with an empty or truncated-away response is skipped and counted."""
+    """Tokenise pairs (through the tokenisation cache); a pair with an empty or truncated-away response is skipped
+    and counted."""
+    return encode_cached(
+        tokenizer,
+        pairs,
+        "reward-model pairs",
+        lambda: _encode_pairs(tokenizer, pairs, data),
+        max_length=data.max_length,
+        max_prompt_length=data.max_prompt_length,
+    )
+
+
+def _encode_pairs(
+    tokenizer, pairs: Sequence[PreferencePair], data: DataConfig
+) -> tuple[list[EncodedPair], dict[str, int]]:
     encoded, stats = [], {"skipped_empty": 0, "truncated": 0}
     for pair in pairs:
         try:
@@ -130,7 +145,7 @@ def run_reward_model(
     # 1. data
     if pairs is None:
         train_pairs, eval_pairs, report = load_pairs(config.data)
-        session.print(report.summary())
+        session.record_data(report)
     else:
         train_pairs, eval_pairs = pairs
     tokenizer = load_tokenizer(config.model)

@@ -132,7 +132,10 @@ def available(method: str) -> str | None:
 
 
 def _run(output: Path, seed: int, progress: bool, threads: int | None) -> RunConfig:
-    return RunConfig(output_dir=str(output), seed=seed, tensorboard=False, progress=progress, threads=threads)
+    # the study re-trains its runs each time it is run: a folder left by an earlier study is replaced
+    return RunConfig(
+        output_dir=str(output), seed=seed, tensorboard=False, progress=progress, threads=threads, overwrite=True
+    )
 
 
 def _data(world: TinyWorld) -> DataConfig:

@@ -47,7 +47,7 @@ from prefalign.algorithms.kl import kl_penalized_rewards
 from prefalign.algorithms.masked import masked_mean, masked_var, masked_whiten
 from prefalign.algorithms.ppo import explained_variance
 from prefalign.atomic import write_text_atomic
-from prefalign.config import save_yaml, to_dict
+from prefalign.config import to_dict
 from prefalign.data.schema import Prompt
 from prefalign.rollout.experience import (
     Experience,
@@ -59,11 +59,13 @@ from prefalign.rollout.experience import (
 from prefalign.rollout.generate import Rollout, generate
 from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import BatchPlan, check_finite, global_sum, make_accelerator, set_seed, shard
-from prefalign.trainers.logging import MetricLogger, console
+from prefalign.trainers.logging import MetricLogger, console, start_trackers
+from prefalign.trainers.model_card import write_model_card
 from prefalign.trainers.ppo.config import PRESETS, PPOConfig
 from prefalign.trainers.ppo.setup import build_parts, encode_prompts, load_prompt_sets, sft_batches
 from prefalign.trainers.ppo.state import PPOContext, PPOState
 from prefalign.trainers.ppo.update import UpdateSettings, ppo_update
+from prefalign.trainers.run_folder import prepare_run_folder
 
 __all__ = ["PPOConfig", "PRESETS", "PPOState", "run_ppo", "ppo_step"]
 
@@ -327,8 +329,7 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
     acc = make_accelerator(config.run)
     set_seed(config.run.seed)
     out = Path(config.run.output_dir)
-    if acc.is_main_process:
-        save_yaml(config, out / "config.yaml")
+    prepare_run_folder(acc, config.run, config)  # a used folder, a resume with changed settings: refused
     ctx = build_context(config, acc)
     ckpt = Checkpointer(out, acc, keep=config.run.keep_checkpoints)
     start = resume(ctx, ckpt)
@@ -338,10 +339,13 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
         is_main=acc.is_main_process,
         total_steps=total,
         description="ppo",
-        tensorboard=config.run.tensorboard,
+        tensorboard="tensorboard" in config.run.trackers(),
         progress=config.run.progress,
         resume_step=start,
+        progress_every=config.run.progress_every,
+        accelerator=acc,
     )
+    start_trackers(acc, to_dict(config), out.name)
     metrics: dict[str, float] = {}
     steps_done = start
     try:
@@ -370,5 +374,7 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
     }
     if acc.is_main_process:
         write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
+        if (out / "model").is_dir():
+            write_model_card(out / "model", config, results)
     acc.wait_for_everyone()
     return results
