@@ -91,6 +91,8 @@ class RunningMeanStd:
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        if state.get("kind") == "ema":
+            raise ValueError("checkpoint value statistics are exponential; this run keeps cumulative ones")
         mean = torch.as_tensor(state["mean"], dtype=torch.float64).clone()
         if tuple(mean.shape) != self.shape:
             raise ValueError(f"state shape {tuple(mean.shape)} != RunningMeanStd shape {self.shape}")
