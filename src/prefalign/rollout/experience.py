@@ -51,7 +51,7 @@ class Experience:
     token_rewards: torch.Tensor  # (N, T) -beta * KL_t, plus the score at the last response token
     advantages: torch.Tensor  # (N, T) GAE advantages (whitened when advantage normalisation is on)
     returns: torch.Tensor  # (N, T) value targets (normalised space if value normalisation)
-    support: torch.Tensor | None = None  # (N, T, k) long: the sampler's top-k ids per response token, or None
+    support: torch.Tensor | None = None  # (N, T, k) int32: the sampler's top-k ids per response token, or None
 
     def __len__(self) -> int:
         return int(self.sequences.shape[0])
@@ -154,7 +154,7 @@ def rollout_logprobs_top_k(
     (the sampler's distribution: softmax over the k largest logits / temperature, as Hugging Face samples)."""
     device = next(model.parameters()).device
     out = torch.zeros(rollout.sequences.shape, dtype=torch.float32)
-    support = torch.zeros(*rollout.sequences.shape, top_k, dtype=torch.long)  # a k over the vocabulary keeps all
+    support = torch.zeros(*rollout.sequences.shape, top_k, dtype=torch.int32)  # a k over the vocabulary keeps all
     for start in range(0, len(rollout), micro_batch_size):
         rows = slice(start, start + micro_batch_size)
         width = int(rollout.attention_mask[rows].sum(dim=1).max().item())
@@ -163,7 +163,7 @@ def rollout_logprobs_top_k(
         )
         logprobs, ids_k = token_logprobs(model, ids, mask, response, temperature=temperature, top_k=top_k)
         out[rows, :width] = logprobs.float().cpu()
-        support[rows, :width, : ids_k.shape[-1]] = ids_k.cpu()
+        support[rows, :width, : ids_k.shape[-1]] = ids_k.to(torch.int32).cpu()
     return out, support
 
 
