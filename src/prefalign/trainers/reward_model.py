@@ -65,7 +65,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"learning_rate": 1e-5, "min_learning_rate": 1e-6, "warmup_ratio": 0.03},
         "batch": {"global_batch_size": 512, "epochs": 1.0},
     },
-    # Xu et al. (2024, App. C): reward model lr 1e-5 (their Table 7 values), batch 64 pairs, 1 epoch.
+    # Ours: Xu et al. (2024) give no reward-model settings. The ivison rate without its floor, batch 64 pairs, 1 epoch
+    # (sources per setting: docs/presets.md).
     "xu": {
         "optim": {"learning_rate": 1e-5, "min_learning_rate": 0.0},
         "batch": {"global_batch_size": 64, "epochs": 1.0},
