@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from prefalign.rewards.sandbox_compare import compare_by_value
 from prefalign.rewards.sandbox_isolation import (
     _next_uid,
     _remove_tree,
@@ -71,6 +72,7 @@ from prefalign.rewards.sandbox_isolation import (
     kill_uid,
     probe_isolation,
 )
+from prefalign.rewards.sandbox_wall import WORKDIR, wall_argv
 
 STATUSES = ("passed", "failed", "timeout", "error", "memory")
 _MEMORY_EXIT = 86  # the harness exits with this code after a MemoryError
@@ -94,6 +96,8 @@ class SandboxConfig:
     """Processes and threads the program may have at once (RLIMIT_NPROC on its throw-away uid)."""
     max_output_bytes: int = 8 << 20
     """Largest stdout, stderr or written file (RLIMIT_FSIZE); beyond it the program is killed."""
+    max_disk_bytes: int = 64 << 20
+    """Total bytes a run may write, all files together (the size of its private tmpfs; needs bubblewrap)."""
     max_open_files: int = 64
     tail_chars: int = 2000
     """Characters of stdout and stderr kept in a result."""
@@ -107,6 +111,8 @@ class SandboxConfig:
     """As root, run each program in an empty network namespace (``unshare --net``)."""
     audit_guard: bool = True
     """Install the audit-hook guard; switch off only to test the OS layers on their own."""
+    bubblewrap: bool = True
+    """Run each program inside bubblewrap (``bwrap``) where it is installed and works (see sandbox_wall)."""
     python: str | None = None
     """Interpreter for the programs; None: this one, or ``python3`` if a dropped uid cannot read it."""
     tmp_dir: str | None = None
@@ -168,7 +174,7 @@ class Sandbox:
     def __init__(self, config: SandboxConfig | None = None):
         self.config = config or SandboxConfig()
         c = self.config
-        self._isolation = probe_isolation(c.python, c.drop_privileges, c.network_namespace, c.audit_guard)
+        self._isolation = probe_isolation(c.python, c.drop_privileges, c.network_namespace, c.audit_guard, c.bubblewrap)
 
     def isolation(self) -> dict[str, Any]:
         """Which protection layers are active on this machine."""
@@ -192,7 +198,8 @@ class Sandbox:
     # -- the two ways of running tests -------------------------------------------------------
 
     def _run_in_process(self, program: str, test_stages: list[tuple[str, str, bool]]) -> ExecutionResult:
-        stages = [("solution.py", program, False)] + list(test_stages)
+        tests = [(label, compare_by_value(source), is_test) for label, source, is_test in test_stages]
+        stages = [("solution.py", program, False)] + tests
         nonce = secrets.token_hex(16)
         proc = self._spawn(program, stages, nonce, None)
         marks, stdout = _parse_marks(proc.stdout, nonce)
@@ -241,7 +248,10 @@ class Sandbox:
         if proc.returncode == -signal.SIGXFSZ:
             return "error", f"output or file larger than {c.max_output_bytes} bytes"
         if proc.returncode < 0:
-            return "error", f"killed by {signal.Signals(-proc.returncode).name}"
+            try:
+                return "error", f"killed by {signal.Signals(-proc.returncode).name}"
+            except ValueError:
+                return "error", f"killed by signal {-proc.returncode}"
         return None
 
     def _result(self, status, passed, total, procs, detail, stdout, shown=None) -> ExecutionResult:
@@ -265,6 +275,8 @@ class Sandbox:
         c = self.config
         cpu = math.ceil(c.cpu_time or c.timeout)
         nproc = c.max_processes if uid is not None else _user_task_count() + c.max_processes
+        if self._isolation.bwrap:
+            nproc += 2  # bwrap's monitor and the namespace's init run under the same uid
         return [
             ("RLIMIT_CPU", cpu, cpu + 1),
             ("RLIMIT_AS", c.memory_bytes, c.memory_bytes),
@@ -278,15 +290,18 @@ class Sandbox:
         iso, c = self._isolation, self.config
         uid = _next_uid() if iso.uid_switch else None
         control = tempfile.mkdtemp(prefix="prefalign-control-", dir=c.tmp_dir)
-        workdir = tempfile.mkdtemp(prefix="prefalign-run-", dir=c.tmp_dir)
+        # inside bubblewrap the working directory is its private tmpfs, filled by the harness
+        workdir = WORKDIR if iso.bwrap else tempfile.mkdtemp(prefix="prefalign-run-", dir=c.tmp_dir)
         try:
-            with open(os.path.join(workdir, "solution.py"), "w", encoding="utf-8") as fh:
-                fh.write(program)
-            if uid is not None:
-                os.chown(workdir, uid, uid)
+            if not iso.bwrap:
+                with open(os.path.join(workdir, "solution.py"), "w", encoding="utf-8") as fh:
+                    fh.write(program)
+                if uid is not None:
+                    os.chown(workdir, uid, uid)
             job = {
                 "limits": self._limits(uid),
-                "uid": uid,
+                "uid": None if iso.bwrap else uid,  # bwrap itself is started under the uid
+                "write_program": bool(iso.bwrap),
                 "guard": iso.audit_guard,
                 "workdir": workdir,
                 "read_roots": list(iso.read_roots),
@@ -297,24 +312,41 @@ class Sandbox:
             job_path = os.path.join(control, "job")
             with open(job_path, "wb") as fh:
                 marshal.dump(job, fh)
-            with open(os.path.join(control, "stdin"), "w+b") as fin:
+            with open(job_path, "rb") as job_file, open(os.path.join(control, "stdin"), "w+b") as fin:
                 fin.write((stdin_text or "").encode("utf-8"))
                 fin.seek(0)
-                return self._launch(job_path, workdir, uid, fin)
+                return self._launch(job_file, workdir, uid, fin)
         finally:
-            _remove_tree(workdir)
+            if not iso.bwrap:
+                _remove_tree(workdir)
             _remove_tree(control)
 
-    def _launch(self, job_path: str, workdir: str, uid: int | None, stdin) -> _Process:
+    def _launch(self, job_file, workdir: str, uid: int | None, stdin) -> _Process:
+        """Start the harness on the open ``job_file`` (passed as a file descriptor, so that the
+        program, under another uid or inside bubblewrap, never needs to open it)."""
         iso, c = self._isolation, self.config
-        argv = [iso.unshare, "--net", "--"] if iso.unshare else []
-        argv += [iso.python, "-I", "-S", "-B", "-c", HARNESS, job_path]
+        job_fd = job_file.fileno()
+        if iso.bwrap:
+            argv = wall_argv(iso.bwrap, iso.python, c.max_disk_bytes)
+        else:
+            argv = [iso.unshare, "--net", "--"] if iso.unshare else []
+        argv += [iso.python, "-I", "-S", "-B", "-c", HARNESS, str(job_fd)]
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        control = os.path.dirname(job_path)
+        # bwrap drops its own privileges: it starts under the throw-away uid, in an unprivileged user namespace
+        ids = {"user": uid, "group": uid, "extra_groups": []} if iso.bwrap and uid is not None else {}
+        control = os.path.dirname(job_file.name)
         with open(os.path.join(control, "stdout"), "w+b") as out, open(os.path.join(control, "stderr"), "w+b") as err:
             start = time.perf_counter()
             proc = subprocess.Popen(
-                argv, stdin=stdin, stdout=out, stderr=err, cwd=workdir, env=env, start_new_session=True
+                argv,
+                stdin=stdin,
+                stdout=out,
+                stderr=err,
+                cwd="/" if iso.bwrap else workdir,
+                env=env,
+                start_new_session=True,
+                pass_fds=(job_fd,),
+                **ids,
             )
             finished = _wait_exit(proc.pid, c.timeout)
             try:  # the whole session, before reaping, so that its group id cannot have been reused
@@ -325,6 +357,8 @@ class Sandbox:
                 kill_uid(uid, iso.python)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
+            if iso.bwrap and 128 < proc.returncode < 128 + 65:  # bwrap reports a signal as 128 + its number
+                proc.returncode = 128 - proc.returncode
             elapsed = time.perf_counter() - start
             out.seek(0)
             err.seek(0)

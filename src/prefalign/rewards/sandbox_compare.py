@@ -1,0 +1,94 @@
+"""Rewrite test code so that it compares results by value, never by the program's own methods.
+
+An assert-style test (``assert f(x) == y``, HumanEval's ``check(candidate)``) runs in the program's
+interpreter, so a program could return an object whose ``__eq__`` always answers True, whose
+``__bool__`` is always True, or whose ``__sub__`` and ``__abs__`` return 0 (to pass
+``abs(f(x) - y) < 1e-6``). Before the tests are sent to the sandbox, their syntax tree is rewritten
+so that every value they compare or compute with is first reduced, inside the child, to plain
+built-in data (``__prefalign_plain__`` in :mod:`prefalign.rewards.sandbox_harness`: exact ``None``,
+``bool``, numbers, ``str``, ``bytes``, ``list``, ``tuple``, ``dict``, ``set``; subclasses such as
+``namedtuple`` or ``Counter`` become their built-in base), whose comparisons the program cannot
+change. A value that cannot be reduced fails the test with a detail naming its type.
+
+What is reduced: both sides of every comparison except ``is`` / ``is not``; the condition of every
+``assert``, ``if``, ``while`` and conditional expression; the operands of ``and`` / ``or``, unary and
+binary operators and augmented assignments; the arguments of the value-taking builtins (``abs``,
+``round``, ``len``, ``sum``, ``min``, ``max``, ``sorted``, ``all``, ``any``, ``divmod``, ``pow``,
+the numeric constructors and every ``math`` function). What is not: values passed to other calls
+(the program's own classes built by a test's set-up, e.g. MBPP's ``root = Node(1)``, must reach the
+program's functions intact), attribute access and indexing (their result is reduced when compared).
+
+Departure from the data sets' own harnesses: ``OrderedDict`` equality loses its order sensitivity
+(it becomes a ``dict``) and a ``deque``, ``Fraction`` or ``Decimal`` result cannot be compared
+(none of the HumanEval or MBPP solutions returns one). Test code that does not parse is left as it
+is (the sandbox reports the SyntaxError).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+
+PLAIN, TRUTH, CALL = "__prefalign_plain__", "__prefalign_truth__", "__prefalign_call__"
+
+
+def _wrap(helper: str, node: ast.expr) -> ast.expr:
+    if helper == PLAIN and isinstance(node, ast.Constant):
+        return node  # a literal in the test is plain already
+    return ast.Call(func=ast.Name(id=helper, ctx=ast.Load()), args=[node], keywords=[])
+
+
+class _ByValue(ast.NodeTransformer):
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        if all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
+            return node
+        node.left = _wrap(PLAIN, node.left)
+        node.comparators = [_wrap(PLAIN, c) for c in node.comparators]
+        return node
+
+    def _test(self, node):
+        self.generic_visit(node)
+        node.test = _wrap(TRUTH, node.test)
+        return node
+
+    visit_Assert = visit_If = visit_While = visit_IfExp = _test
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
+        self.generic_visit(node)
+        node.values = [_wrap(PLAIN, v) for v in node.values]
+        return node
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.operand, ast.Constant):
+            return node  # -1 stays a literal
+        node.operand = _wrap(PLAIN, node.operand)
+        return node
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        node.left, node.right = _wrap(PLAIN, node.left), _wrap(PLAIN, node.right)
+        return node
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
+        self.generic_visit(node)
+        node.value = _wrap(PLAIN, node.value)
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id in ("super", PLAIN, TRUTH, CALL):
+            return node  # zero-argument super() needs its caller's frame
+        return ast.Call(func=ast.Name(id=CALL, ctx=ast.Load()), args=[node.func, *node.args], keywords=node.keywords)
+
+
+@functools.lru_cache(maxsize=4096)
+def compare_by_value(source: str) -> str:
+    """``source`` rewritten to compare plain data (see the module docstring); unchanged if it
+    does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    return ast.unparse(ast.fix_missing_locations(_ByValue().visit(tree)))
