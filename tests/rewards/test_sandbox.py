@@ -1,5 +1,7 @@
 """The sandbox contains hostile programs (each layer on its own where the machine allows it), and
-the next program still runs; verdicts cannot be faked by exiting early."""
+the next program still runs; verdicts cannot be faked by exiting early. The OS-layer tests run with
+bubblewrap and without it (the fallback layers); tests/rewards/test_sandbox_attacks.py holds one
+program per class of attack the module docstring names."""
 
 from __future__ import annotations
 
@@ -25,13 +27,21 @@ def sandbox() -> Sandbox:
     return Sandbox(SandboxConfig(**FAST))
 
 
-@pytest.fixture(scope="module")
-def unguarded() -> Sandbox:
-    """The OS layers alone (no audit hook): only meaningful where a throw-away uid is used."""
-    box = Sandbox(SandboxConfig(**FAST, audit_guard=False))
-    if not box.isolation()["throwaway_uid_and_nproc"]:
+@pytest.fixture(scope="module", params=["bwrap", "no_bwrap"])
+def unguarded(request) -> Sandbox:
+    """The OS layers alone (no audit hook), with bubblewrap and without it (where a throw-away uid
+    is used, the fallback's main layer)."""
+    box = Sandbox(SandboxConfig(**FAST, audit_guard=False, bubblewrap=request.param == "bwrap"))
+    iso = box.isolation()
+    if request.param == "bwrap" and not iso["bubblewrap"]:
+        pytest.skip(f"bubblewrap unavailable here: {iso['bubblewrap_unavailable']}")
+    if request.param == "no_bwrap" and not iso["throwaway_uid_and_nproc"]:
         pytest.skip("no throw-away uid here (not root, or no interpreter readable by another uid)")
     return box
+
+
+def walled(box: Sandbox) -> bool:
+    return box.isolation()["bubblewrap"]
 
 
 def run(box: Sandbox, program: str, tests: tuple[str, ...] = ("assert True",)) -> ExecutionResult:
@@ -118,8 +128,8 @@ def test_output_flood_is_capped(sandbox):
         "open('/etc/passwd').read()\n",
         f"open({str(PROJECT_SRC / '__init__.py')!r}).read()\n",
         "import os\nos.listdir('/')\n",
-        "import os\nos.listdir(os.path.expanduser('~root'))\n",
-        "import os\nos.remove('/tmp/nothing-to-remove-here')\n",
+        "import os\nos.listdir('/root')\n",
+        "import os\nos.remove('/usr/nothing-to-remove-here')\n",
     ],
 )
 def test_guard_refuses_files_outside_the_working_directory(sandbox, program):
@@ -133,7 +143,10 @@ def test_writing_into_the_project_is_refused_by_guard_and_by_uid(sandbox, unguar
     try:
         for box in (sandbox, unguarded):
             result = run(box, program)
-            assert result.status == "error" and "PermissionError" in result.detail
+            # refused by the guard or the uid; inside bubblewrap the project is not even there
+            guarded = box is sandbox
+            wanted = "FileNotFoundError" if walled(box) and not guarded else "PermissionError"
+            assert result.status == "error" and wanted in result.detail, result
             assert not target.exists()
     finally:
         target.unlink(missing_ok=True)
@@ -141,7 +154,8 @@ def test_writing_into_the_project_is_refused_by_guard_and_by_uid(sandbox, unguar
 
 def test_home_directory_is_unreadable_without_the_guard(unguarded):
     result = run(unguarded, "import os\nos.listdir('/root')\n")
-    assert result.status == "error" and "PermissionError" in result.detail
+    wanted = "FileNotFoundError" if walled(unguarded) else "PermissionError"  # absent inside bubblewrap
+    assert result.status == "error" and wanted in result.detail, result
 
 
 def test_working_directory_is_private_home_and_deleted():
@@ -149,7 +163,11 @@ def test_working_directory_is_private_home_and_deleted():
     program = "import os\nopen('scratch.txt', 'w').write('x')\nprint(os.getcwd())\nprint(os.environ['HOME'])\n"
     result = box.run_tests(program, StdioTests(("",), ("",)))
     cwd, home = result.stdout_tail.split()
-    assert cwd == home and not os.path.exists(cwd)
+    assert cwd == home
+    if walled(box):  # its own tmpfs, gone with its mount namespace; nothing of it on the host
+        assert cwd == "/tmp" and not any(Path("/tmp").glob("prefalign-run-*/scratch.txt"))
+    else:
+        assert not os.path.exists(cwd)
 
 
 @pytest.fixture
@@ -181,8 +199,10 @@ def test_network_is_refused_by_guard_and_by_namespace(sandbox, unguarded, listen
     ],
 )
 def test_killing_the_parent_is_refused(sandbox, unguarded, program):
-    for box in (sandbox, unguarded):
-        assert run(box, program).status == "error"
+    assert run(sandbox, program).status == "error"
+    result = run(unguarded, program)  # we are still alive, and run() checked the next program
+    # inside bubblewrap the parent it sees is the PID namespace's init, which ignores the signal
+    assert result.status == "error" or walled(unguarded), result
 
 
 def test_fork_is_refused_by_the_guard(sandbox):

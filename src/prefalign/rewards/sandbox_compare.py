@@ -30,6 +30,8 @@ import ast
 import functools
 
 PLAIN, TRUTH, CALL = "__prefalign_plain__", "__prefalign_truth__", "__prefalign_call__"
+# builtins that read their caller's frame: called through a helper, they would read the helper's
+_FRAME_READERS = ("super", "globals", "locals", "vars", "dir", "eval", "exec")
 
 
 def _wrap(helper: str, node: ast.expr) -> ast.expr:
@@ -78,8 +80,8 @@ class _ByValue(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
-        if isinstance(node.func, ast.Name) and node.func.id in ("super", PLAIN, TRUTH, CALL):
-            return node  # zero-argument super() needs its caller's frame
+        if isinstance(node.func, ast.Name) and node.func.id in _FRAME_READERS + (PLAIN, TRUTH, CALL):
+            return node
         return ast.Call(func=ast.Name(id=CALL, ctx=ast.Load()), args=[node.func, *node.args], keywords=node.keywords)
 
 
