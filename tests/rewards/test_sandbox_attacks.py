@@ -195,7 +195,7 @@ ALWAYS_EQUAL = "class Any:\n    def __eq__(self, other):\n        return True\n 
             "class L(list):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return L([0])\n",
             ("assert f(1) == [2]",),
         ),
-        ("class A:\n    def __new__(cls, x):\n        return 0.0\nf = A\n", ("assert f(1) == 2",)),
+        (ALWAYS_EQUAL + "class A:\n    def __new__(cls, x):\n        return Any()\nf = A\n", ("assert f(1) == 2",)),
         ("import builtins\nbuiltins.abs = lambda x: 0\ndef f(x):\n    return 7\n", ("assert abs(f(1) - 2) < 1e-6",)),
     ],
     ids=[
@@ -234,7 +234,9 @@ def test_namedtuples_counters_and_program_classes_still_work(sandbox):
         "class Node:\n    def __init__(self, v):\n        self.v = v\n"
         "def f(x):\n    return P(x, x)\ndef g(s):\n    return Counter(s)\ndef val(n):\n    return n.v\n"
     )
+    program += "import re\ndef h(s):\n    return re.match('a', s)\n"  # a C object: its truth is trusted
     tests = ("assert f(1) == (1, 1)", "assert g('aab') == {'a': 2, 'b': 1}", "assert val(root) == 3")
+    tests += ("assert h('abc') and not h('b')",)
     result = sandbox.run_tests(program, AssertTests(tests, "root = Node(3)"))
     assert result.passed, result
     wrong = sandbox.run_tests(program.replace("P(x, x)", "P(x, 0)"), AssertTests(tests, "root = Node(3)"))

@@ -10,13 +10,16 @@ built-in data (``__prefalign_plain__`` in :mod:`prefalign.rewards.sandbox_harnes
 ``namedtuple`` or ``Counter`` become their built-in base), whose comparisons the program cannot
 change. A value that cannot be reduced fails the test with a detail naming its type.
 
-What is reduced: both sides of every comparison except ``is`` / ``is not``; the condition of every
-``assert``, ``if``, ``while`` and conditional expression; the operands of ``and`` / ``or``, unary and
-binary operators and augmented assignments; the arguments of the value-taking builtins (``abs``,
-``round``, ``len``, ``sum``, ``min``, ``max``, ``sorted``, ``all``, ``any``, ``divmod``, ``pow``,
-the numeric constructors and every ``math`` function). What is not: values passed to other calls
-(the program's own classes built by a test's set-up, e.g. MBPP's ``root = Node(1)``, must reach the
-program's functions intact), attribute access and indexing (their result is reduced when compared).
+What is reduced: both sides of every comparison except ``is`` / ``is not``, and the arguments of the
+value-taking builtins (``abs``, ``round``, ``len``, ``sum``, ``min``, ``max``, ``sorted``, ``all``,
+``any``, ``divmod``, ``pow``, the numeric constructors and every ``math`` function). The condition of
+every ``assert``, ``if``, ``while`` and conditional expression and the operands of ``and`` / ``or``,
+unary and binary operators and augmented assignments are reduced too, except that an object of a C
+type other than the built-in containers (``re.Match``, ``deque``) is kept: its truth and operators
+are C code the program cannot change (MBPP's ``assert check_str("annie")`` tests a match object's
+truth). What is not reduced: values passed to other calls (the program's own classes built by a
+test's set-up, e.g. MBPP's ``root = Node(1)``, must reach the program's functions intact), attribute
+access and indexing (their result is reduced when compared).
 
 Departure from the data sets' own harnesses: ``OrderedDict`` equality loses its order sensitivity
 (it becomes a ``dict``) and a ``deque``, ``Fraction`` or ``Decimal`` result cannot be compared
@@ -29,13 +32,18 @@ from __future__ import annotations
 import ast
 import functools
 
-PLAIN, TRUTH, CALL = "__prefalign_plain__", "__prefalign_truth__", "__prefalign_call__"
+PLAIN, OPERAND, TRUTH, CALL = (
+    "__prefalign_plain__",
+    "__prefalign_operand__",
+    "__prefalign_truth__",
+    "__prefalign_call__",
+)
 # builtins that read their caller's frame: called through a helper, they would read the helper's
 _FRAME_READERS = ("super", "globals", "locals", "vars", "dir", "eval", "exec")
 
 
 def _wrap(helper: str, node: ast.expr) -> ast.expr:
-    if helper == PLAIN and isinstance(node, ast.Constant):
+    if helper in (PLAIN, OPERAND) and isinstance(node, ast.Constant):
         return node  # a literal in the test is plain already
     return ast.Call(func=ast.Name(id=helper, ctx=ast.Load()), args=[node], keywords=[])
 
@@ -58,29 +66,29 @@ class _ByValue(ast.NodeTransformer):
 
     def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
         self.generic_visit(node)
-        node.values = [_wrap(PLAIN, v) for v in node.values]
+        node.values = [_wrap(OPERAND, v) for v in node.values]
         return node
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
         self.generic_visit(node)
         if isinstance(node.operand, ast.Constant):
             return node  # -1 stays a literal
-        node.operand = _wrap(PLAIN, node.operand)
+        node.operand = _wrap(OPERAND, node.operand)
         return node
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         self.generic_visit(node)
-        node.left, node.right = _wrap(PLAIN, node.left), _wrap(PLAIN, node.right)
+        node.left, node.right = _wrap(OPERAND, node.left), _wrap(OPERAND, node.right)
         return node
 
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
         self.generic_visit(node)
-        node.value = _wrap(PLAIN, node.value)
+        node.value = _wrap(OPERAND, node.value)
         return node
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
-        if isinstance(node.func, ast.Name) and node.func.id in _FRAME_READERS + (PLAIN, TRUTH, CALL):
+        if isinstance(node.func, ast.Name) and node.func.id in _FRAME_READERS + (PLAIN, OPERAND, TRUTH, CALL):
             return node
         return ast.Call(func=ast.Name(id=CALL, ctx=ast.Load()), args=[node.func, *node.args], keywords=node.keywords)
 

@@ -125,6 +125,9 @@ def _marker(nonce):
     return mark
 
 
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: built-in and C types; never a class statement's
+
+
 class NotPlainData(BaseException):
     """A value the tests compare is not plain built-in data (a BaseException, so that a test's
     ``except Exception`` cannot swallow it)."""
@@ -152,6 +155,7 @@ def _value_helpers():
     containers += ((frozenset, frozenset.__iter__, frozenset), (set, set.__iter__, set))
     value_taking = [abs, round, len, sum, min, max, sorted, all, any, divmod, pow, float, int, complex, bool]
     value_taking += [f for name, f in _vars(__import__("math")).items() if name[0] != "_" and callable(f)]
+    builtin_containers = (list, tuple, set, frozenset, dict)
     strict = _dict((_id(f), f) for f in value_taking)  # by identity: keeps them alive, ids stay valid
 
     def plain(value, _active=None):
@@ -179,8 +183,16 @@ def _value_helpers():
             % _getattr(kind, "__qualname__", "?")
         )
 
+    def operand(value):
+        """``plain``, except that an object of a C type (``re.Match``, ``deque``, ...) that is not a
+        built-in container is kept: its truth and operators are C code the program cannot change."""
+        kind = _type(value)
+        if kind in exact or not kind.__flags__ & _IMMUTABLE_TYPE or _isinstance(value, builtin_containers):
+            return plain(value)
+        return value
+
     def truth(value):
-        return _bool(plain(value))
+        return _bool(operand(value))
 
     def call(function, /, *args, **kwargs):
         if _id(function) in strict:
@@ -188,7 +200,8 @@ def _value_helpers():
             kwargs = {k: plain(v) for k, v in kwargs.items()}
         return function(*args, **kwargs)
 
-    return {"__prefalign_plain__": plain, "__prefalign_truth__": truth, "__prefalign_call__": call}
+    helpers = {"plain": plain, "operand": operand, "truth": truth, "call": call}
+    return {"__prefalign_%s__" % name: helper for name, helper in helpers.items()}
 
 
 def _run_checked(stages, mark, stop_at_first_failure):
