@@ -13,13 +13,22 @@ from pathlib import Path
 import pytest
 
 import prefalign
+from prefalign.rewards import sandbox_wall
 from prefalign.rewards.code import AssertTests, StdioTests
 from prefalign.rewards.sandbox import ExecutionResult, Sandbox, SandboxConfig
-from prefalign.rewards.sandbox_isolation import _UID_BASE
+from prefalign.rewards.sandbox_isolation import _UID_BASE, probe_isolation
 
 FAST = dict(timeout=1.0, memory_bytes=256 << 20, max_output_bytes=1 << 20, max_workers=2)
 TRIVIAL = ("def f(x):\n    return x + 1\n", AssertTests(("assert f(1) == 2",)))
 PROJECT_SRC = Path(prefalign.__file__).resolve().parent
+
+
+def without_bubblewrap(box: Sandbox) -> None:
+    """Skip (or, in CI, where PREFALIGN_REQUIRE_BUBBLEWRAP=1, fail) with the probe's reason."""
+    why = f"bubblewrap unavailable here: {box.isolation()['bubblewrap_unavailable']}"
+    if os.environ.get("PREFALIGN_REQUIRE_BUBBLEWRAP") == "1":
+        pytest.fail(why + " (PREFALIGN_REQUIRE_BUBBLEWRAP=1)")
+    pytest.skip(why)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,7 @@ def unguarded(request) -> Sandbox:
     box = Sandbox(SandboxConfig(**FAST, audit_guard=False, bubblewrap=request.param == "bwrap"))
     iso = box.isolation()
     if request.param == "bwrap" and not iso["bubblewrap"]:
-        pytest.skip(f"bubblewrap unavailable here: {iso['bubblewrap_unavailable']}")
+        without_bubblewrap(box)
     if request.param == "no_bwrap" and not iso["throwaway_uid_and_nproc"]:
         pytest.skip("no throw-away uid here (not root, or no interpreter readable by another uid)")
     return box
@@ -244,3 +253,30 @@ def test_parallel_runs_cost_only_their_time_limit(sandbox):
     wall = time.perf_counter() - start
     assert [r.status for r in results] == ["passed"] * 4 + ["timeout"]
     assert wall < 2.5  # in sequence: 4 x 0.5 s + 1 s; in parallel the sleeps overlap the 1 s loop
+
+
+def test_isolation_says_which_walls_are_up_and_why_not():
+    on = Sandbox(SandboxConfig(**FAST)).isolation()
+    off = Sandbox(SandboxConfig(**FAST, bubblewrap=False)).isolation()
+    assert not off["bubblewrap"] and not off["total_disk_cap"] and "switched off" in off["bubblewrap_unavailable"]
+    assert on["bubblewrap"] == (on["bubblewrap_unavailable"] == "")
+    if on["bubblewrap"]:
+        assert on["network_namespace"] and on["pid_namespace_and_private_filesystem"] and on["total_disk_cap"]
+
+
+def test_the_machine_is_probed_once_per_setting():
+    Sandbox(SandboxConfig(**FAST))
+    before = probe_isolation.cache_info()
+    Sandbox(SandboxConfig(**{**FAST, "timeout": 3.0}))
+    after = probe_isolation.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+
+
+def test_a_missing_or_unusable_bwrap_is_reported(monkeypatch):
+    monkeypatch.setattr(sandbox_wall.shutil, "which", lambda name, **kwargs: None)
+    bwrap, why = sandbox_wall.probe_wall("/usr/bin/python3", None)
+    assert bwrap is None and "not installed" in why and "apt-get install bubblewrap" in why
+    monkeypatch.setattr(sandbox_wall.shutil, "which", lambda name, **kwargs: "/bin/false")
+    bwrap, why = sandbox_wall.probe_wall("/usr/bin/python3", None)
+    assert bwrap is None and "/bin/false failed (exit 1)" in why
+    assert "home directory" in sandbox_wall.probe_wall("/root/.pyenv/versions/3.11.7/bin/python3", None)[1]

@@ -23,6 +23,14 @@ PROJECT_FILE = Path(prefalign.__file__).resolve()
 TRIVIAL = ("def f(x):\n    return x + 1\n", AssertTests(("assert f(1) == 2",)))
 
 
+def without_bubblewrap(box: Sandbox) -> None:
+    """Skip (or, in CI, where PREFALIGN_REQUIRE_BUBBLEWRAP=1, fail) with the probe's reason."""
+    why = f"bubblewrap unavailable here: {box.isolation()['bubblewrap_unavailable']}"
+    if os.environ.get("PREFALIGN_REQUIRE_BUBBLEWRAP") == "1":
+        pytest.fail(why + " (PREFALIGN_REQUIRE_BUBBLEWRAP=1)")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="module")
 def sandbox() -> Sandbox:
     return Sandbox(SandboxConfig(**FAST))
@@ -31,7 +39,7 @@ def sandbox() -> Sandbox:
 def _wall(**overrides) -> Sandbox:
     box = Sandbox(SandboxConfig(**{**FAST, **overrides}))
     if not box.isolation()["bubblewrap"]:
-        pytest.skip(f"bubblewrap unavailable here: {box.isolation()['bubblewrap_unavailable']}")
+        without_bubblewrap(box)
     return box
 
 

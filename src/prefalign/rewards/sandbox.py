@@ -11,40 +11,44 @@ It runs two kinds of test suite (the formats of each data set are in :mod:`prefa
 program, in its namespace, one process in all) and *stdio* suites (:class:`StdioSuite`: one
 process per input; the parent judges the output, so the program never sees the expected one).
 
-Layers of protection (:meth:`Sandbox.isolation` reports which are active here):
+Layers of protection (:meth:`Sandbox.isolation` reports which are up here), outermost first:
 
-1. **Process limits** (always): a new session, killed with ``os.killpg`` at the end; a wall-clock
-   limit (the parent kills the group); ``RLIMIT_CPU`` (SIGXCPU, SIGKILL a second later);
-   ``RLIMIT_AS`` (allocations fail with MemoryError); ``RLIMIT_FSIZE`` (caps stdout, stderr and every
-   file written); ``RLIMIT_NOFILE``; no core files; a private temporary working directory (also HOME
-   and TMPDIR) deleted afterwards. The interpreter runs with ``-I -S -B``: environment ignored, no
-   site-packages (neither the project nor installed packages importable), no bytecode written.
-2. **A throw-away user id** (when run as root): the harness drops to a fresh uid/gid for every run,
-   so ``RLIMIT_NPROC`` counts only that program's processes (it never applies to root: a fork bomb
-   is contained only this way), the kernel refuses its signals to our processes and its writes to
-   the project and the home directory, and ``kill -9 -1`` run as that uid at the end removes every
-   process it left, even ones that escaped the session. Without root, RLIMIT_NPROC is the user's
-   current task count plus ``max_processes`` (approximate) and only the session is killed.
-3. **A network namespace** (root with ``unshare``): the program has no network interface at all,
-   not even loopback to the host's services.
-4. **An audit-hook guard** (PEP 578, installed before the program runs): refuses ``open`` outside
-   the working directory (except reading the standard library), listing or changing files outside
-   it, ``socket.*``, process creation (fork, exec, spawn, system, subprocess), ``os.kill`` and
-   ``killpg``, ``ctypes`` and ``resource.setrlimit``. A refusal raises PermissionError in the program.
+1. **Bubblewrap** (where ``bwrap`` is installed and may create user namespaces; see
+   :mod:`prefalign.rewards.sandbox_wall`): new user, PID, IPC, network, UTS and cgroup namespaces,
+   ``--die-with-parent``; only ``/usr`` and the interpreter read-only, a private ``/proc`` and
+   read-only ``/dev``, and one private tmpfs of ``max_disk_bytes`` at ``/tmp`` (working directory,
+   home and temporary directory: the run's total disk cap). No home directory, ``/etc``, project or
+   other checkout is visible; no host process can be signalled; no network exists.
+2. **Process limits** (always): a new session, killed with ``os.killpg`` at the end; a wall-clock
+   limit; ``RLIMIT_CPU`` (SIGXCPU, SIGKILL a second later); ``RLIMIT_AS`` (MemoryError);
+   ``RLIMIT_FSIZE`` (each file and stdout/stderr); ``RLIMIT_NOFILE``; no core files. The interpreter
+   runs with ``-I -S -B``: environment ignored, no site-packages, no bytecode written.
+3. **A throw-away user id** (as root): every run gets a fresh uid (bubblewrap is started under it),
+   so ``RLIMIT_NPROC`` counts only that program's processes (a fork bomb is contained this way),
+   and ``kill -9 -1`` run as that uid at the end removes whatever it left. Without root,
+   RLIMIT_NPROC is the user's task count plus ``max_processes`` (approximate).
+4. **A network namespace** without bubblewrap (root with ``unshare``).
+5. **An audit-hook guard** (PEP 578): refuses ``open`` outside the working directory (except
+   reading the standard library), listing or changing files outside it, ``socket.*``, process
+   creation, ``os.kill``, ``ctypes`` and ``resource.setrlimit`` with a PermissionError.
 
-Assert-style verdicts are lines on stdout carrying a random nonce the program is not given, so
-``sys.exit(0)``, ``os._exit(0)`` or printing "passed" cannot fake a pass.
+Verdicts are lines on stdout carrying a random nonce the program is not given, so exiting early or
+printing "passed" cannot fake a pass. Test code compares by value: before it is sent, every value it
+compares or computes with is reduced inside the child to plain built-in data
+(:mod:`prefalign.rewards.sandbox_compare`), so an object whose ``__eq__`` always answers True, or
+whose ``__sub__`` returns 0, fails with a detail naming its type; the tests see the builtins as they
+were before the program ran.
 
-What it does NOT protect against: it is not a security boundary like a container or a VM. The audit
-hook is Python-level and a determined program gets around it (``_posixsubprocess``, memory
-corruption) or reads the nonce from the harness's frame (``sys._getframe`` stays allowed because
-``collections.namedtuple`` needs it); past the hook, world-readable files (the project's sources
-too) are readable and world-writable places (``/tmp``, ``/dev/shm``) writable; without root there is
-neither uid nor network isolation. Disk use is capped per file, not in total; memory as address
-space, not resident memory; a program may use every core within its CPU limit. Assert tests can be
-gamed by returning an object whose ``__eq__`` always answers True (call-based tests rule that out by
-a JSON round trip). The interpreter is the running one when an unprivileged uid can read it, else
-the system ``python3``; ``int``/``str`` conversion is unlimited in the sandbox, as in judges.
+What it does NOT protect against (tests/rewards/test_sandbox_attacks.py has one program per class):
+the audit hook is Python-level (``_posixsubprocess``, memory corruption get past it): with
+bubblewrap the wall still holds; without it, world-readable files (the project's sources too) are
+readable, ``/tmp`` and ``/dev/shm`` writable, disk use is capped per file only, and without root
+there is neither uid nor network isolation. Assert tests run in the program's own interpreter, so a
+program that walks its frames can reach the harness's verdict writer and forge a pass, or patch the
+standard library the tests import; only a process it never controlled could judge it. Memory is
+capped as address space (plus the tmpfs); a program may keep ``max_processes`` cores busy until its
+limits. The interpreter is the running one when an unprivileged uid can read it and bubblewrap can
+mount it, else the system ``python3``; ``int``/``str`` conversion is unlimited, as in judges.
 """
 
 from __future__ import annotations
