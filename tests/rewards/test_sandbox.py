@@ -6,7 +6,9 @@ program per class of attack the module docstring names."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import prefalign
 from prefalign.rewards import sandbox_wall
 from prefalign.rewards.code import AssertTests, StdioTests
 from prefalign.rewards.sandbox import ExecutionResult, Sandbox, SandboxConfig
-from prefalign.rewards.sandbox_isolation import _UID_BASE, probe_isolation
+from prefalign.rewards.sandbox_isolation import _UID_BASE, private_tmp_argv, probe_isolation
 
 FAST = dict(timeout=1.0, memory_bytes=256 << 20, max_output_bytes=1 << 20, max_workers=2)
 TRIVIAL = ("def f(x):\n    return x + 1\n", AssertTests(("assert f(1) == 2",)))
@@ -258,10 +260,35 @@ def test_parallel_runs_cost_only_their_time_limit(sandbox):
 def test_isolation_says_which_walls_are_up_and_why_not():
     on = Sandbox(SandboxConfig(**FAST)).isolation()
     off = Sandbox(SandboxConfig(**FAST, bubblewrap=False)).isolation()
-    assert not off["bubblewrap"] and not off["total_disk_cap"] and "switched off" in off["bubblewrap_unavailable"]
+    assert not off["bubblewrap"] and "switched off" in off["bubblewrap_unavailable"]
+    assert not off["pid_namespace_and_private_filesystem"]
+    assert off["private_tmp_and_total_disk_cap"] == (off["network_namespace"] and _private_tmp_works())
     assert on["bubblewrap"] == (on["bubblewrap_unavailable"] == "")
     if on["bubblewrap"]:
-        assert on["network_namespace"] and on["pid_namespace_and_private_filesystem"] and on["total_disk_cap"]
+        assert on["network_namespace"] and on["pid_namespace_and_private_filesystem"]
+        assert on["private_tmp_and_total_disk_cap"]
+
+
+def _private_tmp_works() -> bool:
+    argv = private_tmp_argv(shutil.which("unshare") or "unshare", 1 << 20, 0) + ["true"]
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+def test_without_bubblewrap_root_still_gets_a_private_capped_tmp():
+    """The fallback (root, no bubblewrap): /tmp and /dev/shm are one private tmpfs of
+    ``max_disk_bytes``, the working directory; files under the per-file cap still fill it."""
+    box = Sandbox(SandboxConfig(**FAST, audit_guard=False, bubblewrap=False, max_disk_bytes=4 << 20))
+    if not box.isolation()["private_tmp_and_total_disk_cap"]:
+        pytest.skip("no private /tmp here: not root, or unshare --mount / mount cannot run")
+    name = f"prefalign-probe-{os.getpid()}"
+    program = (
+        f"import os\nprint(os.getcwd())\nopen('/dev/shm/{name}', 'w').write('x')\nopen('/tmp/{name}', 'w').write('x')\n"
+        "for i in range(8):\n    open('f%d' % i, 'wb').write(b'x' * 1000000)\n"
+    )
+    result = run(box, program, ("assert True",))
+    assert result.status == "error" and "No space left on device" in result.detail, result
+    assert result.stdout_tail.split()[0] == "/tmp"
+    assert not (Path("/dev/shm") / name).exists() and not (Path("/tmp") / name).exists()
 
 
 def test_the_machine_is_probed_once_per_setting():

@@ -27,7 +27,8 @@ Layers of protection (:meth:`Sandbox.isolation` reports which are up here), oute
    so ``RLIMIT_NPROC`` counts only that program's processes (a fork bomb is contained this way),
    and ``kill -9 -1`` run as that uid at the end removes whatever it left. Without root,
    RLIMIT_NPROC is the user's task count plus ``max_processes`` (approximate).
-4. **A network namespace** without bubblewrap (root with ``unshare``).
+4. **Without bubblewrap, as root** (``unshare``): a network namespace, and a mount namespace in which
+   one tmpfs of ``max_disk_bytes`` covers ``/tmp`` and ``/dev/shm`` and is the working directory.
 5. **An audit-hook guard** (PEP 578): refuses ``open`` outside the working directory (except
    reading the standard library), listing or changing files outside it, ``socket.*``, process
    creation, ``os.kill``, ``ctypes`` and ``resource.setrlimit`` with a PermissionError.
@@ -42,13 +43,14 @@ were before the program ran.
 What it does NOT protect against (tests/rewards/test_sandbox_attacks.py has one program per class):
 the audit hook is Python-level (``_posixsubprocess``, memory corruption get past it): with
 bubblewrap the wall still holds; without it, world-readable files (the project's sources too) are
-readable, ``/tmp`` and ``/dev/shm`` writable, disk use is capped per file only, and without root
-there is neither uid nor network isolation. Assert tests run in the program's own interpreter, so a
-program that walks its frames can reach the harness's verdict writer and forge a pass, or patch the
-standard library the tests import; only a process it never controlled could judge it. Memory is
-capped as address space (plus the tmpfs); a program may keep ``max_processes`` cores busy until its
-limits. The interpreter is the running one when an unprivileged uid can read it and bubblewrap can
-mount it, else the system ``python3``; ``int``/``str`` conversion is unlimited, as in judges.
+readable and other processes visible, and without root ``/tmp`` and ``/dev/shm`` are writable, disk
+use is capped per file only, and there is neither uid nor network isolation. Assert tests run in
+the program's own interpreter, so a program that walks its frames can reach the harness's verdict
+writer and forge a pass, or patch the standard library the tests import; only a process it never
+controlled could judge it. Memory is capped as address space (plus the tmpfs); a program may keep
+``max_processes`` cores busy until its limits. The interpreter is the running one when an
+unprivileged uid can read it and bubblewrap can mount it, else the system ``python3``;
+``int``/``str`` conversion is unlimited, as in judges.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from prefalign.rewards.sandbox_isolation import (
     _user_task_count,
     _wait_exit,
     kill_uid,
+    private_tmp_argv,
     probe_isolation,
 )
 from prefalign.rewards.sandbox_wall import WORKDIR, wall_argv
@@ -101,7 +104,7 @@ class SandboxConfig:
     max_output_bytes: int = 8 << 20
     """Largest stdout, stderr or written file (RLIMIT_FSIZE); beyond it the program is killed."""
     max_disk_bytes: int = 64 << 20
-    """Total bytes a run may write, all files together (the size of its private tmpfs; needs bubblewrap)."""
+    """Total bytes a run may write, all files together: the size of its private tmpfs (bubblewrap, or root)."""
     max_open_files: int = 64
     tail_chars: int = 2000
     """Characters of stdout and stderr kept in a result."""
@@ -294,10 +297,12 @@ class Sandbox:
         iso, c = self._isolation, self.config
         uid = _next_uid() if iso.uid_switch else None
         control = tempfile.mkdtemp(prefix="prefalign-control-", dir=c.tmp_dir)
-        # inside bubblewrap the working directory is its private tmpfs, filled by the harness
-        workdir = WORKDIR if iso.bwrap else tempfile.mkdtemp(prefix="prefalign-run-", dir=c.tmp_dir)
+        # inside bubblewrap (or the fallback's private /tmp) the working directory is a private
+        # tmpfs, which the harness fills
+        private = bool(iso.bwrap or iso.private_tmp)
+        workdir = WORKDIR if private else tempfile.mkdtemp(prefix="prefalign-run-", dir=c.tmp_dir)
         try:
-            if not iso.bwrap:
+            if not private:
                 with open(os.path.join(workdir, "solution.py"), "w", encoding="utf-8") as fh:
                     fh.write(program)
                 if uid is not None:
@@ -305,7 +310,7 @@ class Sandbox:
             job = {
                 "limits": self._limits(uid),
                 "uid": None if iso.bwrap else uid,  # bwrap itself is started under the uid
-                "write_program": bool(iso.bwrap),
+                "write_program": private,
                 "guard": iso.audit_guard,
                 "workdir": workdir,
                 "read_roots": list(iso.read_roots),
@@ -321,7 +326,7 @@ class Sandbox:
                 fin.seek(0)
                 return self._launch(job_file, workdir, uid, fin)
         finally:
-            if not iso.bwrap:
+            if not private:
                 _remove_tree(workdir)
             _remove_tree(control)
 
@@ -332,6 +337,8 @@ class Sandbox:
         job_fd = job_file.fileno()
         if iso.bwrap:
             argv = wall_argv(iso.bwrap, iso.python, c.max_disk_bytes)
+        elif iso.private_tmp:
+            argv = private_tmp_argv(iso.unshare, c.max_disk_bytes, 0 if uid is None else uid)
         else:
             argv = [iso.unshare, "--net", "--"] if iso.unshare else []
         argv += [iso.python, "-I", "-S", "-B", "-c", HARNESS, str(job_fd)]
@@ -346,7 +353,7 @@ class Sandbox:
                 stdin=stdin,
                 stdout=out,
                 stderr=err,
-                cwd="/" if iso.bwrap else workdir,
+                cwd="/" if workdir == WORKDIR else workdir,
                 env=env,
                 start_new_session=True,
                 pass_fds=(job_fd,),

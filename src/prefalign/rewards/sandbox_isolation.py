@@ -36,6 +36,8 @@ class Isolation:
     audit_guard: bool
     bwrap: str | None = None
     bwrap_unavailable: str = ""
+    private_tmp: bool = False
+    """Without bubblewrap, as root: ``unshare --mount`` and a capped tmpfs on /tmp and /dev/shm."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -45,7 +47,7 @@ class Isolation:
             "throwaway_uid_and_nproc": self.uid_switch,
             "network_namespace": self.bwrap is not None or self.unshare is not None,
             "pid_namespace_and_private_filesystem": self.bwrap is not None,
-            "total_disk_cap": self.bwrap is not None,
+            "private_tmp_and_total_disk_cap": self.bwrap is not None or self.private_tmp,
             "audit_guard": self.audit_guard,
             "rlimits_and_session_kill": True,
         }
@@ -100,7 +102,24 @@ def probe_isolation(
     unshare = shutil.which("unshare") if root and network_namespace else None
     if unshare and subprocess.run([unshare, "--net", "--", "true"], capture_output=True).returncode != 0:
         unshare = None
-    return Isolation(chosen[0], chosen[1], chosen[2], unshare, audit_guard, None, why_not)
+    private = unshare is not None and _run_ok(private_tmp_argv(unshare, 1 << 20, 0) + ["true"])
+    return Isolation(chosen[0], chosen[1], chosen[2], unshare, audit_guard, None, why_not, private)
+
+
+def _run_ok(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=60, cwd="/").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def private_tmp_argv(unshare: str, max_disk_bytes: int, uid: int) -> list[str]:
+    """The fallback's private, capped ``/tmp``: a new mount and network namespace in which a tmpfs
+    of ``max_disk_bytes`` owned by ``uid`` covers ``/tmp`` (and, bound, ``/dev/shm``); the command
+    that follows runs there, in ``/tmp``."""
+    mount = f"mount -t tmpfs -o size={max_disk_bytes},mode=0700,uid={uid},gid={uid} prefalign /tmp"
+    script = f'{mount} && mount --bind /tmp /dev/shm && cd /tmp && exec "$@"'
+    return [unshare, "--net", "--mount", "--", shutil.which("sh") or "/bin/sh", "-c", script, "sh"]
 
 
 def _next_uid() -> int:
