@@ -276,3 +276,17 @@ def f(x):
 )
 def test_a_program_that_walks_the_harness_frames_cannot_forge_a_pass(sandbox):
     assert not sandbox.run_tests(FORGE, AssertTests(("assert f(1) == 2",))).passed
+
+
+def test_aggregating_builtins_reduce_what_they_take(sandbox):
+    """Generators given to ``all``/``sum``/``sorted`` are reduced item by item; key functions pass."""
+    tests = (
+        "assert all(f(x) == x + 1 for x in range(3))",
+        "assert sum(f(x) for x in range(3)) == 6",
+        "assert sorted(map(f, [2, 0]), key=lambda v: -v) == [3, 1]",
+        "from collections import deque\nassert len(deque([f(0)])) == 1 and max(deque([f(0), f(1)])) == 2",
+    )
+    assert sandbox.run_tests("def f(x):\n    return x + 1\n", AssertTests(tests)).passed
+    cheat = ALWAYS_EQUAL + "def f(x):\n    return Any()\n"
+    result = sandbox.run_tests(cheat, AssertTests(tests[:1]))
+    assert result.status == "failed" and "a Any object" in result.detail, result

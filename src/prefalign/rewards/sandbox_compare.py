@@ -11,8 +11,9 @@ built-in data (``__prefalign_plain__`` in :mod:`prefalign.rewards.sandbox_harnes
 change. A value that cannot be reduced fails the test with a detail naming its type.
 
 What is reduced: both sides of every comparison except ``is`` / ``is not``, and the arguments of the
-value-taking builtins (``abs``, ``round``, ``len``, ``sum``, ``min``, ``max``, ``sorted``, ``all``,
-``any``, ``divmod``, ``pow``, the numeric constructors and every ``math`` function). The condition of
+value-taking builtins (``abs``, ``round``, ``len``, ``divmod``, ``pow``, the numeric constructors,
+every ``math`` function, and ``sum``, ``min``, ``max``, ``sorted``, ``all``, ``any``, which take a
+generator's items reduced one by one; functions and classes, e.g. a ``key``, pass as they are). The condition of
 every ``assert``, ``if``, ``while`` and conditional expression and the operands of ``and`` / ``or``,
 unary and binary operators and augmented assignments are reduced too, except that an object of a C
 type other than the built-in containers (``re.Match``, ``deque``) is kept: its truth and operators

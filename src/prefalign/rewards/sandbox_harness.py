@@ -128,6 +128,11 @@ def _marker(nonce):
 _IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: built-in and C types; never a class statement's
 
 
+class _Method:
+    def method(self):
+        pass
+
+
 class NotPlainData(BaseException):
     """A value the tests compare is not plain built-in data (a BaseException, so that a test's
     ``except Exception`` cannot swallow it)."""
@@ -153,10 +158,13 @@ def _value_helpers():
     bases += ((bytes, lambda v: _bytes(_memoryview(v))), (bytearray, lambda v: _bytearray(_memoryview(v))))
     containers = ((list, list.__iter__, list), (tuple, tuple.__iter__, tuple))
     containers += ((frozenset, frozenset.__iter__, frozenset), (set, set.__iter__, set))
-    value_taking = [abs, round, len, sum, min, max, sorted, all, any, divmod, pow, float, int, complex, bool]
+    value_taking = [abs, round, len, divmod, pow, float, int, complex, bool]
     value_taking += [f for name, f in _vars(__import__("math")).items() if name[0] != "_" and callable(f)]
+    aggregating = [sum, min, max, sorted, all, any]  # their iterable argument is reduced item by item
     builtin_containers = (list, tuple, set, frozenset, dict)
-    strict = _dict((_id(f), f) for f in value_taking)  # by identity: keeps them alive, ids stay valid
+    functions = (type(lambda: 0), type(len), type(_Method().method), type)  # keys, defaults, classes
+    # by identity (the dict keeps them alive, so ids stay valid): id -> reduces iterables lazily
+    strict = _dict([(_id(f), (f, False)) for f in value_taking] + [(_id(f), (f, True)) for f in aggregating])
 
     def plain(value, _active=None):
         kind = _type(value)
@@ -194,10 +202,20 @@ def _value_helpers():
     def truth(value):
         return _bool(operand(value))
 
+    def argument(value, aggregate):
+        kind = _type(value)
+        if kind in exact or kind in functions:
+            return value
+        if kind.__flags__ & _IMMUTABLE_TYPE and not _isinstance(value, builtin_containers):
+            # a generator, map, deque, ...: its items are reduced as an aggregating builtin takes them
+            return (plain(item) for item in value) if aggregate else value
+        return plain(value)
+
     def call(function, /, *args, **kwargs):
-        if _id(function) in strict:
-            args = [plain(a) for a in args]
-            kwargs = {k: plain(v) for k, v in kwargs.items()}
+        entry = strict.get(_id(function))
+        if entry is not None:
+            args = [argument(a, entry[1]) for a in args]
+            kwargs = {k: argument(v, entry[1]) for k, v in kwargs.items()}
         return function(*args, **kwargs)
 
     helpers = {"plain": plain, "operand": operand, "truth": truth, "call": call}
