@@ -205,6 +205,13 @@ ALWAYS_EQUAL = "class Any:\n    def __eq__(self, other):\n        return True\n 
         ),
         (ALWAYS_EQUAL + "class A:\n    def __new__(cls, x):\n        return Any()\nf = A\n", ("assert f(1) == 2",)),
         ("import builtins\nbuiltins.abs = lambda x: 0\ndef f(x):\n    return 7\n", ("assert abs(f(1) - 2) < 1e-6",)),
+        (
+            "class Meta(type):\n    __eq__ = lambda cls, other: True\n    __hash__ = lambda cls: hash(int)\n"
+            "    __flags__ = property(lambda cls: type.__flags__.__get__(int))\n"
+            "class Fake(metaclass=Meta):\n    __eq__ = lambda self, other: True\n    __bool__ = lambda self: True\n"
+            "def f(x):\n    return Fake()\n",
+            ("assert f(1) == 2", "assert f(1)"),
+        ),
     ],
     ids=[
         "always_equal",
@@ -216,6 +223,7 @@ ALWAYS_EQUAL = "class Any:\n    def __eq__(self, other):\n        return True\n 
         "list_subclass_eq",
         "class_as_function",
         "patched_builtin",
+        "lying_metaclass",
     ],
 )
 def test_results_are_compared_by_value(sandbox, cheat, tests):

@@ -152,7 +152,10 @@ def _value_helpers():
         vars,
         set,
     )
-    exact = frozenset((type(None), bool, int, float, complex, str, bytes, bytearray, range))
+    # types are looked up by id and their flags read through ``type``'s own descriptor: a program's
+    # metaclass could answer ``==``, ``hash`` or ``__flags__`` as it likes
+    exact = frozenset(map(_id, (type(None), bool, int, float, complex, str, bytes, bytearray, range)))
+    flags = type.__dict__["__flags__"].__get__
     bases = ((int, int.__index__), (float, float.__float__), (str, str.__str__))
     bases += ((complex, lambda v: _complex(complex.real.__get__(v), complex.imag.__get__(v))),)
     bases += ((bytes, lambda v: _bytes(_memoryview(v))), (bytearray, lambda v: _bytearray(_memoryview(v))))
@@ -162,13 +165,13 @@ def _value_helpers():
     value_taking += [f for name, f in _vars(__import__("math")).items() if name[0] != "_" and callable(f)]
     aggregating = [sum, min, max, sorted, all, any]  # their iterable argument is reduced item by item
     builtin_containers = (list, tuple, set, frozenset, dict)
-    functions = (type(lambda: 0), type(len), type(_Method().method), type)  # keys, defaults, classes
+    functions = frozenset(map(_id, (type(lambda: 0), type(len), type(_Method().method), type)))  # keys, classes
     # by identity (the dict keeps them alive, so ids stay valid): id -> reduces iterables lazily
     strict = _dict([(_id(f), (f, False)) for f in value_taking] + [(_id(f), (f, True)) for f in aggregating])
 
     def plain(value, _active=None):
         kind = _type(value)
-        if kind in exact or kind is type:  # a class whose metaclass is ``type`` compares by identity
+        if _id(kind) in exact or kind is type:  # a class whose metaclass is ``type`` compares by identity
             return value
         active = _active if _active is not None else _set()
         if _id(value) in active or _len(active) > 200:
@@ -195,7 +198,7 @@ def _value_helpers():
         """``plain``, except that an object of a C type (``re.Match``, ``deque``, ...) that is not a
         built-in container is kept: its truth and operators are C code the program cannot change."""
         kind = _type(value)
-        if kind in exact or not kind.__flags__ & _IMMUTABLE_TYPE or _isinstance(value, builtin_containers):
+        if _id(kind) in exact or not flags(kind) & _IMMUTABLE_TYPE or _isinstance(value, builtin_containers):
             return plain(value)
         return value
 
@@ -204,9 +207,9 @@ def _value_helpers():
 
     def argument(value, aggregate):
         kind = _type(value)
-        if kind in exact or kind in functions:
+        if _id(kind) in exact or _id(kind) in functions:
             return value
-        if kind.__flags__ & _IMMUTABLE_TYPE and not _isinstance(value, builtin_containers):
+        if flags(kind) & _IMMUTABLE_TYPE and not _isinstance(value, builtin_containers):
             # a generator, map, deque, ...: its items are reduced as an aggregating builtin takes them
             return (plain(item) for item in value) if aggregate else value
         return plain(value)
