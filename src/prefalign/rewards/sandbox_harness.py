@@ -139,9 +139,10 @@ class NotPlainData(BaseException):
 
 
 def _value_helpers():
-    """``plain`` (a deep copy in exact built-in types, or NotPlainData), ``truth`` and ``call``
-    (a call whose arguments are reduced when the callee is a value-taking builtin), closed over the
-    builtins as they are now, before the program can replace them."""
+    """The helpers the rewritten tests call (see :mod:`prefalign.rewards.sandbox_compare`):
+    ``plain`` (a deep copy in exact built-in types, or NotPlainData), ``operand``, ``truth`` and
+    ``call`` (a call whose arguments are reduced when the callee is a value-taking builtin), closed
+    over the builtins as they are now, before the program can replace them."""
     _type, _isinstance, _len, _id, _bool, _getattr = type, isinstance, len, id, bool, getattr
     _complex, _bytes, _bytearray, _memoryview, _dict, _vars, _set = (
         complex,

@@ -10,8 +10,9 @@ only place it can write: that size is the run's total disk cap. Nothing of ``/ro
 ``/etc``, the project or any other checkout is there. As root, ``bwrap`` runs under the run's
 throw-away uid (an unprivileged user namespace), so the uid layer keeps working inside the wall.
 
-Where ``bwrap`` is missing or cannot start (containers often forbid user namespaces), the probe
-says why and the sandbox keeps its other layers; :meth:`Sandbox.isolation` reports both.
+Where ``bwrap`` is missing, older than 0.8 (``--size``, ``--disable-userns``) or cannot start
+(containers often forbid user namespaces), the probe says why and the sandbox keeps its other
+layers; :meth:`Sandbox.isolation` reports both.
 """
 
 from __future__ import annotations
