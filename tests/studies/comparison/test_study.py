@@ -59,7 +59,8 @@ def without_timings(results: dict) -> dict:
 @pytest.mark.slow
 def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    first = run_study(minimal_config(tmp_path / "a"))
+    sweeps = {"ema_rates": [0.0, 0.1], "rollout_batches": [16]}
+    first = run_study(minimal_config(tmp_path / "a", sweeps=sweeps))
     out = tmp_path / "a"
     for name in (
         "report.md",
@@ -89,6 +90,16 @@ def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_pa
             points = tb["curves"][method]
             assert points[0]["step"] == 0 and points[0]["kl"]["mean"] == pytest.approx(0.0, abs=1e-6)
             assert len(points) >= 2 and "rm" in points[-1]
+    rows = {(r["kind"], r["value"], r["schedule"]): r for r in first["sweeps"]["rows"]}
+    assert set(rows) == {
+        ("ema", 0.0, "same_steps"),
+        ("ema", 0.1, "same_steps"),
+        ("batch", 16, "same_steps"),
+        ("batch", 16, "same_samples"),
+    }
+    assert rows[("batch", 16, "same_samples")]["samples"] == 2 * 8  # ppo.steps x the small batch
+    assert rows[("batch", 16, "same_steps")]["samples"] == 2 * 16
+    assert rows[("ema", 0.1, "same_steps")]["gold/score"]["n"] == 2
     report = (out / "report.md").read_text()
     assert "[verifiable] Main comparison" in report and "Over-optimisation" in report and "Convergence" in report
     # a second run (two worker processes) finds the models in the cache and reproduces every number
@@ -96,8 +107,8 @@ def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_pa
     assert second["timings"]["world_cached"]
     a = without_timings(json.loads((out / "results.json").read_text()))
     b = without_timings(json.loads((tmp_path / "b" / "results.json").read_text()))
-    a.pop("synthetic"), b.pop("synthetic")
-    a["config"].pop("synthetic"), b["config"].pop("synthetic")
+    for key in ("synthetic", "sweeps"):
+        a.pop(key), b.pop(key), a["config"].pop(key), b["config"].pop(key)
     assert a == b
 
 

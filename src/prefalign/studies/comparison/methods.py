@@ -11,6 +11,7 @@ method             trainer and data
 dpo                ``run_dpo`` (loss dpo) on the preference pairs, from the SFT model
 dpo_sft_first      ``run_dpo`` with ``sft_first`` on: SFT on the pairs' safe responses
                    (the "SFT (Safe)" fix of Xu et al. Table 2), then DPO from that model
+dpo_drop_dual_*    ``run_dpo`` without the dual-unsafe (or dual-safe) pairs (Xu et al. Table 2)
 dpo_iter           ``run_iterative_dpo`` on the policy prompts, samples labelled by the
                    testbed's reward (:mod:`prefalign.studies.comparison.online`)
 rrhf, pro          ``run_dpo`` with loss rrhf / pro on the pairs (rankings of two)
@@ -39,6 +40,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "pro": ("prefalign.trainers.preference.dpo", "PRO"),
     "dpo": ("prefalign.trainers.preference.dpo", "DPO"),
     "dpo_sft_first": ("prefalign.trainers.preference.dpo", "DPO + SFT (Safe) first"),
+    "dpo_drop_dual_unsafe": ("prefalign.trainers.preference.dpo", "DPO, dual-unsafe pairs filtered"),
+    "dpo_drop_dual_safe": ("prefalign.trainers.preference.dpo", "DPO, dual-safe pairs filtered"),
     "dpo_iter": ("prefalign.trainers.preference.iterative", "DPO-Iter"),
     "ppo_baseline": ("prefalign.trainers.ppo.ablation", "PPO baseline"),
     "ppo_advnorm": ("prefalign.trainers.ppo.ablation", "PPO + adv. norm."),
@@ -48,7 +51,9 @@ METHODS: dict[str, tuple[str, str]] = {
 #: row labels of the report and the plots, the SFT start included
 LABELS = {"sft": "SFT (start)", **{m: label for m, (_, label) in METHODS.items()}}
 #: methods trained on the static pairs only (one run per seed serves every testbed)
-OFFLINE = ("rrhf", "pro", "dpo", "dpo_sft_first")
+OFFLINE = ("rrhf", "pro", "dpo", "dpo_sft_first", "dpo_drop_dual_unsafe", "dpo_drop_dual_safe")
+#: Xu et al. Table 2's data filters: method -> the PKU-SafeRLHF pair category it leaves out
+FILTERED = {"dpo_drop_dual_unsafe": "dual_unsafe", "dpo_drop_dual_safe": "dual_safe"}
 #: study method -> row of prefalign.trainers.ppo.ablation.ROWS
 PPO_ROWS = {
     "ppo_baseline": "baseline",
@@ -70,10 +75,10 @@ class RewardModelStage:
 
 @dataclass
 class OfflineStage:
-    beta: float = 0.1
+    beta: float = 0.3
     """DPO's beta (also scales the implicit rewards of RRHF / PRO in their logs)."""
-    learning_rate: float = 2e-5
-    """Peak learning rate of DPO (and of DPO-Iter's rounds)."""
+    learning_rate: float = 1e-4
+    """Peak learning rate of DPO (and of the SFT-first and filtered variants)."""
     rank_learning_rate: float = 2e-5
     """Peak learning rate of RRHF and PRO."""
     epochs: float = 2.0
@@ -90,17 +95,19 @@ class OfflineStage:
 
 @dataclass
 class IterativeStage:
-    rounds: int = 2
-    """Sample-label-train rounds."""
+    rounds: int = 4
+    """Sample-label-train rounds (each round's model is a point of the over-optimisation curve)."""
     samples_per_prompt: int = 4
     """k responses sampled per prompt each round (pairs: best vs worst by the reward model)."""
     temperature: float = 1.0
     """Sampling temperature of each round."""
     epochs: float = 2.0
     """DPO passes over each round's pairs."""
-    learning_rate: float = 2e-5
+    prompts: int | None = 256
+    """Training policy prompts sampled each round (the first ones; None: all)."""
+    learning_rate: float = 1e-4
     """Peak learning rate of each round's DPO."""
-    beta: float = 0.1
+    beta: float = 0.3
     """DPO's beta in each round."""
 
 
@@ -127,8 +134,9 @@ class PPOStage:
     validation_prompts: int = 64
     """Policy prompts held out for the trainer's own validation (the testbed's reward; the convergence series)."""
     evaluations: int = 10
-    """Validation evaluations and saved checkpoints spread over the run (convergence and over-optimisation
-    curves)."""
+    """Validation evaluations spread over the run (the convergence series)."""
+    curve_points: int = 5
+    """Checkpoints spread over the run, each scored on held-out prompts for the over-optimisation curve."""
 
 
 def available(method: str) -> str | None:
@@ -187,7 +195,7 @@ def train_offline(
     from prefalign.trainers.preference.dpo import run_dpo
     from prefalign.trainers.preference.dpo_config import DPOConfig, SFTFirstConfig
 
-    loss = {"dpo": "dpo", "dpo_sft_first": "dpo", "rrhf": "rrhf", "pro": "pro"}[method]
+    loss = {"rrhf": "rrhf", "pro": "pro"}.get(method, "dpo")
     lr = stage.rank_learning_rate if loss in ("rrhf", "pro") else stage.learning_rate
     batch = BatchConfig(global_batch_size=stage.batch_size, micro_batch_size=stage.batch_size, epochs=stage.epochs)
     sft_first = SFTFirstConfig(
@@ -208,7 +216,11 @@ def train_offline(
         optim=OptimConfig(learning_rate=lr, warmup_ratio=0.1),
         run=_run(output, seed, progress, threads),
     )
-    steps = BatchPlan(len(world.data.pairs_train), stage.batch_size, seed, stage.epochs).total_steps
+    pairs = world.data.pairs_train
+    if method in FILTERED:
+        pairs = [p for p in pairs if p.metadata.get("category") != FILTERED[method]]
+    steps = BatchPlan(len(pairs), stage.batch_size, seed, stage.epochs).total_steps
     config.run.eval_every = every(steps, stage.evaluations)
-    results = run_dpo(config, records=(world.data.pairs_train, world.data.pairs_held_out))
-    return str(output / "model"), _keep(results, ("steps", "eval/rewards/accuracy", "eval/rewards/margin", "eval/loss"))
+    results = run_dpo(config, records=(pairs, world.data.pairs_held_out))
+    summary = _keep(results, ("steps", "eval/rewards/accuracy", "eval/rewards/margin", "eval/loss"))
+    return str(output / "model"), {**summary, "pairs": len(pairs)}

@@ -99,6 +99,7 @@ def train_iterative(
         final_reward=True,
         run=_run(output, seed, progress, threads),
     )
+    prompts = prompts[: stage.prompts] if stage.prompts else prompts
     results = run_iterative_dpo(config, prompts=prompts, reward_fn=testbed_reward(testbed, reward_model_dir))
     rounds = [
         {
@@ -144,6 +145,7 @@ def ppo_row_config(
         else RewardConfig(kind="model", model=ModelConfig(name_or_path=str(reward_model_dir)))
     )
     interval = every(stage.steps, stage.evaluations)
+    save_interval = every(stage.steps, stage.curve_points)
     base = PPOConfig(
         policy=world.model_config("sft"),
         critic_init="policy" if verifiable else "reward",
@@ -172,8 +174,8 @@ def ppo_row_config(
             progress,
             threads,
             eval_every=interval,
-            save_every=interval,
-            keep_checkpoints=stage.steps // interval + 1,
+            save_every=save_interval,
+            keep_checkpoints=stage.steps // save_interval + 1,
         ),
     )
     ablation = PPOAblationConfig(

@@ -50,9 +50,15 @@ def synthetic_summary(synthetic: dict[str, Any] | None) -> dict[str, Any] | None
         return None
     summary = synthetic["summary"]
     keep = ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo")
+    peaks = {m: summary.get(f"{m}_unseen_peak_per_seed", {}) for m in ("dpo", "ppo")}
     return {
         "num_seeds": summary["num_seeds"],
         **{m: summary[m] for m in keep if m in summary},
+        "unseen_peak_per_seed": peaks,
+        "unseen_peak_above_reference": {m: summary.get(f"{m}_unseen_peak_above_reference") for m in ("dpo", "ppo")},
+        "cells_raised_per_seed": {m: summary.get(f"{m}_cells_raised_per_seed", {}) for m in ("dpo", "ppo")},
+        "unseen_over_training": {str(r["seed"]): r.get("unseen_over_training") for r in synthetic["per_seed"]},
+        "figure_seed": synthetic.get("figure_seed"),
         "check_lines": synthetic.get("check_lines", []),
         "figures": ["synthetic/figure1.png", "synthetic/figure2.png"],
     }
@@ -184,6 +190,26 @@ def difference_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
     return rows
 
 
+def sweep_rows(results: dict[str, Any]) -> list[list[str]]:
+    sweeps = results.get("sweeps")
+    if not sweeps:
+        return []
+    names = {"ema": "reference-EMA rate per step", "batch": "rollout batch"}
+    return [
+        [
+            names[r["kind"]],
+            f"{r['value']:g}",
+            r["schedule"].replace("_", " "),
+            f"{r['steps']} / {r['samples']}",
+            *[fmt(r.get(k)) for k in ("gold/score", "gold/safety_rate", "rm/score", "kl/mean", "pass@1")],
+        ]
+        for r in sweeps["rows"]
+    ]
+
+
+SWEEP_HEADER = ["factor", "value", "schedule", "steps / samples", "gold", "safety", "RM", "KL", "pass@1"]
+
+
 def data_rows(results: dict[str, Any]) -> list[list[str]]:
     stats = results["world"]["stats"]
     rows = [[key.replace("_", " "), f"{value:.3f}"] for key, value in stats.items()]
@@ -195,11 +221,27 @@ def synthetic_rows(results: dict[str, Any]) -> list[list[str]]:
     syn = results.get("synthetic")
     if not syn:
         return []
-    return [
-        [m, *[fmt(syn[m][k]) for k in ("unseen_mass", "optimal_mass", "cells_raised")]]
-        for m in ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo")
-        if m in syn
-    ]
+    rows = []
+    for m in ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo"):
+        if m not in syn:
+            continue
+        peaks = syn.get("unseen_peak_per_seed", {}).get(m) or {}
+        above = (syn.get("unseen_peak_above_reference") or {}).get(m)
+        peak = (
+            f"{max(peaks.values()):.3f} (seed {max(peaks, key=peaks.get)}); {above}/{len(peaks)} seeds"
+            if peaks
+            else "-"
+        )
+        raised = (syn.get("cells_raised_per_seed") or {}).get(m) or {}
+        rows.append(
+            [
+                m,
+                *[fmt(syn[m][k]) for k in ("unseen_mass", "optimal_mass", "cells_raised")],
+                peak,
+                ", ".join(f"{s}:{c}" for s, c in raised.items()) or "-",
+            ]
+        )
+    return rows
 
 
 def timing_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -248,7 +290,14 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         ),
         (
             "Synthetic study (Xu et al. section 4): mass on unseen responses",
-            ["policy", "unseen mass", "optimal mass", "unseen cells raised"],
+            [
+                "policy",
+                "unseen mass (end)",
+                "optimal mass",
+                "unseen cells raised",
+                "peak unseen mass during training (max seed); seeds above the reference",
+                "raised cells per seed",
+            ],
             synthetic_rows(results),
         ),
         (

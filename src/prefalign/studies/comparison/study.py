@@ -45,6 +45,7 @@ from prefalign.studies.comparison.methods import (
     available,
 )
 from prefalign.studies.comparison.online import TESTBEDS
+from prefalign.studies.comparison.sweeps import SweepConfig
 from prefalign.studies.comparison.tiny_world.evaluate import EvalConfig
 from prefalign.studies.comparison.tiny_world.prepare import TinyWorldConfig, prepare_tiny_world
 from prefalign.studies.comparison.tuning import TuningConfig
@@ -59,7 +60,7 @@ QUICK_METHODS = ["dpo", "dpo_iter", "ppo_baseline", "ppo_ema"]
 class StudyConfig:
     world: TinyWorldConfig = field(default_factory=TinyWorldConfig)
     """The tiny world: data sizes and noise, model shape, pre-training and SFT."""
-    seeds: int = 2
+    seeds: int = 5
     """Seeds of the alignment stage (reward model and every method); seed k is first_seed + k."""
     first_seed: int = 0
     """The first seed."""
@@ -82,6 +83,8 @@ class StudyConfig:
     """The plateau criterion judged on each run's own held-out objective."""
     tuning: TuningConfig = field(default_factory=TuningConfig)
     """The validation split of the policy prompts, the learning-rate / beta / KL grids and the values they chose."""
+    sweeps: SweepConfig = field(default_factory=SweepConfig)
+    """Xu et al.'s factors one at a time: reference-EMA rates and rollout batch sizes (full preset)."""
     synthetic: bool = True
     """Also run the synthetic study of Xu et al. section 4."""
     synthetic_settings: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(seeds=6, quiet=True))
@@ -105,6 +108,8 @@ class StudyConfig:
         bad = [t for t in self.testbeds if t not in TESTBEDS]
         if bad or not self.testbeds:
             raise ValueError(f"unknown testbeds {bad}; choose from {list(TESTBEDS)}")
+        if self.sweeps.testbed not in self.testbeds:
+            raise ValueError(f"sweeps.testbed {self.sweeps.testbed!r} is not among the testbeds {self.testbeds}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
 
@@ -121,6 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "pretrain": {"steps": 800},
         },
         "reward_model": {"epochs": 4.0},
+        "sweeps": {"ema_rates": [0.0, 0.001, 0.01, 0.1], "rollout_batches": [16, 32, 64, 128]},
         "synthetic_settings": {"seeds": 20},
         "output_dir": "runs/study-full",
     },
@@ -240,6 +246,11 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
     clock = StageClock(1 + jobs + int(config.synthetic), out / "study.log")
     world = clock.run("tiny world: data, pre-training, SFT", prepare_tiny_world, config.world, progress=config.progress)
     per_seed = run_all_jobs(config, world, clock, methods)
+    from prefalign.studies.comparison.sweeps import run_sweeps, sweep_keys
+
+    seeds = [config.first_seed + k for k in range(config.seeds)]
+    clock.total += len(sweep_keys(config, seeds))
+    sweeps = run_sweeps(config, seeds, clock)
     synthetic = None
     if config.synthetic:
         from prefalign.studies.synthetic.run import run_synthetic
@@ -249,6 +260,7 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
     results = assemble_results(
         config, world, per_seed, synthetic, skipped, clock.seconds, time.perf_counter() - clock.started
     )
+    results["sweeps"] = sweeps
     write_report(results, out)
     return results
 

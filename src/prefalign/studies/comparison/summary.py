@@ -31,6 +31,8 @@ COMPARISONS = (
     ("ppo_ema", "ppo_baseline"),
     ("ppo_baseline", "dpo"),
     ("dpo_sft_first", "dpo"),
+    ("dpo_drop_dual_unsafe", "dpo"),
+    ("dpo_drop_dual_safe", "dpo"),
     ("dpo", "pro"),
     ("dpo", "rrhf"),
     ("ppo_advnorm", "ppo_baseline"),

@@ -22,13 +22,13 @@ class TuningConfig:
     """Run the grid search (and write tuning.json) instead of the study."""
     seed: int = 1000
     """Seed of the tuning runs (not one of the study's seeds)."""
-    dpo_learning_rates: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4])
+    dpo_learning_rates: list[float] = field(default_factory=lambda: [3e-5, 1e-4, 3e-4])
     """Grid of DPO's (and DPO-Iter's) peak learning rate."""
     dpo_betas: list[float] = field(default_factory=lambda: [0.1, 0.3])
     """Grid of DPO's (and DPO-Iter's) beta."""
     ppo_learning_rates: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
     """Grid of PPO's actor learning rate."""
-    ppo_kl_coefs: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
+    ppo_kl_coefs: list[float] = field(default_factory=lambda: [0.05, 0.2])
     """Grid of PPO's KL coefficient."""
     chosen_from: str = ""
     """Where the presets' values come from (the tuning command and its tuning.json), shown in the report."""
