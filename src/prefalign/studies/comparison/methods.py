@@ -105,9 +105,9 @@ class IterativeStage:
     """DPO passes over each round's pairs."""
     prompts: int | None = 256
     """Training policy prompts sampled each round (the first ones; None: all)."""
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-5
     """Peak learning rate of each round's DPO."""
-    beta: float = 0.3
+    beta: float = 0.1
     """DPO's beta in each round."""
 
 
