@@ -3,7 +3,8 @@
 One reward model (seed ``tuning.seed``), then one run per method and grid point in the preference
 testbed, each scored by the greedy gold reward of its final model on the validation split of the
 policy prompts. Writes ``<output_dir>/tuning.json`` (every point's score and the winners) and prints
-the table; the winners go into the presets by hand (with ``tuning.chosen_from`` naming the run).
+the table; the winners go into the presets by hand (with ``tuning.chosen_from`` naming the run). Each
+point's score is kept in its folder's ``point.json``, so a rerun of the command skips finished points.
 """
 
 from __future__ import annotations
@@ -46,13 +47,22 @@ def with_point(config, method: str, lr: float, second: float):
     return dataclasses.replace(config, offline=dataclasses.replace(config.offline, beta=second, **{field: lr}))
 
 
+def point_dir(config, method: str, lr: float, second: float) -> Path:
+    return Path(config.output_dir) / "tuning" / f"{method}-lr{lr:g}-{second:g}"
+
+
 def job_tune(config, world, seed: int, method: str, lr: float, second: float) -> dict[str, Any]:
-    """Train one grid point and score it on the validation prompts."""
+    """Train one grid point and score it on the validation prompts (kept in ``point.json``: a rerun skips it)."""
+    import json
+
+    from prefalign.atomic import write_json_atomic
     from prefalign.studies.comparison.methods import train_offline
     from prefalign.studies.comparison.online import train_iterative, train_ppo
 
     point = with_point(config, method, lr, second)
-    out = Path(config.output_dir) / "tuning" / f"{method}-lr{lr:g}-{second:g}"
+    out = point_dir(config, method, lr, second)
+    if (out / "point.json").exists():
+        return json.loads((out / "point.json").read_text())
     train_prompts, validation = policy_split(world, config.tuning.validation_prompts)
     common = dict(seed=seed, progress=False, threads=config.threads)
     if method in OFFLINE:
@@ -83,7 +93,9 @@ def job_tune(config, world, seed: int, method: str, lr: float, second: float) ->
             **common,
         )
     metrics = _evaluate(config, world, model_dir, seed, prompts=validation)["metrics"]
-    return {"validation_gold": metrics["gold/score"], "validation_kl": metrics["kl/mean"]}
+    result = {"validation_gold": metrics["gold/score"], "validation_kl": metrics["kl/mean"]}
+    write_json_atomic(out / "point.json", result)
+    return result
 
 
 def run_tuning(config) -> dict[str, Any]:
