@@ -127,3 +127,27 @@ def test_presets_build_and_settings_are_checked(tmp_path):
         StudyConfig(methods=["dpo", "kto"])
     with pytest.raises(ValueError, match="unknown testbeds"):
         StudyConfig(testbeds=["code"])
+
+
+@pytest.mark.slow
+def test_tuning_scores_every_grid_point_on_the_validation_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    grid = {
+        "run": True,
+        "validation_prompts": 8,
+        "dpo_learning_rates": [1e-4, 1e-3],
+        "dpo_betas": [0.1],
+        "ppo_learning_rates": [1e-5],
+        "ppo_kl_coefs": [0.1],
+    }
+    config = minimal_config(tmp_path / "t", tuning=grid, methods=["dpo", "ppo_baseline"])
+    results = run_study(config)
+    assert {(p["learning_rate"], p["beta_or_kl"]) for p in results["points"]["dpo"]} == {(1e-4, 0.1), (1e-3, 0.1)}
+    assert len(results["points"]["ppo_baseline"]) == 1
+    best = max(results["points"]["dpo"], key=lambda p: p["validation_gold"])
+    assert results["chosen"]["dpo"] == {"learning_rate": best["learning_rate"], "beta_or_kl": best["beta_or_kl"]}
+    assert json.loads((tmp_path / "t" / "tuning.json").read_text())["chosen"] == results["chosen"]
+    # a rerun reads every finished point back instead of training it again
+    (tmp_path / "t" / "tuning" / "dpo-lr0.0001-0.1" / "point.json").write_text('{"validation_gold": 2.0}')
+    again = run_study(config)["points"]["dpo"]
+    assert [p["validation_gold"] for p in again] == [2.0, results["points"]["dpo"][1]["validation_gold"]]
