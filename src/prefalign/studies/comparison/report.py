@@ -19,6 +19,7 @@ settings give the same ``results.json`` apart from that key.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,19 @@ def synthetic_summary(synthetic: dict[str, Any] | None) -> dict[str, Any] | None
     summary = synthetic["summary"]
     keep = ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo")
     peaks = {m: summary.get(f"{m}_unseen_peak_per_seed", {}) for m in ("dpo", "ppo")}
+    bounds = {"unseen_mass": (0.0, 1.0), "optimal_mass": (0.0, 1.0), "cells_raised": (0.0, math.inf)}
+    clipped = {
+        m: {
+            k: {**v, "low": max(v["low"], bounds[k][0]), "high": min(v["high"], bounds[k][1])} if k in bounds else v
+            for k, v in summary[m].items()
+        }
+        for m in keep
+        if m in summary and m != "dpo_minus_ppo"
+    }
     return {
         "num_seeds": summary["num_seeds"],
         **{m: summary[m] for m in keep if m in summary},
+        **clipped,  # intervals of masses and counts clipped to their range
         "unseen_peak_per_seed": peaks,
         "unseen_peak_above_reference": {m: summary.get(f"{m}_unseen_peak_above_reference") for m in ("dpo", "ppo")},
         "cells_raised_per_seed": {m: summary.get(f"{m}_cells_raised_per_seed", {}) for m in ("dpo", "ppo")},
