@@ -67,8 +67,11 @@ def curve_reason(tb: dict[str, Any], method: str) -> str | None:
     )
     if "rm" in first and "rm" in last:
         text += f" and the learned reward went {first['rm']['mean']:.3f} → {last['rm']['mean']:.3f}"
-    if peak < len(gold) - 1 and gold[peak] - gold[-1] > 0.005:
-        text += " (gold fell after its peak while training went on: over-optimisation)"
+    top, end = points[peak]["gold"], last["gold"]
+    if peak < len(gold) - 1 and not math.isnan(top["low"]) and top["low"] > end["high"]:
+        text += " (gold fell after its peak, the two 95% intervals apart, while training went on: over-optimisation)"
+    elif peak < len(gold) - 1:
+        text += " (the fall after the peak is within the seeds' noise)"
     return text
 
 
