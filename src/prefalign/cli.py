@@ -1,10 +1,12 @@
 """The ``prefalign`` command: one subcommand per job, each configured by a dataclass tree.
 
-    prefalign <command> [--config FILE.yaml] [--preset NAME] [--field value ...]
+    prefalign <command> [--config FILE.yaml] [--preset NAME] [--field value ...] [--print-config]
 
 Settings are taken, lowest first, from the dataclass defaults, the preset, the YAML file and the
 flags. ``prefalign <command> --help`` lists every field with its documentation and current value
-(after preset and YAML). Each run writes its resolved settings to ``<output_dir>/config.yaml``.
+(after preset and YAML); ``--print-config`` prints the resolved settings as YAML (loadable with
+``--config``) and exits without running. Each run writes its resolved settings to
+``<output_dir>/config.yaml``. ``docs/presets.md`` gives the source of every preset setting.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class _Command:
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # HF_HUB_OFFLINE is the user's: embedded names and local paths never touch the network anyway.
     try:
         from transformers.utils import logging as hf_logging
 
@@ -140,9 +142,12 @@ def parse_config(name: str, argv: list[str]):
     base = build_config(config_cls, presets=presets, preset=known.preset, yaml_path=known.config)
     description = entry.help
     if presets:
-        description += f"\n\nPresets (--preset NAME): {', '.join(sorted(presets))}. Also: --config FILE.yaml."
+        description += (
+            f"\n\nPresets (--preset NAME; sources in docs/presets.md): {', '.join(sorted(presets))}. "
+            "Also: --config FILE.yaml, --print-config (print the resolved settings as YAML and exit)."
+        )
     else:
-        description += "\n\nAlso: --config FILE.yaml."
+        description += "\n\nAlso: --config FILE.yaml, --print-config (print the resolved settings as YAML and exit)."
     config = tyro.cli(
         config_cls,
         default=base,
@@ -159,12 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         width = max(len(n) for n in COMMANDS)
-        print("usage: prefalign <command> [--config FILE.yaml] [--preset NAME] [--field value ...]\n\ncommands:")
+        print(
+            "usage: prefalign <command> [--config FILE.yaml] [--preset NAME] [--field value ...] [--print-config]"
+            "\n\ncommands:"
+        )
         for name, entry in COMMANDS.items():
             print(f"  {name:<{width}}  {entry[4]}")
         print("\n`prefalign <command> --help` lists every setting of a command.")
         return 0
     name, rest = argv[0], argv[1:]
+    print_config = "--print-config" in rest
+    rest = [a for a in rest if a != "--print-config"]
     if name not in COMMANDS:
         print(f"prefalign: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
@@ -176,6 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"prefalign {name}: {exc}", file=sys.stderr)
         return 2
+    if print_config:
+        import yaml
+
+        from prefalign.config import to_dict
+
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return 0
+    from prefalign.trainers.model_card import set_command
+
+    set_command(["prefalign", *argv])
     try:
         run_fn(config)
     except (ValueError, FileNotFoundError) as exc:  # bad input: config values, data rows, missing files

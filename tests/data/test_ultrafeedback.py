@@ -240,7 +240,7 @@ def test_binarized_loader_from_parquet(tmp_path):
     assert [p.metadata["line"] for p in pairs] == [1]
     assert report.skipped == {"tied scores": 1}
     assert report.dropped == {"chosen scored below rejected": 1, "prompt differs from the conversation": 1}
-    assert any("line 4, field 'rejected'" in e for e in report.examples)
+    assert any("row 4, field 'rejected'" in e for e in report.examples)
     with pytest.raises(DataError) as info:
         load_ultrafeedback_binarized(path, strict=True)
-    assert str(info.value) == f"{path}, line 3, field 'score_chosen': chosen scored below rejected (2.0 < 8.0)"
+    assert str(info.value) == f"{path}, row 3, field 'score_chosen': chosen scored below rejected (2.0 < 8.0)"

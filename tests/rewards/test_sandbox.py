@@ -1,23 +1,36 @@
 """The sandbox contains hostile programs (each layer on its own where the machine allows it), and
-the next program still runs; verdicts cannot be faked by exiting early."""
+the next program still runs; verdicts cannot be faked by exiting early. The OS-layer tests run with
+bubblewrap and without it (the fallback layers); tests/rewards/test_sandbox_attacks.py holds one
+program per class of attack the module docstring names."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 import prefalign
+from prefalign.rewards import sandbox_wall
 from prefalign.rewards.code import AssertTests, StdioTests
 from prefalign.rewards.sandbox import ExecutionResult, Sandbox, SandboxConfig
-from prefalign.rewards.sandbox_isolation import _UID_BASE
+from prefalign.rewards.sandbox_isolation import _UID_BASE, private_tmp_argv, probe_isolation
 
 FAST = dict(timeout=1.0, memory_bytes=256 << 20, max_output_bytes=1 << 20, max_workers=2)
 TRIVIAL = ("def f(x):\n    return x + 1\n", AssertTests(("assert f(1) == 2",)))
 PROJECT_SRC = Path(prefalign.__file__).resolve().parent
+
+
+def without_bubblewrap(box: Sandbox) -> None:
+    """Skip (or, in CI, where PREFALIGN_REQUIRE_BUBBLEWRAP=1, fail) with the probe's reason."""
+    why = f"bubblewrap unavailable here: {box.isolation()['bubblewrap_unavailable']}"
+    if os.environ.get("PREFALIGN_REQUIRE_BUBBLEWRAP") == "1":
+        pytest.fail(why + " (PREFALIGN_REQUIRE_BUBBLEWRAP=1)")
+    pytest.skip(why)
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +38,21 @@ def sandbox() -> Sandbox:
     return Sandbox(SandboxConfig(**FAST))
 
 
-@pytest.fixture(scope="module")
-def unguarded() -> Sandbox:
-    """The OS layers alone (no audit hook): only meaningful where a throw-away uid is used."""
-    box = Sandbox(SandboxConfig(**FAST, audit_guard=False))
-    if not box.isolation()["throwaway_uid_and_nproc"]:
+@pytest.fixture(scope="module", params=["bwrap", "no_bwrap"])
+def unguarded(request) -> Sandbox:
+    """The OS layers alone (no audit hook), with bubblewrap and without it (where a throw-away uid
+    is used, the fallback's main layer)."""
+    box = Sandbox(SandboxConfig(**FAST, audit_guard=False, bubblewrap=request.param == "bwrap"))
+    iso = box.isolation()
+    if request.param == "bwrap" and not iso["bubblewrap"]:
+        without_bubblewrap(box)
+    if request.param == "no_bwrap" and not iso["throwaway_uid_and_nproc"]:
         pytest.skip("no throw-away uid here (not root, or no interpreter readable by another uid)")
     return box
+
+
+def walled(box: Sandbox) -> bool:
+    return box.isolation()["bubblewrap"]
 
 
 def run(box: Sandbox, program: str, tests: tuple[str, ...] = ("assert True",)) -> ExecutionResult:
@@ -118,8 +139,8 @@ def test_output_flood_is_capped(sandbox):
         "open('/etc/passwd').read()\n",
         f"open({str(PROJECT_SRC / '__init__.py')!r}).read()\n",
         "import os\nos.listdir('/')\n",
-        "import os\nos.listdir(os.path.expanduser('~root'))\n",
-        "import os\nos.remove('/tmp/nothing-to-remove-here')\n",
+        "import os\nos.listdir('/root')\n",
+        "import os\nos.remove('/usr/nothing-to-remove-here')\n",
     ],
 )
 def test_guard_refuses_files_outside_the_working_directory(sandbox, program):
@@ -133,7 +154,10 @@ def test_writing_into_the_project_is_refused_by_guard_and_by_uid(sandbox, unguar
     try:
         for box in (sandbox, unguarded):
             result = run(box, program)
-            assert result.status == "error" and "PermissionError" in result.detail
+            # refused by the guard or the uid; inside bubblewrap the project is not even there
+            guarded = box is sandbox
+            wanted = "FileNotFoundError" if walled(box) and not guarded else "PermissionError"
+            assert result.status == "error" and wanted in result.detail, result
             assert not target.exists()
     finally:
         target.unlink(missing_ok=True)
@@ -141,7 +165,8 @@ def test_writing_into_the_project_is_refused_by_guard_and_by_uid(sandbox, unguar
 
 def test_home_directory_is_unreadable_without_the_guard(unguarded):
     result = run(unguarded, "import os\nos.listdir('/root')\n")
-    assert result.status == "error" and "PermissionError" in result.detail
+    wanted = "FileNotFoundError" if walled(unguarded) else "PermissionError"  # absent inside bubblewrap
+    assert result.status == "error" and wanted in result.detail, result
 
 
 def test_working_directory_is_private_home_and_deleted():
@@ -149,7 +174,11 @@ def test_working_directory_is_private_home_and_deleted():
     program = "import os\nopen('scratch.txt', 'w').write('x')\nprint(os.getcwd())\nprint(os.environ['HOME'])\n"
     result = box.run_tests(program, StdioTests(("",), ("",)))
     cwd, home = result.stdout_tail.split()
-    assert cwd == home and not os.path.exists(cwd)
+    assert cwd == home
+    if walled(box):  # its own tmpfs, gone with its mount namespace; nothing of it on the host
+        assert cwd == "/tmp" and not any(Path("/tmp").glob("prefalign-run-*/scratch.txt"))
+    else:
+        assert not os.path.exists(cwd)
 
 
 @pytest.fixture
@@ -181,8 +210,10 @@ def test_network_is_refused_by_guard_and_by_namespace(sandbox, unguarded, listen
     ],
 )
 def test_killing_the_parent_is_refused(sandbox, unguarded, program):
-    for box in (sandbox, unguarded):
-        assert run(box, program).status == "error"
+    assert run(sandbox, program).status == "error"
+    result = run(unguarded, program)  # we are still alive, and run() checked the next program
+    # inside bubblewrap the parent it sees is the PID namespace's init, which ignores the signal
+    assert result.status == "error" or walled(unguarded), result
 
 
 def test_fork_is_refused_by_the_guard(sandbox):
@@ -224,3 +255,55 @@ def test_parallel_runs_cost_only_their_time_limit(sandbox):
     wall = time.perf_counter() - start
     assert [r.status for r in results] == ["passed"] * 4 + ["timeout"]
     assert wall < 2.5  # in sequence: 4 x 0.5 s + 1 s; in parallel the sleeps overlap the 1 s loop
+
+
+def test_isolation_says_which_walls_are_up_and_why_not():
+    on = Sandbox(SandboxConfig(**FAST)).isolation()
+    off = Sandbox(SandboxConfig(**FAST, bubblewrap=False)).isolation()
+    assert not off["bubblewrap"] and "switched off" in off["bubblewrap_unavailable"]
+    assert not off["pid_namespace_and_private_filesystem"]
+    assert off["private_tmp_and_total_disk_cap"] == (off["network_namespace"] and _private_tmp_works())
+    assert on["bubblewrap"] == (on["bubblewrap_unavailable"] == "")
+    if on["bubblewrap"]:
+        assert on["network_namespace"] and on["pid_namespace_and_private_filesystem"]
+        assert on["private_tmp_and_total_disk_cap"]
+
+
+def _private_tmp_works() -> bool:
+    argv = private_tmp_argv(shutil.which("unshare") or "unshare", 1 << 20, 0) + ["true"]
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+def test_without_bubblewrap_root_still_gets_a_private_capped_tmp():
+    """The fallback (root, no bubblewrap): /tmp and /dev/shm are one private tmpfs of
+    ``max_disk_bytes``, the working directory; files under the per-file cap still fill it."""
+    box = Sandbox(SandboxConfig(**FAST, audit_guard=False, bubblewrap=False, max_disk_bytes=4 << 20))
+    if not box.isolation()["private_tmp_and_total_disk_cap"]:
+        pytest.skip("no private /tmp here: not root, or unshare --mount / mount cannot run")
+    name = f"prefalign-probe-{os.getpid()}"
+    program = (
+        f"import os\nprint(os.getcwd())\nopen('/dev/shm/{name}', 'w').write('x')\nopen('/tmp/{name}', 'w').write('x')\n"
+        "for i in range(8):\n    open('f%d' % i, 'wb').write(b'x' * 1000000)\n"
+    )
+    result = run(box, program, ("assert True",))
+    assert result.status == "error" and "No space left on device" in result.detail, result
+    assert result.stdout_tail.split()[0] == "/tmp"
+    assert not (Path("/dev/shm") / name).exists() and not (Path("/tmp") / name).exists()
+
+
+def test_the_machine_is_probed_once_per_setting():
+    Sandbox(SandboxConfig(**FAST))
+    before = probe_isolation.cache_info()
+    Sandbox(SandboxConfig(**{**FAST, "timeout": 3.0}))
+    after = probe_isolation.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+
+
+def test_a_missing_or_unusable_bwrap_is_reported(monkeypatch):
+    monkeypatch.setattr(sandbox_wall.shutil, "which", lambda name, **kwargs: None)
+    bwrap, why = sandbox_wall.probe_wall("/usr/bin/python3", None)
+    assert bwrap is None and "not installed" in why and "apt-get install bubblewrap" in why
+    monkeypatch.setattr(sandbox_wall.shutil, "which", lambda name, **kwargs: "/bin/false")
+    bwrap, why = sandbox_wall.probe_wall("/usr/bin/python3", None)
+    assert bwrap is None and "/bin/false failed (exit 1)" in why
+    assert "home directory" in sandbox_wall.probe_wall("/root/.pyenv/versions/3.11.7/bin/python3", None)[1]

@@ -1,77 +1,40 @@
-"""Reading raw rows from files, with line numbers, and the drop report for malformed rows.
+"""Reading raw rows from any supported source, with positions, and the drop report for malformed rows.
 
-Formats by suffix: ``.jsonl`` / ``.jsonl.gz`` (one JSON object a line; line numbers are the
-file's), ``.json`` / ``.json.gz`` (a list of objects, or ``{"data": [...]}``; "line" is the
-1-based index in the list), ``.parquet`` (1-based row index).
+The formats and what a row's position means are in :mod:`prefalign.data.formats`.
 
 A row adapter raises :class:`~prefalign.data.schema.DataError` for a malformed row;
 :func:`read_records` either stops at the first one (``strict=True``), naming file, line and
-field, or counts it in a :class:`DropReport` and goes on.
+field, or records it in a :class:`DropReport` (every dropped row, with its file, line or row
+index, field and reason; :meth:`DropReport.write` saves them as ``dropped.jsonl``) and goes on.
+A row holding a byte that is not valid UTF-8 is such a malformed row.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prefalign.atomic import write_jsonl_atomic
+from prefalign.data.formats import check_utf8, iter_source
 from prefalign.data.schema import DataError
 
 T = TypeVar("T")
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def iter_rows(path: str | Path, *, strict: bool = False, report: DropReport | None = None) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line, row)`` for every row of a file. Undecodable lines are dropped or raised."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
-        return
-    if name.endswith((".jsonl", ".jsonl.gz")):
-        with _open_text(path) as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    err = DataError(
-                        f"undecodable JSON ({exc.msg} at column {exc.colno})", source=str(path), line=lineno
-                    )
-                    if strict or report is None:
-                        raise err from None
-                    report.add(err)
-        return
-    if name.endswith((".json", ".json.gz")):
-        with _open_text(path) as fh:
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"undecodable JSON ({exc.msg})", source=str(path), line=exc.lineno) from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise DataError("expected a JSON list of rows (or {'data': [...]})", source=str(path))
-        yield from enumerate(data, start=1)
-        return
-    raise DataError(
-        f"unknown data file format {path.suffix!r}; use .jsonl, .jsonl.gz, .json or .parquet", source=str(path)
-    )
+def iter_rows(
+    path: str | Path, *, strict: bool = False, report: DropReport | None = None, split: str | None = None
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, row)`` for every row of a source. Undecodable lines are dropped or raised."""
+    for line, row in iter_source(path, split):
+        if isinstance(row, DataError):
+            if strict or report is None:
+                raise row
+            report.add(row)
+            continue
+        yield line, row
 
 
 @dataclass
@@ -84,11 +47,38 @@ class DropReport:
     examples: list[str] = field(default_factory=list)
     max_examples: int = 5
     skipped: Counter = field(default_factory=Counter)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """Every dropped row: ``{"source", "line" (or "row"), "field", "reason"}``."""
 
     def add(self, err: DataError) -> None:
         self.dropped[err.reason.split(" (")[0]] += 1
+        self.rows.append({"source": err.source, err.unit: err.line, "field": err.field, "reason": err.reason})
         if len(self.examples) < self.max_examples:
             self.examples.append(str(err))
+
+    def merge(self, other: DropReport) -> None:
+        """Add another report's counts and rows (a separate evaluation file)."""
+        self.kept += other.kept
+        self.dropped.update(other.dropped)
+        self.skipped.update(other.skipped)
+        self.rows.extend(other.rows)
+        self.examples.extend(other.examples[: max(0, self.max_examples - len(self.examples))])
+        if other.source and other.source not in self.source.split(" + "):
+            self.source = f"{self.source} + {other.source}" if self.source else other.source
+
+    def write(self, path: str | Path) -> Path:
+        """Every dropped row as one JSON object a line (atomically; an empty file when none was dropped)."""
+        return write_jsonl_atomic(path, self.rows)
+
+    def details(self) -> str:
+        """The first few dropped rows, one a line (empty when none was dropped)."""
+        if not self.examples:
+            return ""
+        more = self.total_dropped - len(self.examples)
+        lines = [f"  dropped: {e}" for e in self.examples]
+        if more > 0:
+            lines.append(f"  ... and {more} more")
+        return "\n".join(lines)
 
     def skip(self, reason: str, n: int = 1) -> None:
         """Count rows left out on purpose (a filter, tied scores): not malformed, never raised."""
@@ -117,6 +107,7 @@ class DropReport:
             "kept": self.kept,
             "dropped": dict(self.dropped),
             "skipped": dict(self.skipped),
+            "dropped_total": self.total_dropped,
             "examples": list(self.examples),
         }
 
@@ -128,12 +119,13 @@ def read_records(
     source: str,
     strict: bool = False,
     report: DropReport | None = None,
+    unit: str = "line",
 ) -> list[T]:
     """Apply ``parse_row`` to each ``(line, row)``; a ``DataError`` is raised (strict) or counted.
 
     ``parse_row`` may return one record, a list of records (a row that yields several pairs), or
     ``None`` for a row deliberately skipped by a filter (not counted as malformed; the adapter
-    may say why with :meth:`DropReport.skip`).
+    may say why with :meth:`DropReport.skip`). ``unit`` names what ``line`` counts (``line`` or ``row``).
     """
     report = report if report is not None else DropReport(source=source)
     report.source = report.source or source
@@ -142,9 +134,10 @@ def read_records(
         try:
             if not isinstance(row, dict):
                 raise DataError(f"expected a JSON object, got {type(row).__name__}")
+            check_utf8(row)
             parsed = parse_row(row)
         except DataError as err:
-            err = DataError(err.reason, source=source, line=line, field=err.field)
+            err = DataError(err.reason, source=source, line=line, field=err.field, unit=unit)
             if strict:
                 raise err from None
             report.add(err)

@@ -26,18 +26,30 @@ ROLES = ("system", "user", "assistant")
 
 
 class DataError(ValueError):
-    """A malformed data row. The message names the source file, line (1-based) and field."""
+    """A malformed data row. The message names the source file, line (1-based) and field.
 
-    def __init__(self, reason: str, *, source: str | None = None, line: int | None = None, field: str | None = None):
+    ``unit`` says what ``line`` counts: ``"line"`` (a file line) or ``"row"`` (a row index of a table).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        unit: str = "line",
+    ):
         self.reason = reason
         self.source = source
         self.line = line
         self.field = field
+        self.unit = unit
         where = []
         if source is not None:
             where.append(str(source))
         if line is not None:
-            where.append(f"line {line}")
+            where.append(f"{unit} {line}")
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{', '.join(where)}: {reason}" if where else reason)

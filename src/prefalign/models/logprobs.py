@@ -43,6 +43,23 @@ def forward_logits(
     return out.logits
 
 
+def top_k_support(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., k) ids of the k largest logits: the tokens a top-k sampler may draw (Hugging Face's
+    ``TopKLogitsWarper`` keeps the same set, up to ties at the k-th logit)."""
+    return logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+
+
+def _restrict(logits: torch.Tensor, support: torch.Tensor, targets: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Logits with every token outside ``support`` set to -inf, where ``active`` (positions elsewhere keep the full
+    vocabulary). The target token is always kept: a sampled token at the k-th boundary can fall out of the set by
+    rounding between the sampler's forward pass and this one, and must not get probability 0."""
+    keep = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    keep.scatter_(-1, support.long(), True)
+    keep.scatter_(-1, targets[..., None], True)
+    keep |= ~active.bool()[..., None]
+    return logits.masked_fill(~keep, float("-inf"))
+
+
 def token_logprobs(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -51,12 +68,21 @@ def token_logprobs(
     *,
     temperature: float = 1.0,
     return_entropy: bool = False,
+    support: torch.Tensor | None = None,
+    top_k: int = 0,
 ):
     """(B, T) log-probabilities (and optionally (B, T) entropies) aligned with ``input_ids``.
 
     When ``response_mask`` is given, only logits from the first response position onwards are
     computed (the prompt part of the vocabulary projection is skipped), and positions outside the
     mask are set to 0. ``temperature`` divides the logits, matching a sampler that used it.
+
+    Top-k (the distribution of a top-k sampler, as ReaLHF's logits mask): ``support`` (B, T, k) long
+    gives, for each response token t, the ids it was drawn among; every other token gets probability
+    0 and the softmax is over the support. ``top_k > 0`` (without ``support``) takes the support from
+    this model's own k largest logits and returns ``(logprobs, support)`` (or ``(logprobs, entropy,
+    support)``): called on the sampling policy, this is the sampler's distribution. Both need
+    ``response_mask``; prompt positions of the support are 0 and unused.
     """
     batch, length = input_ids.shape
     first = 0
@@ -68,6 +94,16 @@ def token_logprobs(
     if temperature != 1.0:
         logits = logits / temperature
     targets = input_ids[:, first + 1 :]
+    own_support = None
+    if (support is not None or top_k > 0) and response_mask is None:
+        raise ValueError("top-k log-probs need a response_mask")
+    if top_k > 0 and support is None:
+        own_support = torch.zeros(batch, length, min(top_k, logits.shape[-1]), dtype=torch.long, device=logits.device)
+        with torch.no_grad():
+            own_support[:, first + 1 :] = top_k_support(logits, top_k)
+        support = own_support
+    if support is not None:
+        logits = _restrict(logits, support[:, first + 1 :].to(logits.device), targets, response_mask[:, first + 1 :])
     picked = gather_logprobs(logits, targets)  # (B, T-first-1)
     out = torch.zeros(batch, length, dtype=torch.float32, device=input_ids.device)
     out[:, first + 1 :] = picked
@@ -76,12 +112,16 @@ def token_logprobs(
         entropy = torch.zeros_like(out)
         with torch.no_grad():
             logp = torch.log_softmax(logits.float(), dim=-1)
-            entropy[:, first + 1 :] = -(logp.exp() * logp).sum(-1)
+            plogp = logp.exp() * logp if support is None else torch.special.xlogy(logp.exp(), logp.exp())
+            entropy[:, first + 1 :] = -plogp.sum(-1)
     if response_mask is not None:
         out = out * response_mask
         if entropy is not None:
             entropy = entropy * response_mask
-    return (out, entropy) if return_entropy else out
+    result = (out, entropy) if return_entropy else (out,)
+    if own_support is not None:
+        result += (own_support,)
+    return result if len(result) > 1 else result[0]
 
 
 def sequence_logprobs(

@@ -8,7 +8,8 @@ Built in (cheap, deterministic, for smoke runs and the tiny learning test):
 - ``eval:TASK``: the per-response ``reward`` of the evaluation task TASK of
   :mod:`prefalign.evaluation.registry` (gsm8k, ifeval, humaneval, mbpp, apps, code_contests), through
   :class:`prefalign.evaluation.base.TaskReward`, so the RL reward and the task's metric share one
-  implementation (a code task gives 1 for passing its tests: Xu et al.'s 10 is a weight of 10).
+  implementation (a code task gives Xu et al.'s 10 for passing its tests and 0 otherwise, so a weight of 1
+  gives their reward).
   The prompts must carry the task's metadata (tests, reference answer): take them from the task.
 
 Other code registers its own with :func:`register_task_reward` (a factory taking the argument

@@ -11,40 +11,46 @@ It runs two kinds of test suite (the formats of each data set are in :mod:`prefa
 program, in its namespace, one process in all) and *stdio* suites (:class:`StdioSuite`: one
 process per input; the parent judges the output, so the program never sees the expected one).
 
-Layers of protection (:meth:`Sandbox.isolation` reports which are active here):
+Layers of protection (:meth:`Sandbox.isolation` reports which are up here), outermost first:
 
-1. **Process limits** (always): a new session, killed with ``os.killpg`` at the end; a wall-clock
-   limit (the parent kills the group); ``RLIMIT_CPU`` (SIGXCPU, SIGKILL a second later);
-   ``RLIMIT_AS`` (allocations fail with MemoryError); ``RLIMIT_FSIZE`` (caps stdout, stderr and every
-   file written); ``RLIMIT_NOFILE``; no core files; a private temporary working directory (also HOME
-   and TMPDIR) deleted afterwards. The interpreter runs with ``-I -S -B``: environment ignored, no
-   site-packages (neither the project nor installed packages importable), no bytecode written.
-2. **A throw-away user id** (when run as root): the harness drops to a fresh uid/gid for every run,
-   so ``RLIMIT_NPROC`` counts only that program's processes (it never applies to root: a fork bomb
-   is contained only this way), the kernel refuses its signals to our processes and its writes to
-   the project and the home directory, and ``kill -9 -1`` run as that uid at the end removes every
-   process it left, even ones that escaped the session. Without root, RLIMIT_NPROC is the user's
-   current task count plus ``max_processes`` (approximate) and only the session is killed.
-3. **A network namespace** (root with ``unshare``): the program has no network interface at all,
-   not even loopback to the host's services.
-4. **An audit-hook guard** (PEP 578, installed before the program runs): refuses ``open`` outside
-   the working directory (except reading the standard library), listing or changing files outside
-   it, ``socket.*``, process creation (fork, exec, spawn, system, subprocess), ``os.kill`` and
-   ``killpg``, ``ctypes`` and ``resource.setrlimit``. A refusal raises PermissionError in the program.
+1. **Bubblewrap** (where ``bwrap`` is installed and may create user namespaces; see
+   :mod:`prefalign.rewards.sandbox_wall`): new user, PID, IPC, network, UTS and cgroup namespaces,
+   ``--die-with-parent``; only ``/usr`` and the interpreter read-only, a private ``/proc`` and
+   read-only ``/dev``, and one private tmpfs of ``max_disk_bytes`` at ``/tmp`` (working directory,
+   home and temporary directory: the run's total disk cap). No home directory, ``/etc``, project or
+   other checkout is visible; no host process can be signalled; no network exists.
+2. **Process limits** (always): a new session, killed with ``os.killpg`` at the end; a wall-clock
+   limit; ``RLIMIT_CPU`` (SIGXCPU, SIGKILL a second later); ``RLIMIT_AS`` (MemoryError);
+   ``RLIMIT_FSIZE`` (each file and stdout/stderr); ``RLIMIT_NOFILE``; no core files. The interpreter
+   runs with ``-I -S -B``: environment ignored, no site-packages, no bytecode written.
+3. **A throw-away user id** (as root): every run gets a fresh uid (bubblewrap is started under it),
+   so ``RLIMIT_NPROC`` counts only that program's processes (a fork bomb is contained this way),
+   and ``kill -9 -1`` run as that uid at the end removes whatever it left. Without root,
+   RLIMIT_NPROC is the user's task count plus ``max_processes`` (approximate).
+4. **Without bubblewrap, as root** (``unshare``): a network namespace, and a mount namespace in which
+   one tmpfs of ``max_disk_bytes`` covers ``/tmp`` and ``/dev/shm`` and is the working directory.
+5. **An audit-hook guard** (PEP 578): refuses ``open`` outside the working directory (except
+   reading the standard library), listing or changing files outside it, ``socket.*``, process
+   creation, ``os.kill``, ``ctypes`` and ``resource.setrlimit`` with a PermissionError.
 
-Assert-style verdicts are lines on stdout carrying a random nonce the program is not given, so
-``sys.exit(0)``, ``os._exit(0)`` or printing "passed" cannot fake a pass.
+Verdicts are lines on stdout carrying a random nonce the program is not given, so exiting early or
+printing "passed" cannot fake a pass. Test code compares by value: before it is sent, every value it
+compares or computes with is reduced inside the child to plain built-in data
+(:mod:`prefalign.rewards.sandbox_compare`), so an object whose ``__eq__`` always answers True, or
+whose ``__sub__`` returns 0, fails with a detail naming its type; the tests see the builtins as they
+were before the program ran.
 
-What it does NOT protect against: it is not a security boundary like a container or a VM. The audit
-hook is Python-level and a determined program gets around it (``_posixsubprocess``, memory
-corruption) or reads the nonce from the harness's frame (``sys._getframe`` stays allowed because
-``collections.namedtuple`` needs it); past the hook, world-readable files (the project's sources
-too) are readable and world-writable places (``/tmp``, ``/dev/shm``) writable; without root there is
-neither uid nor network isolation. Disk use is capped per file, not in total; memory as address
-space, not resident memory; a program may use every core within its CPU limit. Assert tests can be
-gamed by returning an object whose ``__eq__`` always answers True (call-based tests rule that out by
-a JSON round trip). The interpreter is the running one when an unprivileged uid can read it, else
-the system ``python3``; ``int``/``str`` conversion is unlimited in the sandbox, as in judges.
+What it does NOT protect against (tests/rewards/test_sandbox_attacks.py has one program per class):
+the audit hook is Python-level (``_posixsubprocess``, memory corruption get past it): with
+bubblewrap the wall still holds; without it, world-readable files (the project's sources too) are
+readable and other processes visible, and without root ``/tmp`` and ``/dev/shm`` are writable, disk
+use is capped per file only, and there is neither uid nor network isolation. Assert tests run in
+the program's own interpreter, so a program that walks its frames can reach the harness's verdict
+writer and forge a pass, or patch the standard library the tests import; only a process it never
+controlled could judge it. Memory is capped as address space (plus the tmpfs); a program may keep
+``max_processes`` cores busy until its limits. The interpreter is the running one when an
+unprivileged uid can read it and bubblewrap can mount it, else the system ``python3``;
+``int``/``str`` conversion is unlimited, as in judges.
 """
 
 from __future__ import annotations
@@ -63,14 +69,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from prefalign.rewards.sandbox_compare import compare_by_value
 from prefalign.rewards.sandbox_isolation import (
     _next_uid,
     _remove_tree,
     _user_task_count,
     _wait_exit,
     kill_uid,
+    private_tmp_argv,
     probe_isolation,
 )
+from prefalign.rewards.sandbox_wall import WORKDIR, wall_argv
 
 STATUSES = ("passed", "failed", "timeout", "error", "memory")
 _MEMORY_EXIT = 86  # the harness exits with this code after a MemoryError
@@ -94,6 +103,8 @@ class SandboxConfig:
     """Processes and threads the program may have at once (RLIMIT_NPROC on its throw-away uid)."""
     max_output_bytes: int = 8 << 20
     """Largest stdout, stderr or written file (RLIMIT_FSIZE); beyond it the program is killed."""
+    max_disk_bytes: int = 64 << 20
+    """Total bytes a run may write, all files together: the size of its private tmpfs (bubblewrap, or root)."""
     max_open_files: int = 64
     tail_chars: int = 2000
     """Characters of stdout and stderr kept in a result."""
@@ -107,6 +118,8 @@ class SandboxConfig:
     """As root, run each program in an empty network namespace (``unshare --net``)."""
     audit_guard: bool = True
     """Install the audit-hook guard; switch off only to test the OS layers on their own."""
+    bubblewrap: bool = True
+    """Run each program inside bubblewrap (``bwrap``) where it is installed and works (see sandbox_wall)."""
     python: str | None = None
     """Interpreter for the programs; None: this one, or ``python3`` if a dropped uid cannot read it."""
     tmp_dir: str | None = None
@@ -168,7 +181,7 @@ class Sandbox:
     def __init__(self, config: SandboxConfig | None = None):
         self.config = config or SandboxConfig()
         c = self.config
-        self._isolation = probe_isolation(c.python, c.drop_privileges, c.network_namespace, c.audit_guard)
+        self._isolation = probe_isolation(c.python, c.drop_privileges, c.network_namespace, c.audit_guard, c.bubblewrap)
 
     def isolation(self) -> dict[str, Any]:
         """Which protection layers are active on this machine."""
@@ -192,7 +205,8 @@ class Sandbox:
     # -- the two ways of running tests -------------------------------------------------------
 
     def _run_in_process(self, program: str, test_stages: list[tuple[str, str, bool]]) -> ExecutionResult:
-        stages = [("solution.py", program, False)] + list(test_stages)
+        tests = [(label, compare_by_value(source), is_test) for label, source, is_test in test_stages]
+        stages = [("solution.py", program, False)] + tests
         nonce = secrets.token_hex(16)
         proc = self._spawn(program, stages, nonce, None)
         marks, stdout = _parse_marks(proc.stdout, nonce)
@@ -241,7 +255,10 @@ class Sandbox:
         if proc.returncode == -signal.SIGXFSZ:
             return "error", f"output or file larger than {c.max_output_bytes} bytes"
         if proc.returncode < 0:
-            return "error", f"killed by {signal.Signals(-proc.returncode).name}"
+            try:
+                return "error", f"killed by {signal.Signals(-proc.returncode).name}"
+            except ValueError:
+                return "error", f"killed by signal {-proc.returncode}"
         return None
 
     def _result(self, status, passed, total, procs, detail, stdout, shown=None) -> ExecutionResult:
@@ -265,6 +282,8 @@ class Sandbox:
         c = self.config
         cpu = math.ceil(c.cpu_time or c.timeout)
         nproc = c.max_processes if uid is not None else _user_task_count() + c.max_processes
+        if self._isolation.bwrap:
+            nproc += 2  # bwrap's monitor and the namespace's init run under the same uid
         return [
             ("RLIMIT_CPU", cpu, cpu + 1),
             ("RLIMIT_AS", c.memory_bytes, c.memory_bytes),
@@ -278,15 +297,20 @@ class Sandbox:
         iso, c = self._isolation, self.config
         uid = _next_uid() if iso.uid_switch else None
         control = tempfile.mkdtemp(prefix="prefalign-control-", dir=c.tmp_dir)
-        workdir = tempfile.mkdtemp(prefix="prefalign-run-", dir=c.tmp_dir)
+        # inside bubblewrap (or the fallback's private /tmp) the working directory is a private
+        # tmpfs, which the harness fills
+        private = bool(iso.bwrap or iso.private_tmp)
+        workdir = WORKDIR if private else tempfile.mkdtemp(prefix="prefalign-run-", dir=c.tmp_dir)
         try:
-            with open(os.path.join(workdir, "solution.py"), "w", encoding="utf-8") as fh:
-                fh.write(program)
-            if uid is not None:
-                os.chown(workdir, uid, uid)
+            if not private:
+                with open(os.path.join(workdir, "solution.py"), "w", encoding="utf-8") as fh:
+                    fh.write(program)
+                if uid is not None:
+                    os.chown(workdir, uid, uid)
             job = {
                 "limits": self._limits(uid),
-                "uid": uid,
+                "uid": None if iso.bwrap else uid,  # bwrap itself is started under the uid
+                "write_program": private,
                 "guard": iso.audit_guard,
                 "workdir": workdir,
                 "read_roots": list(iso.read_roots),
@@ -297,24 +321,43 @@ class Sandbox:
             job_path = os.path.join(control, "job")
             with open(job_path, "wb") as fh:
                 marshal.dump(job, fh)
-            with open(os.path.join(control, "stdin"), "w+b") as fin:
+            with open(job_path, "rb") as job_file, open(os.path.join(control, "stdin"), "w+b") as fin:
                 fin.write((stdin_text or "").encode("utf-8"))
                 fin.seek(0)
-                return self._launch(job_path, workdir, uid, fin)
+                return self._launch(job_file, workdir, uid, fin)
         finally:
-            _remove_tree(workdir)
+            if not private:
+                _remove_tree(workdir)
             _remove_tree(control)
 
-    def _launch(self, job_path: str, workdir: str, uid: int | None, stdin) -> _Process:
+    def _launch(self, job_file, workdir: str, uid: int | None, stdin) -> _Process:
+        """Start the harness on the open ``job_file`` (passed as a file descriptor, so that the
+        program, under another uid or inside bubblewrap, never needs to open it)."""
         iso, c = self._isolation, self.config
-        argv = [iso.unshare, "--net", "--"] if iso.unshare else []
-        argv += [iso.python, "-I", "-S", "-B", "-c", HARNESS, job_path]
+        job_fd = job_file.fileno()
+        if iso.bwrap:
+            argv = wall_argv(iso.bwrap, iso.python, c.max_disk_bytes)
+        elif iso.private_tmp:
+            argv = private_tmp_argv(iso.unshare, c.max_disk_bytes, 0 if uid is None else uid)
+        else:
+            argv = [iso.unshare, "--net", "--"] if iso.unshare else []
+        argv += [iso.python, "-I", "-S", "-B", "-c", HARNESS, str(job_fd)]
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        control = os.path.dirname(job_path)
+        # bwrap drops its own privileges: it starts under the throw-away uid, in an unprivileged user namespace
+        ids = {"user": uid, "group": uid, "extra_groups": []} if iso.bwrap and uid is not None else {}
+        control = os.path.dirname(job_file.name)
         with open(os.path.join(control, "stdout"), "w+b") as out, open(os.path.join(control, "stderr"), "w+b") as err:
             start = time.perf_counter()
             proc = subprocess.Popen(
-                argv, stdin=stdin, stdout=out, stderr=err, cwd=workdir, env=env, start_new_session=True
+                argv,
+                stdin=stdin,
+                stdout=out,
+                stderr=err,
+                cwd="/" if workdir == WORKDIR else workdir,
+                env=env,
+                start_new_session=True,
+                pass_fds=(job_fd,),
+                **ids,
             )
             finished = _wait_exit(proc.pid, c.timeout)
             try:  # the whole session, before reaping, so that its group id cannot have been reused
@@ -325,6 +368,8 @@ class Sandbox:
                 kill_uid(uid, iso.python)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
+            if iso.bwrap and 128 < proc.returncode < 128 + 65:  # bwrap reports a signal as 128 + its number
+                proc.returncode = 128 - proc.returncode
             elapsed = time.perf_counter() - start
             out.seek(0)
             err.seek(0)

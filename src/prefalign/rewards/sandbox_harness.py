@@ -1,9 +1,12 @@
 """The sandbox child's entry point (a template, not imported by the package).
 
 :mod:`prefalign.rewards.sandbox` reads this file, substitutes ``MEMORY_EXIT`` with its exit code
-for a MemoryError, and runs it as ``python -I -S -B -c <source> job_file``. It imports nothing
-heavy (start-up is most of a trivial program's cost): it reads the job (marshal), sets the limits,
-drops to the throw-away uid, installs the audit-hook guard, then runs the stages.
+for a MemoryError, and runs it as ``python -I -S -B -c <source> job_fd`` (the job is an open file
+the parent passes, so that nothing in the sandbox can open it). It imports nothing heavy (start-up
+is most of a trivial program's cost): it reads the job (marshal), sets the limits, drops to the
+throw-away uid, installs the audit-hook guard, then runs the stages. Test stages (already rewritten
+by :mod:`prefalign.rewards.sandbox_compare`) run with the builtins as they were before the program
+ran, plus the helpers below that reduce what they compare to plain built-in data.
 """
 
 import builtins
@@ -122,15 +125,119 @@ def _marker(nonce):
     return mark
 
 
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: built-in and C types; never a class statement's
+
+
+class _Method:
+    def method(self):
+        pass
+
+
+class NotPlainData(BaseException):
+    """A value the tests compare is not plain built-in data (a BaseException, so that a test's
+    ``except Exception`` cannot swallow it)."""
+
+
+def _value_helpers():
+    """The helpers the rewritten tests call (see :mod:`prefalign.rewards.sandbox_compare`):
+    ``plain`` (a deep copy in exact built-in types, or NotPlainData), ``operand``, ``truth`` and
+    ``call`` (a call whose arguments are reduced when the callee is a value-taking builtin), closed
+    over the builtins as they are now, before the program can replace them."""
+    _type, _isinstance, _len, _id, _bool, _getattr = type, isinstance, len, id, bool, getattr
+    _complex, _bytes, _bytearray, _memoryview, _dict, _vars, _set = (
+        complex,
+        bytes,
+        bytearray,
+        memoryview,
+        dict,
+        vars,
+        set,
+    )
+    # types are looked up by id and their flags read through ``type``'s own descriptor: a program's
+    # metaclass could answer ``==``, ``hash`` or ``__flags__`` as it likes
+    exact = frozenset(map(_id, (type(None), bool, int, float, complex, str, bytes, bytearray, range)))
+    flags = type.__dict__["__flags__"].__get__
+    bases = ((int, int.__index__), (float, float.__float__), (str, str.__str__))
+    bases += ((complex, lambda v: _complex(complex.real.__get__(v), complex.imag.__get__(v))),)
+    bases += ((bytes, lambda v: _bytes(_memoryview(v))), (bytearray, lambda v: _bytearray(_memoryview(v))))
+    containers = ((list, list.__iter__, list), (tuple, tuple.__iter__, tuple))
+    containers += ((frozenset, frozenset.__iter__, frozenset), (set, set.__iter__, set))
+    value_taking = [abs, round, len, divmod, pow, float, int, complex, bool]
+    value_taking += [f for name, f in _vars(__import__("math")).items() if name[0] != "_" and callable(f)]
+    aggregating = [sum, min, max, sorted, all, any]  # their iterable argument is reduced item by item
+    builtin_containers = (list, tuple, set, frozenset, dict)
+    functions = frozenset(map(_id, (type(lambda: 0), type(len), type(_Method().method), type)))  # keys, classes
+    # by identity (the dict keeps them alive, so ids stay valid): id -> reduces iterables lazily
+    strict = _dict([(_id(f), (f, False)) for f in value_taking] + [(_id(f), (f, True)) for f in aggregating])
+
+    def plain(value, _active=None):
+        kind = _type(value)
+        if _id(kind) in exact or kind is type:  # a class whose metaclass is ``type`` compares by identity
+            return value
+        active = _active if _active is not None else _set()
+        if _id(value) in active or _len(active) > 200:
+            raise NotPlainData("the result refers to itself or is nested more than 200 levels deep")
+        active.add(_id(value))
+        try:
+            for base, iterate, make in containers:
+                if _isinstance(value, base):
+                    return make([plain(item, active) for item in iterate(value)])
+            if _isinstance(value, dict):
+                return {plain(k, active): plain(v, active) for k, v in dict.items(value)}
+        finally:
+            active.discard(_id(value))
+        for base, convert in bases:
+            if _isinstance(value, base):
+                return convert(value)
+        raise NotPlainData(
+            "a %s object reached a comparison; results are compared by value, as plain built-in data"
+            " (None, bool, numbers, str, bytes, list, tuple, dict, set), never by their own __eq__"
+            % _getattr(kind, "__qualname__", "?")
+        )
+
+    def operand(value):
+        """``plain``, except that an object of a C type (``re.Match``, ``deque``, ...) that is not a
+        built-in container is kept: its truth and operators are C code the program cannot change."""
+        kind = _type(value)
+        if _id(kind) in exact or not flags(kind) & _IMMUTABLE_TYPE or _isinstance(value, builtin_containers):
+            return plain(value)
+        return value
+
+    def truth(value):
+        return _bool(operand(value))
+
+    def argument(value, aggregate):
+        kind = _type(value)
+        if _id(kind) in exact or _id(kind) in functions:
+            return value
+        if flags(kind) & _IMMUTABLE_TYPE and not _isinstance(value, builtin_containers):
+            # a generator, map, deque, ...: its items are reduced as an aggregating builtin takes them
+            return (plain(item) for item in value) if aggregate else value
+        return plain(value)
+
+    def call(function, /, *args, **kwargs):
+        entry = strict.get(_id(function))
+        if entry is not None:
+            args = [argument(a, entry[1]) for a in args]
+            kwargs = {k: argument(v, entry[1]) for k, v in kwargs.items()}
+        return function(*args, **kwargs)
+
+    helpers = {"plain": plain, "operand": operand, "truth": truth, "call": call}
+    return {"__prefalign_%s__" % name: helper for name, helper in helpers.items()}
+
+
 def _run_checked(stages, mark, stop_at_first_failure):
     namespace = {"__name__": "__solution__", "__builtins__": builtins}
+    test_builtins = dict(vars(builtins), **_value_helpers())
     for index, (label, source, is_test) in enumerate(stages):
         try:
+            if index:  # the tests: the builtins as they were, whatever the program did to them
+                namespace["__builtins__"] = test_builtins
             exec(compile(source, label, "exec"), namespace)
         except MemoryError:
             _out_of_memory()
         except BaseException as exc:
-            kind = "fail" if is_test and isinstance(exc, AssertionError) else "error"
+            kind = "fail" if is_test and isinstance(exc, (AssertionError, NotPlainData)) else "error"
             mark(kind, index, _summary(exc))
             sys.__excepthook__(type(exc), exc, exc.__traceback__)
             if not is_test or stop_at_first_failure:
@@ -149,8 +256,8 @@ def _run_script(label, source):
         _out_of_memory()
 
 
-def _main(job_path):
-    with open(job_path, "rb") as fh:
+def _main(job_fd):
+    with open(job_fd, "rb") as fh:
         job = marshal.load(fh)
     import resource
     import signal
@@ -162,6 +269,9 @@ def _main(job_path):
         os.setgroups([])
         os.setgid(job["uid"])
         os.setuid(job["uid"])
+    if job["write_program"]:  # inside bubblewrap: the private working directory starts empty
+        with open(os.path.join(job["workdir"], "solution.py"), "w", encoding="utf-8") as fh:
+            fh.write(job["stages"][0][1])
     if hasattr(sys, "set_int_max_str_digits"):
         sys.set_int_max_str_digits(0)
     builtins.exit = builtins.quit = sys.exit
@@ -175,4 +285,4 @@ def _main(job_path):
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1])
+    _main(int(sys.argv[1]))

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from prefalign.rewards.sandbox_wall import probe_wall
+
 _UID_BASE = 1_000_000  # throw-away uids: base + (pid mod 2**20) * 1024 + run counter mod 1024
 _RUN_COUNTER = itertools.count()
 
@@ -32,12 +34,20 @@ class Isolation:
     uid_switch: bool
     unshare: str | None
     audit_guard: bool
+    bwrap: str | None = None
+    bwrap_unavailable: str = ""
+    private_tmp: bool = False
+    """Without bubblewrap, as root: ``unshare --mount`` and a capped tmpfs on /tmp and /dev/shm."""
 
     def describe(self) -> dict[str, Any]:
         return {
             "python": self.python,
+            "bubblewrap": self.bwrap is not None,
+            "bubblewrap_unavailable": self.bwrap_unavailable,
             "throwaway_uid_and_nproc": self.uid_switch,
-            "network_namespace": self.unshare is not None,
+            "network_namespace": self.bwrap is not None or self.unshare is not None,
+            "pid_namespace_and_private_filesystem": self.bwrap is not None,
+            "private_tmp_and_total_disk_cap": self.bwrap is not None or self.private_tmp,
             "audit_guard": self.audit_guard,
             "rlimits_and_session_kill": True,
         }
@@ -57,9 +67,12 @@ def _probe_python(python: str, uid: int | None) -> tuple[str, ...] | None:
 
 
 @functools.cache
-def probe_isolation(python: str | None, drop_privileges: bool, network_namespace: bool, audit_guard: bool) -> Isolation:
-    """Find which layers work here (cached): a dropped uid must be able to start the interpreter
-    (``/root`` is often unreadable to it, hence the fallback to the system ``python3``)."""
+def probe_isolation(
+    python: str | None, drop_privileges: bool, network_namespace: bool, audit_guard: bool, bubblewrap: bool = True
+) -> Isolation:
+    """Find which layers work here (cached, so once per process and setting): a dropped uid must be
+    able to start the interpreter (``/root`` is often unreadable to it, hence the fallback to the
+    system ``python3``), and bubblewrap must start it inside its wall."""
     root = os.geteuid() == 0
     system_python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
     candidates = [c for c in ([python] if python else [os.path.realpath(sys.executable), system_python]) if c]
@@ -75,10 +88,38 @@ def probe_isolation(python: str | None, drop_privileges: bool, network_namespace
         if roots is None:
             raise RuntimeError(f"sandbox interpreter {candidates[0]!r} does not start")
         chosen = (candidates[0], roots, False)
+    bwrap, why_not = None, "switched off (SandboxConfig.bubblewrap=False)"
+    if bubblewrap:
+        probe_uid = _UID_BASE - 1 if chosen[2] else None
+        bwrap, why_not = probe_wall(chosen[0], probe_uid)
+        if bwrap is None and not python and system_python and system_python != chosen[0]:
+            roots = _probe_python(system_python, probe_uid)  # e.g. the running one lives in a home directory
+            second = probe_wall(system_python, probe_uid) if roots is not None else (None, why_not)
+            if second[0] is not None:
+                chosen, (bwrap, why_not) = (system_python, roots, chosen[2]), second
+    if bwrap is not None:
+        return Isolation(chosen[0], chosen[1], chosen[2], None, audit_guard, bwrap)
     unshare = shutil.which("unshare") if root and network_namespace else None
     if unshare and subprocess.run([unshare, "--net", "--", "true"], capture_output=True).returncode != 0:
         unshare = None
-    return Isolation(chosen[0], chosen[1], chosen[2], unshare, audit_guard)
+    private = unshare is not None and _run_ok(private_tmp_argv(unshare, 1 << 20, 0) + ["true"])
+    return Isolation(chosen[0], chosen[1], chosen[2], unshare, audit_guard, None, why_not, private)
+
+
+def _run_ok(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=60, cwd="/").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def private_tmp_argv(unshare: str, max_disk_bytes: int, uid: int) -> list[str]:
+    """The fallback's private, capped ``/tmp``: a new mount and network namespace in which a tmpfs
+    of ``max_disk_bytes`` owned by ``uid`` covers ``/tmp`` (and, bound, ``/dev/shm``); the command
+    that follows runs there, in ``/tmp``."""
+    mount = f"mount -t tmpfs -o size={max_disk_bytes},mode=0700,uid={uid},gid={uid} prefalign /tmp"
+    script = f'{mount} && mount --bind /tmp /dev/shm && cd /tmp && exec "$@"'
+    return [unshare, "--net", "--mount", "--", shutil.which("sh") or "/bin/sh", "-c", script, "sh"]
 
 
 def _next_uid() -> int:

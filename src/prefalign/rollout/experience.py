@@ -51,6 +51,7 @@ class Experience:
     token_rewards: torch.Tensor  # (N, T) -beta * KL_t, plus the score at the last response token
     advantages: torch.Tensor  # (N, T) GAE advantages (whitened when advantage normalisation is on)
     returns: torch.Tensor  # (N, T) value targets (normalised space if value normalisation)
+    support: torch.Tensor | None = None  # (N, T, k) int32: the sampler's top-k ids per response token, or None
 
     def __len__(self) -> int:
         return int(self.sequences.shape[0])
@@ -61,12 +62,21 @@ class Experience:
         width = int(self.attention_mask[index].sum(dim=1).max().item())
         picked = {}
         for f in fields(self):
-            value = getattr(self, f.name)[index]
-            picked[f.name] = value[:, :width] if value.dim() == 2 else value
+            value = getattr(self, f.name)
+            if value is None:
+                picked[f.name] = None
+                continue
+            value = value[index]
+            picked[f.name] = value[:, :width] if value.dim() >= 2 else value
         return Experience(**picked)
 
     def to(self, device: torch.device | str) -> Experience:
-        return Experience(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return Experience(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                for f in fields(self)
+            }
+        )
 
 
 def aligned_values(critic: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -104,17 +114,57 @@ def map_micro_batches(
 
 @torch.no_grad()
 def rollout_logprobs(
-    model: PreTrainedModel, rollout: Rollout, micro_batch_size: int, temperature: float
+    model: PreTrainedModel,
+    rollout: Rollout,
+    micro_batch_size: int,
+    temperature: float,
+    *,
+    support: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(N, T) log-probabilities of the rollout's tokens under ``model`` (0 off the response)."""
+    """(N, T) log-probabilities of the rollout's tokens under ``model`` (0 off the response); with
+    ``support`` (N, T, k), under the top-k mask of :func:`prefalign.models.logprobs.token_logprobs`."""
     device = next(model.parameters()).device
+    if support is None:
 
-    def fn(ids, mask, response):
-        return token_logprobs(model, ids, mask, response, temperature=temperature)
+        def fn(ids, mask, response):
+            return token_logprobs(model, ids, mask, response, temperature=temperature)
 
-    return map_micro_batches(
-        fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device
-    )
+        return map_micro_batches(
+            fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device
+        )
+    out = torch.zeros(rollout.sequences.shape, dtype=torch.float32)
+    for start in range(0, len(rollout), micro_batch_size):
+        rows = slice(start, start + micro_batch_size)
+        width = int(rollout.attention_mask[rows].sum(dim=1).max().item())
+        ids, mask, response = (
+            t[rows, :width].to(device) for t in (rollout.sequences, rollout.attention_mask, rollout.response_mask)
+        )
+        logprobs = token_logprobs(
+            model, ids, mask, response, temperature=temperature, support=support[rows, :width].to(device)
+        )
+        out[rows, :width] = logprobs.float().cpu()
+    return out
+
+
+@torch.no_grad()
+def rollout_logprobs_top_k(
+    model: PreTrainedModel, rollout: Rollout, micro_batch_size: int, temperature: float, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampling policy's (N, T) log-probabilities under its own top-k mask, and that mask as (N, T, k) ids
+    (the sampler's distribution: softmax over the k largest logits / temperature, as Hugging Face samples)."""
+    device = next(model.parameters()).device
+    out = torch.zeros(rollout.sequences.shape, dtype=torch.float32)
+    support = torch.zeros(*rollout.sequences.shape, top_k, dtype=torch.int32)  # a k over the vocabulary keeps all
+    for start in range(0, len(rollout), micro_batch_size):
+        rows = slice(start, start + micro_batch_size)
+        width = int(rollout.attention_mask[rows].sum(dim=1).max().item())
+        ids, mask, response = (
+            t[rows, :width].to(device) for t in (rollout.sequences, rollout.attention_mask, rollout.response_mask)
+        )
+        logprobs, ids_k = token_logprobs(model, ids, mask, response, temperature=temperature, top_k=top_k)
+        out[rows, :width] = logprobs.float().cpu()
+        support[rows, :width, : ids_k.shape[-1]] = ids_k.to(torch.int32).cpu()
+    return out, support
 
 
 @torch.no_grad()

@@ -68,7 +68,7 @@ class BatchConfig:
     epochs: float = 1.0
     """Passes over the training data (fractions allowed)."""
     max_steps: int | None = None
-    """Stop after this many optimizer steps (None: as many as the epochs give)."""
+    """Number of optimizer steps; set, it replaces epochs (the data repeats in new orders as needed)."""
 
     def __post_init__(self) -> None:
         if self.global_batch_size < 1 or self.micro_batch_size < 1:
@@ -84,7 +84,11 @@ class RunConfig:
     seed: int = 0
     """Seed for data order, initialisation and sampling."""
     resume: bool = False
-    """Continue from the latest checkpoint in output_dir."""
+    """Continue from the latest checkpoint in output_dir (refused if settings differ, see allow_changes)."""
+    overwrite: bool = False
+    """Start a new run in an output_dir that holds another run, removing that run's files first."""
+    allow_changes: bool = False
+    """Resume even though settings differ from the saved config.yaml; the new values apply from the resumed step."""
     save_every: int = 0
     """Save a checkpoint every N optimizer steps (0: only at the end)."""
     keep_checkpoints: int = 2
@@ -96,15 +100,33 @@ class RunConfig:
     mixed_precision: str = "no"
     """Autocast: no, bf16 or fp16 (fp16 needs a GPU)."""
     tensorboard: bool = True
-    """Also write TensorBoard event files."""
+    """Write TensorBoard event files (False drops tensorboard from report_to)."""
+    report_to: str = "tensorboard"
+    """Experiment trackers, comma-separated: tensorboard, and any of accelerate's (wandb, mlflow, comet_ml, aim,
+    clearml, dvclive, swanlab, trackio), or none. metrics.jsonl is always written."""
     threads: int | None = None
     """torch CPU threads (None: torch's default)."""
     progress: bool = True
-    """Show a rich progress bar."""
+    """Show progress: a bar on a terminal, a plain line every progress_every steps in a log file."""
+    progress_every: int = 0
+    """Steps between progress lines when stderr is not a terminal (0: about 20 lines a run)."""
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"run.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("run.resume and run.overwrite exclude each other")
+        self.trackers()  # fail early on an unknown or missing tracker
+
+    def trackers(self) -> list[str]:
+        """The trackers of report_to (tensorboard dropped when tensorboard is False), checked to be installed."""
+        from prefalign.trainers.logging import check_trackers
+
+        names = [t.strip().lower() for t in self.report_to.split(",") if t.strip()]
+        names = [] if names == ["none"] else names
+        if not self.tensorboard:
+            names = [t for t in names if t != "tensorboard"]
+        return check_trackers(names)
 
 
 def set_seed(seed: int) -> None:
@@ -120,7 +142,15 @@ def make_accelerator(run: RunConfig) -> Accelerator:
     if mixed == "fp16" and not torch.cuda.is_available():
         raise ValueError("run.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
     _release_precision_setting(mixed)
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    others = [t for t in run.trackers() if t != "tensorboard"]  # TensorBoard is written by MetricLogger
+    if not others:
+        return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    from accelerate.utils import ProjectConfiguration
+
+    project = ProjectConfiguration(project_dir=run.output_dir, logging_dir=os.path.join(run.output_dir, "trackers"))
+    return Accelerator(
+        mixed_precision=mixed, cpu=not torch.cuda.is_available(), log_with=others, project_config=project
+    )
 
 
 def _release_precision_setting(mixed: str) -> None:
@@ -197,8 +227,9 @@ class BatchPlan:
 
     @property
     def total_steps(self) -> int:
-        total = max(1, int(self.steps_per_epoch * self.epochs))
-        return min(total, self.max_steps) if self.max_steps else total
+        if self.max_steps:
+            return self.max_steps
+        return max(1, int(self.steps_per_epoch * self.epochs))
 
     def epoch_order(self, epoch: int) -> list[int]:
         if not self.shuffle:

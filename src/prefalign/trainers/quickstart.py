@@ -71,7 +71,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         data=_data(cfg, cfg.sft_examples + sft_eval, sft_eval),
         batch=BatchConfig(global_batch_size=8, micro_batch_size=cfg.micro_batch_size, epochs=1.0),
         optim=OptimConfig(learning_rate=cfg.sft_learning_rate, warmup_ratio=0.1),
-        run=RunConfig(output_dir=str(out / "sft"), seed=cfg.seed),
+        run=RunConfig(output_dir=str(out / "sft"), seed=cfg.seed, overwrite=True),  # a demo: each run re-trains
     )
     console.rule("stage 1: SFT on the chosen responses")
     sft_results = run_sft(sft)
@@ -82,7 +82,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         optim=OptimConfig(
             learning_rate=cfg.rm_learning_rate, min_learning_rate=cfg.rm_learning_rate / 10, warmup_ratio=0.1
         ),
-        run=RunConfig(output_dir=str(out / "rm"), seed=cfg.seed),
+        run=RunConfig(output_dir=str(out / "rm"), seed=cfg.seed, overwrite=True),
     )
     console.rule("stage 2: reward model (Bradley-Terry) from the SFT model")
     rm_results = run_reward_model(rm)

@@ -23,6 +23,7 @@ from prefalign.algorithms.preference import bradley_terry_loss
 from prefalign.data.collate import collate_pairs
 from prefalign.data.config import DataConfig, load_pairs
 from prefalign.data.schema import PreferencePair
+from prefalign.data.token_cache import encode_cached
 from prefalign.data.tokenize import EncodedPair, TruncatedAway, encode_pair
 from prefalign.models.heads import sequence_scores
 from prefalign.models.load import ModelConfig, load_reward_model, load_tokenizer, save_model
@@ -64,7 +65,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"learning_rate": 1e-5, "min_learning_rate": 1e-6, "warmup_ratio": 0.03},
         "batch": {"global_batch_size": 512, "epochs": 1.0},
     },
-    # Xu et al. (2024, App. C): reward model lr 1e-5 (their Table 7 values), batch 64 pairs, 1 epoch.
+    # Ours: Xu et al. (2024) give no reward-model settings. The ivison rate without its floor, batch 64 pairs, 1 epoch
+    # (sources per setting: docs/presets.md).
     "xu": {
         "optim": {"learning_rate": 1e-5, "min_learning_rate": 0.0},
         "batch": {"global_batch_size": 64, "epochs": 1.0},
@@ -75,7 +77,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 def encode_pairs(
     tokenizer, pairs: Sequence[PreferencePair], data: DataConfig
 ) -> tuple[list[EncodedPair], dict[str, int]]:
-    """Tokenise pairs; a pair with an empty or truncated-away response is skipped and counted."""
+    """Tokenise pairs (through the tokenisation cache); a pair with an empty or truncated-away response is skipped
+    and counted."""
+    return encode_cached(
+        tokenizer,
+        pairs,
+        "reward-model pairs",
+        lambda: _encode_pairs(tokenizer, pairs, data),
+        max_length=data.max_length,
+        max_prompt_length=data.max_prompt_length,
+    )
+
+
+def _encode_pairs(
+    tokenizer, pairs: Sequence[PreferencePair], data: DataConfig
+) -> tuple[list[EncodedPair], dict[str, int]]:
     encoded, stats = [], {"skipped_empty": 0, "truncated": 0}
     for pair in pairs:
         try:
@@ -130,7 +146,7 @@ def run_reward_model(
     # 1. data
     if pairs is None:
         train_pairs, eval_pairs, report = load_pairs(config.data)
-        session.print(report.summary())
+        session.record_data(report)
     else:
         train_pairs, eval_pairs = pairs
     tokenizer = load_tokenizer(config.model)

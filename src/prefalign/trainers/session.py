@@ -1,9 +1,16 @@
 """Start-up and wind-down shared by the offline trainers (SFT, reward model, DPO family).
 
 :class:`TrainingSession` bundles the accelerator, checkpointer and metric logger of one run, and
-does the bookkeeping around the loop: writing ``config.yaml``, resuming from the latest checkpoint
-(models, optimizer, scheduler, RNG, step and trainer state), periodic saves, and writing the final
-model and ``results.json`` atomically.
+does the bookkeeping around the loop: checking the run folder (:mod:`prefalign.trainers.run_folder`:
+a used folder needs ``run.overwrite``, a resume with changed settings ``run.allow_changes``),
+writing ``config.yaml``, the data report (``dropped.jsonl``), resuming from the latest checkpoint
+(models, optimizer, scheduler, RNG, step and trainer state), periodic saves, and writing
+``results.json`` and the saved model's card (``README.md``) atomically.
+
+With ``run.allow_changes`` a resumed run uses its new settings from the resumed step on: the
+optimizer's hyper-parameters and the learning-rate schedule are those of the new config (the
+checkpoint gives the moment estimates and the step count), everything read from the config each
+step (e.g. DPO's beta) follows it anyway.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import torch
 from accelerate import Accelerator
 
 from prefalign.atomic import write_json_atomic
-from prefalign.config import save_yaml
+from prefalign.config import to_dict
+from prefalign.data.io import DropReport
+from prefalign.models.load import check_model_name
 from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import (
     OptimConfig,
@@ -27,7 +36,9 @@ from prefalign.trainers.common import (
     make_accelerator,
     set_seed,
 )
-from prefalign.trainers.logging import MetricLogger, console
+from prefalign.trainers.logging import MetricLogger, console, start_trackers
+from prefalign.trainers.model_card import write_model_card
+from prefalign.trainers.run_folder import prepare_run_folder
 
 
 @dataclass
@@ -42,15 +53,21 @@ class TrainingSession:
     trained: tuple[dict, dict, dict] = field(
         init=False, default_factory=lambda: ({}, {}, {})
     )  # models, optimizers, schedulers to checkpoint
+    data_report: DropReport | None = field(init=False, default=None)
+    changes: list = field(init=False, default_factory=list)  # (field, old, new) allowed on resume
 
     def __post_init__(self) -> None:
+        model = getattr(self.config, "model", None)
+        if isinstance(getattr(model, "name_or_path", None), str):
+            check_model_name(model.name_or_path)  # before the run folder is touched
         self.accelerator = make_accelerator(self.run)
         set_seed(self.run.seed + self.accelerator.process_index)
         self.output_dir = Path(self.run.output_dir)
-        if self.accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(self.config, self.output_dir / "config.yaml")
         self.checkpointer = Checkpointer(self.output_dir, self.accelerator, keep=self.run.keep_checkpoints)
+        self.changes = prepare_run_folder(self.accelerator, self.run, self.config).changes
+        for name, old, new in self.changes if self.is_main else []:
+            line = f"resume with a changed setting (run.allow_changes): {name}: {old!r} -> {new!r}"
+            console.print(line, style="yellow", markup=False, highlight=False)
 
     @property
     def is_main(self) -> bool:
@@ -59,6 +76,17 @@ class TrainingSession:
     def print(self, message: str) -> None:
         if self.is_main:
             console.print(message)
+
+    def record_data(self, report: DropReport) -> None:
+        """Print the data summary and the first dropped rows; write every dropped row to ``dropped.jsonl``."""
+        self.data_report = report
+        if not self.is_main:
+            return
+        console.print(report.summary(), markup=False, highlight=False)
+        if report.total_dropped:
+            console.print(report.details(), markup=False, highlight=False)
+            console.print(f"  every dropped row: {self.output_dir / 'dropped.jsonl'}", markup=False)
+        report.write(self.output_dir / "dropped.jsonl")
 
     def resume(
         self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any], schedulers: dict[str, Any]
@@ -71,10 +99,24 @@ class TrainingSession:
             self.print(f"[yellow]resume: no checkpoint in {self.checkpointer.root}; starting fresh")
             return {}
         state = self.checkpointer.load(path, models)
+        fresh = {
+            key: [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
+            for key, o in optimizers.items()
+        }
+        fresh_lrs = {key: list(s.base_lrs) for key, s in schedulers.items()}
         for key, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][key])
         for key, sched in schedulers.items():
             sched.load_state_dict(state["schedulers"][key])
+        if self.changes:  # allowed changes: the new optimizer settings and schedule from here on
+            for key, opt in optimizers.items():
+                for group, settings in zip(opt.param_groups, fresh[key]):
+                    group.update(settings)
+            for key, sched in schedulers.items():
+                sched.base_lrs = fresh_lrs[key]
+                groups = optimizers[key].param_groups if key in optimizers else []
+                for group, base, factor in zip(groups, sched.base_lrs, sched.lr_lambdas):
+                    group["lr"] = base * factor(sched.last_epoch)
         self.start_step = int(state["step"])
         self.print(f"resumed from {path} at step {self.start_step}")
         return state.get("trainer", {})
@@ -100,10 +142,13 @@ class TrainingSession:
             is_main=self.is_main,
             total_steps=total_steps,
             description=description,
-            tensorboard=self.run.tensorboard,
+            tensorboard="tensorboard" in self.run.trackers(),
             progress=self.run.progress,
             resume_step=self.start_step,
+            progress_every=self.run.progress_every,
+            accelerator=self.accelerator,
         )
+        start_trackers(self.accelerator, to_dict(self.config), self.output_dir.name)
         return self.logger
 
     def save(
@@ -130,10 +175,21 @@ class TrainingSession:
         return every > 0 and step % every == 0 and step < total
 
     def finish(self, results: dict[str, Any]) -> dict[str, Any]:
+        """Close the logs; write ``results.json`` (with the data report's counts) and the model card."""
         if self.logger is not None:
             self.logger.close()
         results = {**results, "seconds": round(time.time() - self.started, 2)}
+        if self.data_report is not None:
+            report = self.data_report
+            results.update(
+                kept_rows=report.kept, dropped_rows=report.total_dropped, dropped_by_reason=dict(report.dropped)
+            )
+            if report.skipped:
+                results["skipped_rows_by_reason"] = dict(report.skipped)
         if self.is_main:
             write_json_atomic(self.output_dir / "results.json", results)
+            model_dir = results.get("model_dir")
+            if model_dir and Path(model_dir).is_dir():
+                write_model_card(Path(model_dir), self.config, results)
         self.accelerator.wait_for_everyone()
         return results

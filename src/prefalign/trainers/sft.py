@@ -20,6 +20,7 @@ import torch
 from prefalign.data.collate import collate_encoded
 from prefalign.data.config import DataConfig, load_sft
 from prefalign.data.schema import SFTExample
+from prefalign.data.token_cache import encode_cached
 from prefalign.data.tokenize import Encoded, TruncatedAway, encode_example
 from prefalign.models.load import ModelConfig, load_causal_lm, load_tokenizer, save_model
 from prefalign.models.logprobs import token_logprobs
@@ -69,7 +70,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 def encode_examples(
     tokenizer, examples: Sequence[SFTExample], data: DataConfig
 ) -> tuple[list[Encoded], dict[str, int]]:
-    """Tokenise; empty or truncated-away responses are skipped and counted, truncations counted."""
+    """Tokenise (through the tokenisation cache); empty or truncated-away responses are skipped and counted,
+    truncations counted."""
+    return encode_cached(
+        tokenizer,
+        examples,
+        "sft",
+        lambda: _encode_examples(tokenizer, examples, data),
+        max_length=data.max_length,
+        max_prompt_length=data.max_prompt_length,
+    )
+
+
+def _encode_examples(
+    tokenizer, examples: Sequence[SFTExample], data: DataConfig
+) -> tuple[list[Encoded], dict[str, int]]:
     encoded, stats = [], {"skipped_empty": 0, "truncated": 0}
     for ex in examples:
         try:
@@ -115,7 +130,7 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
     # 1. data
     if examples is None:
         train_ex, eval_ex, report = load_sft(config.data)
-        session.print(report.summary())
+        session.record_data(report)
     else:
         train_ex, eval_ex = examples
     tokenizer = load_tokenizer(config.model)
@@ -124,6 +139,7 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
     session.print(
         f"SFT: {len(train)} training examples ({train_stats['truncated']} truncated, "
         f"{train_stats['skipped_empty']} skipped as empty), {len(held_out)} held out"
+        + (" (tokens from the cache)" if train_stats["from_cache"] else "")
     )
     plan = BatchPlan(
         len(train), config.batch.global_batch_size, config.run.seed, config.batch.epochs, config.batch.max_steps
@@ -175,6 +191,7 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
         "train_examples": len(train),
         "eval_examples": len(held_out),
         "truncated": train_stats["truncated"],
+        "tokenized_from_cache": bool(train_stats["from_cache"]),
         **final,
         "model_dir": str(session.output_dir / "model"),
     }

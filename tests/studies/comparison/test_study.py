@@ -1,4 +1,4 @@
-"""``prefalign study`` end to end at a minimal size: files, tables, caching and reproducibility."""
+"""``prefalign study`` end to end at a minimal size: both testbeds, files, tables, caching and reproducibility."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 
 from prefalign.config import build_config
-from prefalign.studies.comparison.methods import METHODS
-from prefalign.studies.comparison.study import PRESETS, StudyConfig, run_study
+from prefalign.studies.comparison.study import PRESETS, QUICK_METHODS, StudyConfig, run_study
 
 MINIMAL = {
     "world": {
         "data": {
             "pretrain_lines": 256,
-            "sft_examples": 64,
+            "sft_examples": 96,
             "sft_held_out": 8,
             "preference_pairs": 64,
             "preference_held_out": 8,
-            "policy_prompts": 40,
+            "policy_prompts": 48,
             "eval_prompts": 16,
         },
         "model": {"hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2},
@@ -27,31 +26,41 @@ MINIMAL = {
         "sft": {"epochs": 1.0, "batch_size": 32},
     },
     "seeds": 2,
+    "workers": 1,
     "reward_model": {"epochs": 1.0, "batch_size": 32},
-    "offline": {"epochs": 1.0, "batch_size": 16, "sft_first_epochs": 1.0},
+    "offline": {"epochs": 1.0, "batch_size": 4, "sft_first_epochs": 1.0, "evaluations": 3},
     "iterative": {"rounds": 1, "samples_per_prompt": 4, "epochs": 1.0},
-    "ppo": {"steps": 1, "small_batch_size": 8, "large_batch_size": 16, "num_minibatches": 2, "validation_prompts": 8},
-    "evaluation": {"max_new_tokens": 4},
+    "ppo": {
+        "steps": 2,
+        "small_batch_size": 8,
+        "large_batch_size": 16,
+        "num_minibatches": 2,
+        "validation_prompts": 8,
+        "evaluations": 2,
+    },
+    "tuning": {"validation_prompts": 8},
+    "evaluation": {"max_new_tokens": 4, "curve_prompts": 8},
     "synthetic_settings": {"seeds": 2, "dpo_steps": 5, "reward_steps": 5, "ppo_iterations": 1, "reference_steps": 5},
     "progress": False,
 }
 
 
-def minimal_config(output_dir: Path) -> StudyConfig:
-    return build_config(StudyConfig, overrides={**MINIMAL, "output_dir": str(output_dir)})
+def minimal_config(output_dir: Path, **more) -> StudyConfig:
+    return build_config(StudyConfig, overrides={**MINIMAL, "output_dir": str(output_dir), **more})
 
 
 def without_timings(results: dict) -> dict:
     results = dict(results)
     results.pop("timings")
-    results["config"] = {k: v for k, v in results["config"].items() if k != "output_dir"}
+    results["config"] = {k: v for k, v in results["config"].items() if k not in ("output_dir", "workers")}
     return results
 
 
 @pytest.mark.slow
-def test_study_runs_every_method_and_a_fixed_seed_reproduces_the_results(tmp_path, monkeypatch):
+def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    first = run_study(minimal_config(tmp_path / "a"))
+    sweeps = {"ema_rates": [0.0, 0.1], "rollout_batches": [16]}
+    first = run_study(minimal_config(tmp_path / "a", sweeps=sweeps))
     out = tmp_path / "a"
     for name in (
         "report.md",
@@ -59,34 +68,86 @@ def test_study_runs_every_method_and_a_fixed_seed_reproduces_the_results(tmp_pat
         "study.log",
         "console.log",
         "config.yaml",
-        "plots/training_curves.png",
-        "plots/gold_vs_kl.png",
-        "plots/methods.png",
+        "plots/preference_overoptimisation.png",
+        "plots/verifiable_overoptimisation.png",
+        "plots/verifiable_methods.png",
+        "plots/preference_training_curves.png",
         "synthetic/figure1.png",
     ):
         assert (out / name).exists(), name
-    assert first["methods"] == list(METHODS) and not first["skipped"]
+    assert first["methods"] == QUICK_METHODS and not first["skipped"]
     assert not first["timings"]["world_cached"]
-    for method in ["sft", *METHODS]:
-        stats = first["summary"][method]
-        assert 0.0 <= stats["gold/score"]["mean"] <= 1.0 and stats["gold/score"]["n"] == 2
+    for testbed in ("preference", "verifiable"):
+        tb = first["testbeds"][testbed]
+        for method in ["sft", *QUICK_METHODS]:
+            stats = tb["summary"][method]["gold/score"]
+            assert set(stats) == {"mean", "low", "high", "n"} and stats["n"] == 2
+            assert 0.0 <= stats["low"] <= stats["mean"] <= stats["high"] <= 1.0  # clipped to the range
+            assert 0.0 <= tb["summary"][method]["pass@5"]["mean"] <= 1.0
+        for method in QUICK_METHODS:
+            assert tb["convergence"][method]["seeds"] == 2
+        for method in ("dpo_iter", "ppo_baseline", "ppo_ema"):
+            points = tb["curves"][method]
+            assert points[0]["step"] == 0 and points[0]["kl"]["mean"] == pytest.approx(0.0, abs=1e-6)
+            assert len(points) >= 2 and "rm" in points[-1]
+    rows = {(r["kind"], r["value"], r["schedule"]): r for r in first["sweeps"]["rows"]}
+    assert set(rows) == {
+        ("ema", 0.0, "same_steps"),
+        ("ema", 0.1, "same_steps"),
+        ("batch", 16, "same_steps"),
+        ("batch", 16, "same_samples"),
+    }
+    assert rows[("batch", 16, "same_samples")]["samples"] == 2 * 8  # ppo.steps x the small batch
+    assert rows[("batch", 16, "same_steps")]["samples"] == 2 * 16
+    assert rows[("ema", 0.1, "same_steps")]["gold/score"]["n"] == 2
     report = (out / "report.md").read_text()
-    assert "PPO key factors" in report and "DPO-Iter" in report and "Synthetic study" in report
-    # the second run finds the pre-trained and SFT models in the cache and reproduces every number
-    second = run_study(minimal_config(tmp_path / "b"))
+    assert "[verifiable] Main comparison" in report and "Over-optimisation" in report and "Convergence" in report
+    # a second run (two worker processes) finds the models in the cache and reproduces every number
+    second = run_study(minimal_config(tmp_path / "b", workers=2, synthetic=False))
     assert second["timings"]["world_cached"]
-    on_disk = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert without_timings(on_disk) == without_timings(json.loads((out / "results.json").read_text()))
+    a = without_timings(json.loads((out / "results.json").read_text()))
+    b = without_timings(json.loads((tmp_path / "b" / "results.json").read_text()))
+    for key in ("synthetic", "sweeps"):
+        a.pop(key), b.pop(key), a["config"].pop(key), b["config"].pop(key)
+    assert a == b
 
 
-def test_presets_build_and_methods_are_checked(tmp_path):
+def test_presets_build_and_settings_are_checked(tmp_path):
     quick = build_config(StudyConfig, presets=PRESETS, preset="quick")
     full = build_config(StudyConfig, presets=PRESETS, preset="full")
     assert quick == StudyConfig()
-    assert full.seeds > quick.seeds and full.ppo.steps > quick.ppo.steps
+    assert quick.seeds >= 5 and set(quick.testbeds) == {"preference", "verifiable"}
+    assert {"dpo", "dpo_iter", "ppo_baseline", "ppo_ema"} <= set(quick.methods)
+    assert set(full.methods) > set(quick.methods)
     # the recipes are the presets, written out
     recipes = Path(__file__).resolve().parents[3] / "recipes"
     assert build_config(StudyConfig, yaml_path=recipes / "study_quick.yaml") == quick
     assert build_config(StudyConfig, yaml_path=recipes / "study_full.yaml") == full
     with pytest.raises(ValueError, match="unknown methods"):
         StudyConfig(methods=["dpo", "kto"])
+    with pytest.raises(ValueError, match="unknown testbeds"):
+        StudyConfig(testbeds=["code"])
+
+
+@pytest.mark.slow
+def test_tuning_scores_every_grid_point_on_the_validation_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    grid = {
+        "run": True,
+        "validation_prompts": 8,
+        "dpo_learning_rates": [1e-4, 1e-3],
+        "dpo_betas": [0.1],
+        "ppo_learning_rates": [1e-5],
+        "ppo_kl_coefs": [0.1],
+    }
+    config = minimal_config(tmp_path / "t", tuning=grid, methods=["dpo", "ppo_baseline"])
+    results = run_study(config)
+    assert {(p["learning_rate"], p["beta_or_kl"]) for p in results["points"]["dpo"]} == {(1e-4, 0.1), (1e-3, 0.1)}
+    assert len(results["points"]["ppo_baseline"]) == 1
+    best = max(results["points"]["dpo"], key=lambda p: p["validation_gold"])
+    assert results["chosen"]["dpo"] == {"learning_rate": best["learning_rate"], "beta_or_kl": best["beta_or_kl"]}
+    assert json.loads((tmp_path / "t" / "tuning.json").read_text())["chosen"] == results["chosen"]
+    # a rerun reads every finished point back instead of training it again
+    (tmp_path / "t" / "tuning" / "dpo-lr0.0001-0.1" / "point.json").write_text('{"validation_gold": 2.0}')
+    again = run_study(config)["points"]["dpo"]
+    assert [p["validation_gold"] for p in again] == [2.0, results["points"]["dpo"][1]["validation_gold"]]

@@ -32,6 +32,18 @@ TINY_FLAGS = [
     "1",
     "--run.eval_every",
     "1",
+    # The Xu-style settings whose statistics cross processes: top-k log-probs, EMA value statistics, and the
+    # per-minibatch refresh (advantages whitened over the minibatch's rows on both processes).
+    "--sampling.top_k",
+    "20",
+    "--ppo.logprobs_top_k",
+    "True",
+    "--ppo.value_normalization",
+    "True",
+    "--ppo.value_normalization_beta",
+    "0.99",
+    "--ppo.recompute_old",
+    "True",
 ]
 UPDATE_OVERRIDES = {"batch": {"num_minibatches": 1, "micro_batch_size": 3}, "ppo": {"ppo_epochs": 1}}
 

@@ -13,11 +13,12 @@ from prefalign.trainers.ppo.trainer import PRESETS, PPOConfig, build_context, pp
 
 @pytest.mark.real_model
 @pytest.mark.slow
-def test_one_ppo_step_on_smollm2(tmp_path):
+@pytest.mark.parametrize("preset", ["ivison", "xu"])
+def test_one_ppo_step_on_smollm2(tmp_path, preset):
     config = build_config(
         PPOConfig,
         presets=PRESETS,
-        preset="ivison",
+        preset=preset,
         overrides={
             "policy": {"name_or_path": "smollm2-135m-instruct"},
             "reward": {"model": {"name_or_path": "smollm2-135m-instruct"}},  # a fresh scalar head on the backbone

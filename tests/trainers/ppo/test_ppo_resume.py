@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from prefalign.config import merge
 from prefalign.trainers.logging import read_metrics
 from prefalign.trainers.ppo.trainer import run_ppo
 from tests.trainers.ppo.helpers import checkpoint_tensors, tiny_config, without_timings
@@ -54,8 +55,13 @@ def _assert_same_runs(a: Path, b: Path) -> None:
     assert ra["steps"] == rb["steps"] == 4 and ra["finished"] and rb["finished"]
 
 
-def test_stop_then_resume_equals_an_uninterrupted_run(tmp_path):
-    overrides = {**STATEFUL, "ppo": {**STATEFUL["ppo"], "sft_data": _sft_file(tmp_path)}}
+#: the Xu preset's additions: EMA value statistics (saved in the checkpoint) and top-k log-probs
+XU_STYLE = {"ppo": {"value_normalization_beta": 0.9, "logprobs_top_k": True}, "sampling": {"top_k": 20}}
+
+
+@pytest.mark.parametrize("extra", [{}, XU_STYLE], ids=["cumulative-statistics", "ema-statistics-top-k"])
+def test_stop_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
+    overrides = merge(STATEFUL, merge(extra, {"ppo": {"sft_data": _sft_file(tmp_path)}}))
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     run_ppo(tiny_config(whole, overrides))
     first = run_ppo(tiny_config(parts, {**overrides, "stop_after": 2}))

@@ -3,9 +3,10 @@
 ``load_preference_data("hh-rlhf")`` returns ``(pairs, report)``: the canonical
 :class:`~prefalign.data.schema.PreferencePair` records and the
 :class:`~prefalign.data.io.DropReport` of malformed (dropped) and filtered (skipped) rows.
-Anything that is not a registered name is read as the user's own data (a JSON / JSONL / Parquet
-path, a ``datasets.Dataset`` or a list of dicts) through a column mapping
-(:mod:`prefalign.data.sources.jsonl`).
+Anything that is not a registered name is read as the user's own data (a file or ``save_to_disk``
+folder in any format of :mod:`prefalign.data.formats`, a hub id where the user's environment allows
+the hub, a ``datasets.Dataset`` or a list of dicts): TRL's standard and conversational formats are
+recognised, anything else goes through a column mapping (:mod:`prefalign.data.sources.jsonl`).
 
 Names: ``hh-rlhf``, ``safe-rlhf``, ``ultrafeedback`` (raw ratings), ``ultrafeedback-binarized``,
 ``helpsteer``. Options beyond ``path``, ``strict``, ``limit`` and ``seed`` go to the adapter
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from prefalign.data.formats import FORMATS_HELP, hub_offline, looks_like_hub_id
 from prefalign.data.io import DropReport
 from prefalign.data.schema import PreferencePair, Prompt, RankedResponses, SFTExample
 from prefalign.data.sources.helpsteer import load_helpsteer, load_helpsteer_ranked
@@ -59,8 +61,13 @@ def source_name(name_or_path: Any) -> str | None:
 
 def _check_user_source(name_or_path: Any) -> None:
     if isinstance(name_or_path, (str, Path)) and not Path(name_or_path).exists():
+        hub = isinstance(name_or_path, str) and looks_like_hub_id(name_or_path)
+        if hub and not hub_offline():
+            return  # tried on the hub by the reader
+        why = " (not tried on the hub: HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set)" if hub else ""
         raise ValueError(
-            f"{name_or_path!r} is neither a data set name ({', '.join(PREFERENCE_SOURCES)}) nor an existing file"
+            f"{str(name_or_path)!r} is neither a data set name ({', '.join(PREFERENCE_SOURCES)}) nor an existing "
+            f"file or folder{why}; files: {FORMATS_HELP}"
         )
 
 
@@ -73,6 +80,7 @@ def load_preference_data(
     strict: bool = False,
     limit: int | None = None,
     seed: int = 0,
+    split: str | None = None,
     **options: Any,
 ) -> tuple[list[PreferencePair], DropReport]:
     """Preference pairs by data set name (``path`` overrides its default file) or from the user's own data."""
@@ -83,7 +91,13 @@ def load_preference_data(
         return pairs, report
     _check_user_source(name_or_path)
     common = dict(
-        columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed
+        columns=columns,
+        metadata_columns=metadata_columns,
+        strict=strict,
+        report=report,
+        limit=limit,
+        seed=seed,
+        split=split,
     )
     return load_pairs(name_or_path, **common, **options), report
 
@@ -97,6 +111,7 @@ def load_sft_data(
     strict: bool = False,
     limit: int | None = None,
     seed: int = 0,
+    split: str | None = None,
     **options: Any,
 ) -> tuple[list[SFTExample], DropReport]:
     """SFT examples: a named set's chosen (for ``safe-rlhf``: safe) responses, or the user's own data."""
@@ -105,7 +120,13 @@ def load_sft_data(
         _check_user_source(name_or_path)
         report = DropReport()
         common = dict(
-            columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed
+            columns=columns,
+            metadata_columns=metadata_columns,
+            strict=strict,
+            report=report,
+            limit=limit,
+            seed=seed,
+            split=split,
         )
         return load_sft_examples(name_or_path, **common, **options), report
     pairs, report = load_preference_data(name, path=path, strict=strict, **options)
@@ -135,6 +156,7 @@ def load_prompt_data(
     strict: bool = False,
     limit: int | None = None,
     seed: int = 0,
+    split: str | None = None,
     **options: Any,
 ) -> tuple[list[Prompt], DropReport]:
     """Prompts for rollouts: a named set's distinct prompts, or the user's own prompt file."""
@@ -143,7 +165,13 @@ def load_prompt_data(
         _check_user_source(name_or_path)
         report = DropReport()
         common = dict(
-            columns=columns, metadata_columns=metadata_columns, strict=strict, report=report, limit=limit, seed=seed
+            columns=columns,
+            metadata_columns=metadata_columns,
+            strict=strict,
+            report=report,
+            limit=limit,
+            seed=seed,
+            split=split,
         )
         return load_prompts(name_or_path, **common, **options), report
     pairs, report = load_preference_data(name, path=path, strict=strict, **options)

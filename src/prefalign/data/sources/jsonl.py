@@ -1,6 +1,14 @@
-"""Bring your own data: JSON / JSONL / Parquet files, ``datasets.Dataset`` objects or lists of dicts.
+"""Bring your own data: any format of :mod:`prefalign.data.formats`, ``datasets.Dataset`` objects or lists of dicts.
 
-A column mapping says which of the user's columns holds each canonical field, e.g.
+TRL's data formats are recognised without a mapping (each "standard" with strings or
+"conversational" with lists of ``{"role", "content"}`` messages):
+
+- SFT: ``{"messages"}``, ``{"prompt", "completion"}`` and our own ``{"prompt", "response"}``;
+- preference: ``{"prompt", "chosen", "rejected"}`` and the implicit-prompt ``{"chosen", "rejected"}``
+  (conversations that carry their prompt);
+- prompt-only: ``{"prompt"}`` (also ``{"messages"}`` ending with a user turn).
+
+Anything else takes a column mapping says which of the user's columns holds each canonical field, e.g.
 ``{"prompt": "question", "chosen": "good", "rejected": "bad"}``. Accepted shapes:
 
 - ``prompt``: a string (one user turn, optionally after a ``system`` column) or a list of
@@ -9,7 +17,8 @@ A column mapping says which of the user's columns holds each canonical field, e.
   assistant's response. A list longer than one message carries its own prompt (the binarized
   UltraFeedback and TRL "conversational" forms); if a ``prompt`` column is present as well the two
   must agree (compared turn by turn, surrounding whitespace ignored);
-- ``messages`` (SFT only): a whole conversation whose last turn is the response.
+- ``messages`` (SFT only): a whole conversation whose last turn is the response;
+- ``completion`` (SFT): TRL's name for the response, used when there is no ``response`` column.
 
 Columns named in ``metadata_columns`` are copied into each record's ``metadata``; every record also
 gets ``metadata["line"]``, the 1-based line (or row) it came from.
@@ -21,13 +30,19 @@ This module also holds the row helpers the other adapters share (``require_text`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from prefalign.data.io import DropReport, iter_rows, read_records
-from prefalign.data.sampling import downsample
+from prefalign.data.io import DropReport
 from prefalign.data.schema import DataError, Message, PreferencePair, Prompt, SFTExample
+from prefalign.data.sources.reading import (
+    SkipRow,
+    apply_limit,
+    describe_source,
+    load_records,
+    parse_with_lines,
+    source_rows,
+)
 
 T = TypeVar("T")
 
@@ -36,19 +51,19 @@ SFT_COLUMNS = {"prompt": "prompt", "response": "response", "system": "system"}
 PROMPT_COLUMNS = {"prompt": "prompt", "system": "system"}
 
 
+__all__ = [
+    "SkipRow",
+    "apply_limit",
+    "describe_source",
+    "load_pairs",
+    "load_prompts",
+    "load_records",
+    "load_sft_examples",
+    "parse_with_lines",
+    "source_rows",
+]
+
 # ----------------------------------------------------------------------------- row helpers
-
-
-class SkipRow(Exception):
-    """Raised by a row parser for a well-formed row left out on purpose (tied scores, a filter).
-
-    :func:`load_records` counts it in the report under ``reason`` as skipped, never as malformed,
-    and never stops on it in strict mode.
-    """
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 def require(row: Mapping[str, Any], field: str) -> Any:
@@ -143,79 +158,6 @@ def response_and_history(value: Any, field: str) -> tuple[str, list[Message]]:
     return messages[-1].content, messages[:-1]
 
 
-# ----------------------------------------------------------------------------- reading sources
-
-
-def describe_source(source: Any) -> str:
-    if isinstance(source, (str, Path)):
-        return str(source)
-    info = getattr(source, "info", None)
-    name = getattr(info, "dataset_name", None) if info is not None else None
-    return f"<datasets.Dataset {name}>" if name else f"<{type(source).__name__}>"
-
-
-def source_rows(source: Any, *, strict: bool, report: DropReport) -> Iterator[tuple[int, Any]]:
-    """``(line, row)`` pairs from a file path, a ``datasets.Dataset`` or any iterable of dicts."""
-    if isinstance(source, (str, Path)):
-        return iter_rows(source, strict=strict, report=report)
-    if isinstance(source, Mapping):
-        raise TypeError("expected a file path, a datasets.Dataset or a list of row dicts, not one dict")
-    return enumerate(source, start=1)
-
-
-def _counting_skips(parse_row: Callable[[Any], Any], report: DropReport) -> Callable[[Any], Any]:
-    def parse(row: Any) -> Any:
-        try:
-            return parse_row(row)
-        except SkipRow as skip:
-            report.skip(skip.reason)
-            return None
-
-    return parse
-
-
-def parse_with_lines(
-    rows: Iterable[tuple[int, Any]], parse_row: Callable[[Any], Any], *, source: str, strict: bool, report: DropReport
-) -> list:
-    """:func:`read_records`, adding each record's line to its ``metadata`` and counting :class:`SkipRow`."""
-    out: list = []
-    parse = _counting_skips(parse_row, report)
-    for line, row in rows:
-        for record in read_records([(line, row)], parse, source=source, strict=strict, report=report):
-            if isinstance(getattr(record, "metadata", None), dict):
-                record.metadata.setdefault("line", line)
-            out.append(record)
-    return out
-
-
-def apply_limit(records: list[T], limit: int | None, seed: int, report: DropReport) -> list[T]:
-    """Deterministic down-sampling to ``limit`` records (all when ``None``), counted in the report."""
-    if limit is None or limit >= len(records):
-        return records
-    kept = downsample(records, limit, seed)
-    report.skip("left out by down-sampling", len(records) - len(kept))
-    report.kept -= len(records) - len(kept)
-    return kept
-
-
-def load_records(
-    source: Any,
-    parse_row: Callable[[Any], Any],
-    *,
-    strict: bool = False,
-    report: DropReport | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-) -> list:
-    """Read, parse (dropping or raising on malformed rows), then down-sample to ``limit``."""
-    name = describe_source(source)
-    report = report if report is not None else DropReport()
-    report.source = report.source or name
-    rows = source_rows(source, strict=strict, report=report)
-    records = parse_with_lines(rows, parse_row, source=name, strict=strict, report=report)
-    return apply_limit(records, limit, seed, report)
-
-
 # ----------------------------------------------------------------------------- generic adapters
 
 
@@ -272,11 +214,23 @@ def row_to_pair(
     return PreferencePair(prompt, chosen, rejected, _metadata(row, metadata_columns))
 
 
+def _trl_sft_columns(row: Mapping[str, Any], cols: dict[str, str]) -> dict[str, str]:
+    """TRL's SFT forms, when the user mapped neither prompt nor response: ``completion`` names the
+    response where there is no ``response`` column; a lone ``messages`` column is a whole conversation."""
+    if cols["response"] not in row and "completion" in row:
+        return {**cols, "response": "completion"}
+    if cols["response"] not in row and cols["prompt"] not in row and "messages" in row:
+        return {**cols, "messages": "messages"}
+    return cols
+
+
 def row_to_sft(
     row: Mapping[str, Any], columns: Mapping[str, str] | None = None, metadata_columns: Sequence[str] = ()
 ) -> SFTExample:
     """One SFT example from a row: ``prompt`` + ``response`` columns, or a whole ``messages`` column."""
     cols = _columns(SFT_COLUMNS, columns)
+    if "messages" not in cols and not (columns and ("response" in columns or "prompt" in columns)):
+        cols = _trl_sft_columns(row, cols)
     if "messages" in cols:
         response, history = response_and_history(require(row, cols["messages"]), cols["messages"])
         prompt = _settle_prompt(None, history, cols["messages"], cols["messages"])
@@ -291,6 +245,8 @@ def row_to_prompt(
 ) -> Prompt:
     """One prompt (for rollouts or evaluation) from a row."""
     cols = _columns(PROMPT_COLUMNS, columns)
+    if not columns and cols["prompt"] not in row and "messages" in row:
+        cols = {**cols, "prompt": "messages"}
     messages = _optional_prompt(row, cols)
     if messages is None:
         raise DataError("missing field", field=cols["prompt"])
@@ -306,6 +262,7 @@ def load_pairs(
     report: DropReport | None = None,
     limit: int | None = None,
     seed: int = 0,
+    split: str | None = None,
 ) -> list[PreferencePair]:
     """Preference pairs from a file, a ``datasets.Dataset`` or a list of dicts."""
     cols = _columns(PAIR_COLUMNS, columns)
@@ -316,6 +273,7 @@ def load_pairs(
         report=report,
         limit=limit,
         seed=seed,
+        split=split,
     )
 
 
@@ -328,16 +286,18 @@ def load_sft_examples(
     report: DropReport | None = None,
     limit: int | None = None,
     seed: int = 0,
+    split: str | None = None,
 ) -> list[SFTExample]:
     """SFT examples from a file, a ``datasets.Dataset`` or a list of dicts."""
-    cols = _columns(SFT_COLUMNS, columns)
+    _columns(SFT_COLUMNS, columns)  # unknown fields fail before any row is read
     return load_records(
         source,
-        lambda row: row_to_sft(row, cols, metadata_columns),
+        lambda row: row_to_sft(row, columns, metadata_columns),
         strict=strict,
         report=report,
         limit=limit,
         seed=seed,
+        split=split,
     )
 
 
@@ -350,14 +310,16 @@ def load_prompts(
     report: DropReport | None = None,
     limit: int | None = None,
     seed: int = 0,
+    split: str | None = None,
 ) -> list[Prompt]:
     """Prompts from a file, a ``datasets.Dataset`` or a list of dicts."""
-    cols = _columns(PROMPT_COLUMNS, columns)
+    _columns(PROMPT_COLUMNS, columns)  # unknown fields fail before any row is read
     return load_records(
         source,
-        lambda row: row_to_prompt(row, cols, metadata_columns),
+        lambda row: row_to_prompt(row, columns, metadata_columns),
         strict=strict,
         report=report,
         limit=limit,
         seed=seed,
+        split=split,
     )

@@ -12,16 +12,17 @@ from prefalign.studies.comparison.methods import LABELS
 PAPER_CLAIMS = (
     ("ppo_ema - dpo", "PPO with the key factors beats DPO (Xu et al. Tables 2-5; Ivison et al. Table 3)"),
     ("dpo_iter - dpo", "iterative DPO with on-policy samples beats DPO on fixed data (Xu et al. Tables 2/4)"),
+    ("ppo_ema - dpo_iter", "PPO with the key factors beats DPO-Iter (Xu et al. Tables 4/5)"),
+    (
+        "ppo_ema - ppo_baseline",
+        "the key factors (advantage normalisation, large batch, reference EMA) improve PPO (Xu et al. Table 3)",
+    ),
     (
         "dpo_sft_first - dpo",
         "SFT on the preference data before DPO reduces the distribution shift and helps (Xu et al. Table 2)",
     ),
     ("dpo - rrhf", "DPO beats RRHF (Xu et al. Table 4)"),
     ("dpo - pro", "DPO beats PRO (Xu et al. Table 4)"),
-    (
-        "ppo_ema - ppo_baseline",
-        "the key factors (advantage normalisation, large batch, reference EMA) improve PPO (Xu et al. Table 3)",
-    ),
 )
 
 
@@ -33,6 +34,8 @@ def fmt(stats: dict[str, float] | None, digits: int = 3) -> str:
         return "-"
     if stats.get("n", 1) < 2 or math.isnan(low):
         return f"{mean:.{digits}f}"
+    if abs((mean - low) - (high - mean)) > 0.5 * 10**-digits:  # clipped at the metric's range: show both ends
+        return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
     return f"{mean:.{digits}f} ± {(high - low) / 2:.{digits}f}"
 
 
@@ -49,20 +52,92 @@ def verdict(stats: dict[str, float] | None) -> str:
     return "inconclusive (interval includes 0)"
 
 
-def findings(results: dict[str, Any]) -> list[str]:
-    """Sentences computed from the numbers: the ranking and each paper claim's verdict."""
-    summary = results["summary"]
-    ranked = sorted(results["methods"], key=lambda m: -summary[m]["gold/score"]["mean"])
-    lines = [
-        "Ranking by held-out gold reward (greedy): "
-        + " > ".join(f"{LABELS[m]} ({summary[m]['gold/score']['mean']:.3f})" for m in ranked)
-        + f"; the SFT model scores {summary['sft']['gold/score']['mean']:.3f}."
+def curve_reason(tb: dict[str, Any], method: str) -> str | None:
+    """What the method's over-optimisation curve shows, in numbers: where gold peaked and where the proxy went."""
+    points = tb["curves"].get(method) or []
+    if len(points) < 2:
+        return None
+    gold = [p["gold"]["mean"] for p in points]
+    peak = max(range(len(gold)), key=gold.__getitem__)
+    first, last = points[0], points[-1]
+    text = (
+        f"{LABELS[method]}'s held-out gold reward went {gold[0]:.3f} → {gold[-1]:.3f} (peak {gold[peak]:.3f} at "
+        f"step {points[peak]['step']}, KL {points[peak]['kl']['mean']:.2f}) while KL to the SFT model grew to "
+        f"{last['kl']['mean']:.2f}"
+    )
+    if "rm" in first and "rm" in last:
+        text += f" and the learned reward went {first['rm']['mean']:.3f} → {last['rm']['mean']:.3f}"
+    top, end = points[peak]["gold"], last["gold"]
+    if peak < len(gold) - 1 and not math.isnan(top["low"]) and top["low"] > end["high"]:
+        text += " (gold fell after its peak, the two 95% intervals apart, while training went on: over-optimisation)"
+    elif peak < len(gold) - 1:
+        text += " (the fall after the peak is within the seeds' noise)"
+    return text
+
+
+def disagreement_reason(tb: dict[str, Any], a: str, b: str) -> str:
+    """The measured reason a method expected to win did not: its convergence, its curve, its safety/accuracy split."""
+    parts = []
+    conv = tb["convergence"].get(a)
+    if conv is not None and conv["converged"] < conv["seeds"]:
+        parts.append(
+            f"{LABELS[a]} converged on {conv['objective']} in only {conv['converged']}/{conv['seeds']} seeds "
+            f"(run length {conv['last_step']})"
+        )
+    reason = curve_reason(tb, a)
+    if reason:
+        parts.append(reason)
+    sa, sb = tb["summary"][a], tb["summary"][b]
+    split = [
+        f"{key.split('/')[1].replace('_', ' ')} {sa[key]['mean']:.3f} vs {sb[key]['mean']:.3f}"
+        for key in ("gold/safety_rate", "gold/accuracy", "gold/over_refusal")
+        if key in sa and key in sb
     ]
-    for key, claim in PAPER_CLAIMS:
-        stats = results["differences"].get(key)
-        measured = "" if stats is None else f" Measured difference {fmt(stats)}."
-        lines.append(f"{claim}: **{verdict(stats)}**.{measured}")
+    if split:
+        parts.append(f"{LABELS[a]} vs {LABELS[b]}: " + ", ".join(split))
+    return "; ".join(parts)
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """Sentences computed from the numbers, per testbed: the ranking and each paper claim's verdict with its reason."""
+    lines = []
+    for name, tb in results["testbeds"].items():
+        summary = tb["summary"]
+        ranked = sorted(results["methods"], key=lambda m: -summary[m]["gold/score"]["mean"])
+        lines.append(
+            f"**{name} testbed**, ranking by held-out gold reward (greedy): "
+            + " > ".join(f"{LABELS[m]} ({summary[m]['gold/score']['mean']:.3f})" for m in ranked)
+            + f"; the SFT model scores {summary['sft']['gold/score']['mean']:.3f}."
+        )
+        for key, claim in PAPER_CLAIMS:
+            stats = tb["differences"].get(key)
+            if stats is None:
+                continue
+            said = verdict(stats)
+            line = f"[{name}] {claim}: **{said}**. Measured difference {fmt(stats)}."
+            if said != "agrees":
+                a, b = key.split(" - ")
+                line += f" Measured: {disagreement_reason(tb, a, b)}."
+            lines.append(line)
     return lines
+
+
+def tuning_lines(results: dict[str, Any]) -> list[str]:
+    """The grid, the command that ran it and the values the run used."""
+    c = results["config"]
+    t = c["tuning"]
+    return [
+        f"Validation split: the last {t['validation_prompts']} of the policy prompts (no method trains on them; the "
+        "evaluation prompts are never used for tuning).",
+        f"Grid: DPO / DPO-Iter learning rate {t['dpo_learning_rates']}, beta {t['dpo_betas']}; PPO actor learning "
+        f"rate {t['ppo_learning_rates']}, KL coefficient {t['ppo_kl_coefs']}; scored by greedy gold reward on the "
+        "validation split, one seed "
+        f"({t['seed']}), preference testbed.",
+        f"Values used here: DPO learning rate {c['offline']['learning_rate']:g}, beta {c['offline']['beta']:g}; "
+        f"DPO-Iter learning rate {c['iterative']['learning_rate']:g}, beta {c['iterative']['beta']:g}; PPO actor "
+        f"learning rate {c['ppo']['actor_learning_rate']:g}, KL coefficient {c['ppo']['kl_coef']:g}.",
+        f"Chosen by: {t['chosen_from'] or 'not tuned (the values above are the presets defaults)'}.",
+    ]
 
 
 def world_description(results: dict[str, Any]) -> list[str]:
@@ -107,6 +182,10 @@ NOTES = (
     "KL: mean over one sampled response per prompt (temperature 1) of log pi - log pi_SFT, summed over the response.",
     "Every method is scored on its final model (no checkpoint selection); seeds vary the reward model and every "
     "alignment run, not the tiny world or its SFT model.",
+    "pass@k: the unbiased estimator of Chen et al. (2021) from the evaluation's samples per prompt (temperature 1); "
+    "a sample passes when it passes every test case (the verifiable testbed's reward is 10 exactly then).",
+    "Offline methods (DPO, RRHF, PRO, DPO + SFT first) train on the static pairs only: one run per seed appears in "
+    "every testbed. 'converged': seeds whose own held-out objective plateaued (see the convergence table).",
     "DPO + SFT (Safe) first: the SFT stage trains on every safe response of the pairs (Xu et al.'s 'SFT (Safe)'), "
     "which the preference generator wrote, mistakes included.",
     "PPO rows: every row runs the same number of PPO steps, so the large-batch rows see more samples (as in "

@@ -11,26 +11,26 @@ method             trainer and data
 dpo                ``run_dpo`` (loss dpo) on the preference pairs, from the SFT model
 dpo_sft_first      ``run_dpo`` with ``sft_first`` on: SFT on the pairs' safe responses
                    (the "SFT (Safe)" fix of Xu et al. Table 2), then DPO from that model
+dpo_drop_dual_*    ``run_dpo`` without the dual-unsafe (or dual-safe) pairs (Xu et al. Table 2)
 dpo_iter           ``run_iterative_dpo`` on the policy prompts, samples labelled by the
-                   learned reward model
+                   testbed's reward (:mod:`prefalign.studies.comparison.online`)
 rrhf, pro          ``run_dpo`` with loss rrhf / pro on the pairs (rankings of two)
-ppo_*              ``run_ppo`` from the learned reward model (critic initialised from it),
-                   one run per row of Xu et al. Table 3, each row's settings from
-                   :func:`prefalign.trainers.ppo.ablation.row_config`
+ppo_*              ``run_ppo`` from the testbed's reward, one run per row of Xu et al.
+                   Table 3, each row's settings from
+                   :func:`prefalign.trainers.ppo.ablation.row_config` (``online``)
 =================  ======================================================================
+
+The offline methods see only the static pairs, so one run serves both testbeds.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefalign.data.config import DataConfig
-from prefalign.models.load import ModelConfig
-from prefalign.rollout.generate import SamplingConfig
 from prefalign.studies.comparison.tiny_world.prepare import TinyWorld
 from prefalign.trainers.common import BatchConfig, OptimConfig, RunConfig
 
@@ -40,6 +40,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "pro": ("prefalign.trainers.preference.dpo", "PRO"),
     "dpo": ("prefalign.trainers.preference.dpo", "DPO"),
     "dpo_sft_first": ("prefalign.trainers.preference.dpo", "DPO + SFT (Safe) first"),
+    "dpo_drop_dual_unsafe": ("prefalign.trainers.preference.dpo", "DPO, dual-unsafe pairs filtered"),
+    "dpo_drop_dual_safe": ("prefalign.trainers.preference.dpo", "DPO, dual-safe pairs filtered"),
     "dpo_iter": ("prefalign.trainers.preference.iterative", "DPO-Iter"),
     "ppo_baseline": ("prefalign.trainers.ppo.ablation", "PPO baseline"),
     "ppo_advnorm": ("prefalign.trainers.ppo.ablation", "PPO + adv. norm."),
@@ -48,6 +50,10 @@ METHODS: dict[str, tuple[str, str]] = {
 }
 #: row labels of the report and the plots, the SFT start included
 LABELS = {"sft": "SFT (start)", **{m: label for m, (_, label) in METHODS.items()}}
+#: methods trained on the static pairs only (one run per seed serves every testbed)
+OFFLINE = ("rrhf", "pro", "dpo", "dpo_sft_first", "dpo_drop_dual_unsafe", "dpo_drop_dual_safe")
+#: Xu et al. Table 2's data filters: method -> the PKU-SafeRLHF pair category it leaves out
+FILTERED = {"dpo_drop_dual_unsafe": "dual_unsafe", "dpo_drop_dual_safe": "dual_safe"}
 #: study method -> row of prefalign.trainers.ppo.ablation.ROWS
 PPO_ROWS = {
     "ppo_baseline": "baseline",
@@ -69,10 +75,10 @@ class RewardModelStage:
 
 @dataclass
 class OfflineStage:
-    beta: float = 0.1
+    beta: float = 0.3
     """DPO's beta (also scales the implicit rewards of RRHF / PRO in their logs)."""
-    learning_rate: float = 2e-5
-    """Peak learning rate of DPO (and of DPO-Iter's rounds)."""
+    learning_rate: float = 1e-4
+    """Peak learning rate of DPO (and of the SFT-first and filtered variants)."""
     rank_learning_rate: float = 2e-5
     """Peak learning rate of RRHF and PRO."""
     epochs: float = 2.0
@@ -83,18 +89,26 @@ class OfflineStage:
     """Learning rate of the SFT stage of dpo_sft_first (that of the tiny world's own SFT)."""
     sft_first_epochs: float = 2.0
     """Passes of that SFT stage over the pairs' safe responses."""
+    evaluations: int = 8
+    """Held-out evaluations spread over the run (the convergence criterion's series)."""
 
 
 @dataclass
 class IterativeStage:
-    rounds: int = 2
-    """Sample-label-train rounds."""
+    rounds: int = 4
+    """Sample-label-train rounds (each round's model is a point of the over-optimisation curve)."""
     samples_per_prompt: int = 4
     """k responses sampled per prompt each round (pairs: best vs worst by the reward model)."""
     temperature: float = 1.0
     """Sampling temperature of each round."""
     epochs: float = 2.0
     """DPO passes over each round's pairs."""
+    prompts: int | None = 256
+    """Training policy prompts sampled each round (the first ones; None: all)."""
+    learning_rate: float = 3e-5
+    """Peak learning rate of each round's DPO."""
+    beta: float = 0.1
+    """DPO's beta in each round."""
 
 
 @dataclass
@@ -117,8 +131,12 @@ class PPOStage:
     """Reference EMA rate of the last row."""
     temperature: float = 1.0
     """Rollout sampling temperature (Xu et al.: 1.0)."""
-    validation_prompts: int = 32
-    """Policy prompts held out for the trainer's own validation (learned-reward score)."""
+    validation_prompts: int = 64
+    """Policy prompts held out for the trainer's own validation (the testbed's reward; the convergence series)."""
+    evaluations: int = 10
+    """Validation evaluations spread over the run (the convergence series)."""
+    curve_points: int = 5
+    """Checkpoints spread over the run, each scored on held-out prompts for the over-optimisation curve."""
 
 
 def available(method: str) -> str | None:
@@ -131,8 +149,15 @@ def available(method: str) -> str | None:
     return None
 
 
-def _run(output: Path, seed: int, progress: bool, threads: int | None) -> RunConfig:
-    return RunConfig(output_dir=str(output), seed=seed, tensorboard=False, progress=progress, threads=threads)
+def _run(output: Path, seed: int, progress: bool, threads: int | None, **more) -> RunConfig:
+    # the study re-trains its runs each time it is run: a folder left by an earlier study is replaced
+    more.setdefault("overwrite", not more.get("resume", False))
+    return RunConfig(output_dir=str(output), seed=seed, tensorboard=False, progress=progress, threads=threads, **more)
+
+
+def every(total_steps: int, evaluations: int) -> int:
+    """Steps between evaluations so that about ``evaluations`` of them fall in ``total_steps``."""
+    return max(1, total_steps // max(evaluations, 1))
 
 
 def _data(world: TinyWorld) -> DataConfig:
@@ -168,10 +193,11 @@ def train_offline(
     method: str, world: TinyWorld, stage: OfflineStage, output: Path, seed: int, progress: bool, threads: int | None
 ) -> tuple[str, dict[str, Any]]:
     """DPO, DPO with SFT first, RRHF or PRO on the preference pairs."""
+    from prefalign.trainers.common import BatchPlan
     from prefalign.trainers.preference.dpo import run_dpo
     from prefalign.trainers.preference.dpo_config import DPOConfig, SFTFirstConfig
 
-    loss = {"dpo": "dpo", "dpo_sft_first": "dpo", "rrhf": "rrhf", "pro": "pro"}[method]
+    loss = {"rrhf": "rrhf", "pro": "pro"}.get(method, "dpo")
     lr = stage.rank_learning_rate if loss in ("rrhf", "pro") else stage.learning_rate
     batch = BatchConfig(global_batch_size=stage.batch_size, micro_batch_size=stage.batch_size, epochs=stage.epochs)
     sft_first = SFTFirstConfig(
@@ -192,148 +218,11 @@ def train_offline(
         optim=OptimConfig(learning_rate=lr, warmup_ratio=0.1),
         run=_run(output, seed, progress, threads),
     )
-    results = run_dpo(config, records=(world.data.pairs_train, world.data.pairs_held_out))
-    return str(output / "model"), _keep(results, ("steps", "eval/rewards/accuracy", "eval/rewards/margin", "eval/loss"))
-
-
-def train_iterative(
-    world: TinyWorld,
-    stage: IterativeStage,
-    offline: OfflineStage,
-    reward_model_dir: str,
-    output: Path,
-    seed: int,
-    progress: bool,
-    threads: int | None,
-    max_new_tokens: int,
-) -> tuple[str, dict[str, Any]]:
-    """DPO-Iter on the policy prompts, each round's samples labelled by the learned reward model."""
-    from prefalign.studies.comparison.tiny_world.evaluate import load_learned_reward
-    from prefalign.trainers.preference.iterative import IterativeDPOConfig, IterRewardConfig, run_iterative_dpo
-
-    config = IterativeDPOConfig(
-        model=world.model_config("sft"),
-        data=_data(world),
-        reward=IterRewardConfig(kind="model", model=ModelConfig(name_or_path=reward_model_dir)),
-        sampling=SamplingConfig(
-            temperature=stage.temperature, num_samples=stage.samples_per_prompt, max_new_tokens=max_new_tokens
-        ),
-        rounds=stage.rounds,
-        generation_micro_batch_size=128,
-        beta=offline.beta,
-        batch=BatchConfig(
-            global_batch_size=offline.batch_size, micro_batch_size=offline.batch_size, epochs=stage.epochs
-        ),
-        optim=OptimConfig(learning_rate=offline.learning_rate, warmup_ratio=0.1),
-        final_reward=False,
-        run=_run(output, seed, progress, threads),
-    )
-    results = run_iterative_dpo(
-        config, prompts=world.data.policy_prompts, reward_fn=load_learned_reward(reward_model_dir)
-    )
-    rounds = [
-        {
-            "round": r["round"],
-            "pairs": r["pairs"],
-            "reward/mean": r["reward/mean"],
-            "eval_accuracy": r["dpo"].get("eval/rewards/accuracy"),
-        }
-        for r in results["rounds"]
-    ]
-    return results["model_dir"], {"rounds": rounds}
-
-
-def write_prompt_file(world: TinyWorld, path: Path) -> Path:
-    """The policy prompts as a JSONL prompt file (the PPO trainer's file source)."""
-    from prefalign.atomic import write_text_atomic
-
-    rows = [json.dumps({"prompt": p.messages[-1].content}) for p in world.data.policy_prompts]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, "\n".join(rows) + "\n")
-    return path
-
-
-def ppo_row_config(
-    world: TinyWorld,
-    stage: PPOStage,
-    reward_model_dir: str,
-    prompt_file: Path,
-    output: Path,
-    row: str,
-    seed: int,
-    progress: bool,
-    threads: int | None,
-    max_new_tokens: int,
-):
-    """The PPO config of one Table 3 row (the row's factors set by ppo_ablation.row_config)."""
-    from prefalign.trainers.ppo.ablation import PPOAblationConfig, row_config
-    from prefalign.trainers.ppo.config import (
-        KLConfig,
-        PPOAlgoConfig,
-        PPOBatchConfig,
-        PPOConfig,
-        PromptDataConfig,
-        RewardConfig,
-    )
-
-    constant = lambda lr: OptimConfig(learning_rate=lr, warmup_ratio=0.0, schedule="constant")  # noqa: E731
-    base = PPOConfig(
-        policy=world.model_config("sft"),
-        critic_init="reward",
-        reward=RewardConfig(kind="model", model=ModelConfig(name_or_path=reward_model_dir)),
-        data=PromptDataConfig(
-            source=str(prompt_file),
-            validation_prompts=stage.validation_prompts,
-            max_prompt_length=world.config.model.max_positions // 2,
-            seed=0,
-        ),
-        sampling=SamplingConfig(temperature=stage.temperature, max_new_tokens=max_new_tokens, num_samples=1),
-        kl=KLConfig(coef=stage.kl_coef),
-        ppo=PPOAlgoConfig(gamma=1.0, lam=1.0, ema_rate=stage.ema_rate),
-        batch=PPOBatchConfig(
-            rollout_batch_size=stage.small_batch_size,
-            num_minibatches=stage.num_minibatches,
-            micro_batch_size=stage.large_batch_size,
-            generation_batch_size=stage.large_batch_size,
-            steps=stage.steps,
-        ),
-        actor_optim=constant(stage.actor_learning_rate),
-        critic_optim=constant(stage.critic_learning_rate),
-        run=_run(output, seed, progress, threads),
-    )
-    ablation = PPOAblationConfig(
-        base=base,
-        small_batch_size=stage.small_batch_size,
-        large_batch_size=stage.large_batch_size,
-        output_dir=str(output),
-    )
-    return row_config(ablation, row)
-
-
-def train_ppo(
-    method: str,
-    world: TinyWorld,
-    stage: PPOStage,
-    reward_model_dir: str,
-    prompt_file: Path,
-    output: Path,
-    seed: int,
-    progress: bool,
-    threads: int | None,
-    max_new_tokens: int,
-) -> tuple[str, dict[str, Any]]:
-    from prefalign.trainers.ppo.trainer import run_ppo
-
-    config = ppo_row_config(
-        world, stage, reward_model_dir, prompt_file, output, PPO_ROWS[method], seed, progress, threads, max_new_tokens
-    )
-    results = run_ppo(config)
-    summary = {
-        "steps": results["steps"],
-        "best_eval_reward": results.get("best_eval_reward"),
-        "rollout_batch_size": config.batch.rollout_batch_size,
-        "advantage_normalization": config.ppo.advantage_normalization,
-        "reference_ema": config.ppo.reference_ema,
-        **_keep(results.get("final", {}), ("reward/mean", "kl/mean", "eval/reward")),
-    }
-    return str(Path(config.run.output_dir) / "model"), summary
+    pairs = world.data.pairs_train
+    if method in FILTERED:
+        pairs = [p for p in pairs if p.metadata.get("category") != FILTERED[method]]
+    steps = BatchPlan(len(pairs), stage.batch_size, seed, stage.epochs).total_steps
+    config.run.eval_every = every(steps, stage.evaluations)
+    results = run_dpo(config, records=(pairs, world.data.pairs_held_out))
+    summary = _keep(results, ("steps", "eval/rewards/accuracy", "eval/rewards/margin", "eval/loss"))
+    return str(output / "model"), {**summary, "pairs": len(pairs)}

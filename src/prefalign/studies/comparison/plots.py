@@ -1,16 +1,18 @@
-"""The study's figures (PNG, written atomically), read from the trainers' own ``metrics.jsonl`` logs.
+"""The study's figures (PNG, written atomically), one set per testbed.
 
-- ``training_curves.png``: PPO's learned reward and KL per step for each Table 3 row; the offline
-  methods' loss and implicit-reward accuracy per step; DPO-Iter's mean learned reward of the
-  samples of each round;
-- ``gold_vs_kl.png``: held-out gold reward against KL(pi || pi_SFT), one point per method and seed;
-- ``methods.png``: gold reward and safety rate per method, mean and 95% interval over seeds;
+- ``<testbed>_overoptimisation.png`` (Gao et al. 2023's picture): held-out gold reward and learned
+  reward of sampled responses against KL to the SFT model, at every saved checkpoint of each PPO row
+  and every DPO-Iter round (mean over seeds), so a reader sees where the proxy and the gold part;
+- ``<testbed>_training_curves.png``: each run's own convergence series (PPO's validation reward,
+  the offline methods' held-out loss, DPO-Iter's round sample reward), read from the trainers' logs;
+- ``<testbed>_methods.png``: gold reward and pass@1 per method, mean and 95% interval over seeds;
 - the synthetic study's own ``synthetic/figure1.png`` (heatmaps) and ``figure2.png`` (summary).
+
+Text is set at 10-11 pt on figures at 100 dpi, legible at 100% zoom.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from prefalign.studies.comparison.methods import LABELS, PPO_ROWS  # noqa: E402
+from prefalign.studies.comparison.convergence import logged_series, read_jsonl  # noqa: E402
+from prefalign.studies.comparison.methods import LABELS, OFFLINE, PPO_ROWS  # noqa: E402
 from prefalign.studies.synthetic.report import save_figure_atomic as _save  # noqa: E402
-from prefalign.trainers.logging import read_metrics  # noqa: E402
 
-OFFLINE = ("dpo", "dpo_sft_first", "rrhf", "pro")
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 11, "legend.fontsize": 10})
 
 
 def save_figure_atomic(fig, path: Path) -> Path:
@@ -38,131 +40,90 @@ def _color(method: str, methods: list[str]):
     return plt.get_cmap("tab10")(methods.index(method) % 10)
 
 
-def _curve(axis, rows: list[dict], key: str, label: str | None, color, alpha: float) -> None:
-    if key == "rewards/accuracy" and not any("rewards/accuracy" in r for r in rows):
-        key = "rank/accuracy"  # RRHF and PRO log the accuracy of their own ranking score
-    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-    if points:
-        axis.plot(*zip(*points), color=color, alpha=alpha, label=label, linewidth=1.2)
-
-
-def _runs(results: dict[str, Any], out: Path, method: str) -> list[Path]:
-    return [out / run["runs"][method]["run_dir"] for run in results["per_seed"].values() if method in run["runs"]]
-
-
-def _plot_method_curves(axes, results: dict, out: Path, methods: list[str], panel: dict[str, tuple[int, str]]) -> None:
-    for method in methods:
-        for i, folder in enumerate(_runs(results, out, method)):
-            rows = read_metrics(folder / "metrics.jsonl")
-            for key, (index, _) in panel.items():
-                _curve(
-                    axes[index],
-                    rows,
-                    key,
-                    LABELS[method] if i == 0 else None,
-                    _color(method, methods),
-                    0.9 if i == 0 else 0.4,
+def plot_overoptimisation(results: dict[str, Any], testbed: str, path: Path) -> Path:
+    curves, methods = results["testbeds"][testbed]["curves"], ["sft", *results["methods"]]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for method, points in curves.items():
+        if not points:
+            continue
+        kl = [p["kl"]["mean"] for p in points]
+        for axis, key in zip(axes, ("gold", "rm")):
+            if all(key in p for p in points):
+                axis.plot(
+                    kl,
+                    [p[key]["mean"] for p in points],
+                    marker="o",
+                    color=_color(method, methods),
+                    label=LABELS[method],
                 )
+    axes[0].set(xlabel="KL(pi || pi_SFT), nats per response", ylabel="gold reward (T=1)", title="Gold reward vs KL")
+    axes[1].set(
+        xlabel="KL(pi || pi_SFT), nats per response",
+        ylabel="learned RM score (T=1)",
+        title="Learned reward (proxy) vs KL",
+    )
+    for axis in axes:
+        if axis.lines:
+            axis.legend()
+        axis.grid(alpha=0.3)
+    fig.suptitle(f"{testbed} testbed: over-optimisation during training (first point: the SFT model; mean over seeds)")
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)
 
 
-def _plot_iterative(axis, results: dict, out: Path, methods: list[str]) -> None:
-    for i, folder in enumerate(_runs(results, out, "dpo_iter")):
-        rounds_file = folder / "rounds.jsonl"
-        if rounds_file.exists():
-            rounds = [json.loads(line) for line in rounds_file.read_text().splitlines() if line.strip()]
-            axis.plot(
-                [r["round"] for r in rounds],
-                [r["reward/mean"] for r in rounds],
-                marker="o",
-                color=_color("dpo_iter", methods),
-                alpha=0.9 if i == 0 else 0.4,
-                label="DPO-Iter" if i == 0 else None,
-            )
-    axis.set(title="DPO-Iter: learned reward of each round's samples", xlabel="round", ylabel="mean RM score")
+def _series(folder: Path, method: str) -> list[tuple[int, float]]:
+    if method in PPO_ROWS:
+        return logged_series(folder / "metrics.jsonl", "eval/reward")
+    if method in OFFLINE:
+        return logged_series(folder / "metrics.jsonl", "eval/loss")
+    rows = read_jsonl(folder / "rounds.jsonl") if (folder / "rounds.jsonl").exists() else []
+    return [(int(r["round"]), float(r["reward/mean"])) for r in rows]
 
 
-def plot_training_curves(results: dict[str, Any], out: Path, path: Path) -> Path:
+def plot_training_curves(results: dict[str, Any], testbed: str, out: Path, path: Path) -> Path:
     methods = results["methods"]
-    fig, grid = plt.subplots(2, 3, figsize=(15, 8))
-    axes = grid.ravel()
-    ppo = [m for m in methods if m in PPO_ROWS]
-    offline = [m for m in methods if m in OFFLINE]
-    ppo_panels = {
-        "reward/mean": (0, "PPO: learned reward of the rollouts"),
-        "kl/mean": (1, "PPO: KL(pi || pi_ref) per sequence"),
-    }
-    offline_panels = {
-        "loss": (3, "offline methods: training loss"),
-        "rewards/accuracy": (4, "offline methods: ranking accuracy (training batch)"),
-    }
-    _plot_method_curves(axes, results, out, [m for m in methods if m in ppo], ppo_panels)
-    _plot_method_curves(axes, results, out, [m for m in methods if m in offline], offline_panels)
-    for key, (index, title) in {**ppo_panels, **offline_panels}.items():
-        axes[index].set(title=title, xlabel="step", ylabel=key)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    groups = (
+        ([m for m in methods if m in PPO_ROWS], 0, "PPO: validation reward (its objective)", "step"),
+        ([m for m in methods if m in OFFLINE], 1, "offline methods: held-out loss", "step"),
+        ([m for m in methods if m == "dpo_iter"], 2, "DPO-Iter: mean reward of each round's samples", "round"),
+    )
+    for group, index, title, xlabel in groups:
+        for method in group:
+            for i, run in enumerate(results["per_seed"].values()):
+                folder = out / run["testbeds"][testbed]["runs"][method]["run_dir"]
+                points = _series(folder, method)
+                if points:
+                    axes[index].plot(
+                        *zip(*points),
+                        color=_color(method, methods),
+                        alpha=0.9 if i == 0 else 0.35,
+                        label=LABELS[method] if i == 0 else None,
+                    )
+        axes[index].set(title=title, xlabel=xlabel)
         if axes[index].lines:
-            axes[index].legend(fontsize=7)
-    axes[3].set_yscale("log")  # RRHF's loss is on another scale than DPO's and PRO's
-    if "dpo_iter" in methods:
-        _plot_iterative(axes[2], results, out, methods)
-    axes[5].axis("off")
-    axes[5].text(
-        0.0,
-        0.5,
-        "Lines: first seed solid, other seeds faint.\nRanking accuracy: DPO's implicit reward; RRHF / PRO:\ntheir "
-        "ranking score (rank/accuracy).\nPPO's KL is to its (possibly EMA-moved) reference;\n"
-        "the evaluation's KL (gold_vs_kl.png) is to the SFT model.",
-        fontsize=9,
-    )
-    fig.suptitle("Training curves (from each trainer's metrics.jsonl)")
+            axes[index].legend()
+    fig.suptitle(f"{testbed} testbed: each run's convergence series (first seed solid, others faint)")
     fig.tight_layout()
     return save_figure_atomic(fig, path)
 
 
-def plot_gold_vs_kl(results: dict[str, Any], path: Path) -> Path:
+def plot_methods(results: dict[str, Any], testbed: str, path: Path) -> Path:
     methods = ["sft", *results["methods"]]
-    fig, axis = plt.subplots(figsize=(7.5, 5.5))
-    for method in methods:
-        points = [
-            (run["sft_metrics"] if method == "sft" else run["runs"][method]["metrics"])
-            for run in results["per_seed"].values()
-        ]
-        xs, ys = [p["kl/mean"] for p in points], [p["gold/score"] for p in points]
-        axis.scatter(
-            xs,
-            ys,
-            color=plt.get_cmap("tab10")(methods.index(method) % 10),
-            label=LABELS[method],
-            s=30,
-            marker="*" if method == "sft" else "o",
-        )
-    axis.set(
-        xlabel="KL(pi || pi_SFT) on sampled held-out responses (nats)",
-        ylabel="held-out gold reward (greedy)",
-        title="Gold reward against KL from the SFT model",
-    )
-    axis.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure_atomic(fig, path)
-
-
-def plot_methods(results: dict[str, Any], path: Path) -> Path:
-    methods = ["sft", *results["methods"]]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for axis, key, title in zip(
-        axes, ("gold/score", "gold/safety_rate"), ("gold reward", "safety rate (unsafe prompts)")
-    ):
-        stats = [results["summary"][m][key] for m in methods]
+    summary = results["testbeds"][testbed]["summary"]
+    keys = [k for k in ("gold/score", "pass@1", "gold/safety_rate") if k in summary["sft"]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.8))
+    for axis, key in zip(axes, keys):
+        stats = [summary[m][key] for m in methods]
         means = [s["mean"] for s in stats]
-        errors = [0.0 if math.isnan(s["low"]) else (s["high"] - s["low"]) / 2 for s in stats]
+        lower = [0.0 if math.isnan(s["low"]) else s["mean"] - s["low"] for s in stats]
+        upper = [0.0 if math.isnan(s["high"]) else s["high"] - s["mean"] for s in stats]
         axis.bar(
-            range(len(methods)),
-            means,
-            yerr=errors,
-            capsize=3,
-            color=[plt.get_cmap("tab10")(i % 10) for i in range(len(methods))],
+            range(len(methods)), means, yerr=[lower, upper], capsize=3, color=[_color(m, methods) for m in methods]
         )
-        axis.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=35, ha="right", fontsize=8)
-        axis.set(title=f"{title}: mean and 95% interval over seeds", ylim=(0, 1.05))
+        axis.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=35, ha="right")
+        axis.set(title=f"{key}: mean, 95% interval over seeds", ylim=(0, 1.05))
+    fig.suptitle(f"{testbed} testbed")
     fig.tight_layout()
     return save_figure_atomic(fig, path)
 
@@ -170,11 +131,13 @@ def plot_methods(results: dict[str, Any], path: Path) -> Path:
 def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     """Every figure of the module docstring; returns their paths relative to ``out``."""
     plots = out / "plots"
-    figures = [
-        plot_training_curves(results, out, plots / "training_curves.png"),
-        plot_gold_vs_kl(results, plots / "gold_vs_kl.png"),
-        plot_methods(results, plots / "methods.png"),
-    ]
+    figures = []
+    for testbed in results["testbeds"]:
+        figures += [
+            plot_overoptimisation(results, testbed, plots / f"{testbed}_overoptimisation.png"),
+            plot_training_curves(results, testbed, out, plots / f"{testbed}_training_curves.png"),
+            plot_methods(results, testbed, plots / f"{testbed}_methods.png"),
+        ]
     names = [str(Path(f).relative_to(out)) for f in figures]
     if results.get("synthetic"):
         names += [f for f in results["synthetic"]["figures"] if (out / f).exists()]

@@ -1,14 +1,16 @@
-"""The study's results: summary statistics, tables (terminal and Markdown), ``results.json`` and ``report.md``.
+"""The study's results: ``results.json``, the tables (terminal and Markdown) and ``report.md``.
 
-Tables, in the papers' layout:
+Tables, per testbed, in the papers' layout:
 
-- main comparison (Xu et al. Tables 2 and 4: one row per method; gold reward, safety rate,
-  learned-reward score, KL to the SFT model);
+- main comparison (Xu et al. Tables 2 and 4: one row per method; gold reward, safety rate, exact,
+  over-refusal, learned-reward score, KL to the SFT model, pass@k);
 - PPO key factors (Xu et al. Table 3: cumulative rows with check marks);
-- paired differences between methods over seeds (the comparisons the papers draw);
-- the reward model and the data (Ivison et al. Table 1 and 2: data quality, RM accuracy);
-- the synthetic study (Xu et al. section 4);
-- the time each stage took.
+- convergence: each method's own held-out objective, where it plateaued, how many seeds converged;
+- over-optimisation: gold and learned reward against KL to the SFT model during training;
+- paired differences between methods over seeds;
+
+then the data and reward model (Ivison et al. Tables 1/2), the tuning grid and the values it chose,
+the synthetic study (Xu et al. section 4) and the time each stage took.
 
 Everything that depends on the clock lives under ``results["timings"]``, so two runs with the same
 settings give the same ``results.json`` apart from that key.
@@ -25,57 +27,23 @@ import yaml
 from rich.table import Table
 
 from prefalign.atomic import write_json_atomic, write_text_atomic
-from prefalign.studies.comparison.findings import NOTES, findings, fmt, world_description
+from prefalign.studies.comparison.findings import NOTES, findings, fmt, tuning_lines, world_description
 from prefalign.studies.comparison.methods import LABELS, PPO_ROWS
+from prefalign.studies.comparison.summary import summarize, testbed_results
 from prefalign.studies.comparison.tiny_world.prepare import count_parameters
-from prefalign.studies.synthetic.report import mean_confidence_interval
 from prefalign.trainers.logging import console
 
-#: (metric key, column title, higher is better)
+#: (metric key, column title)
 MAIN_COLUMNS = (
-    ("gold/score", "gold reward", True),
-    ("gold/safety_rate", "safety rate", True),
-    ("gold/accuracy", "exact (safe prompts)", True),
-    ("gold/over_refusal", "over-refusal", False),
-    ("rm/score", "RM score", True),
-    ("kl/mean", "KL(pi||pi_SFT)", False),
-    ("sampled/gold_score", "gold reward (T=1)", True),
+    ("gold/score", "gold reward"),
+    ("gold/safety_rate", "safety rate"),
+    ("gold/accuracy", "exact (safe)"),
+    ("gold/over_refusal", "over-refusal"),
+    ("rm/score", "RM score"),
+    ("kl/mean", "KL(pi||pi_SFT)"),
+    ("pass@1", "pass@1"),
+    ("pass@5", "pass@5"),
 )
-#: paired comparisons (a - b per seed) reported on the gold reward
-COMPARISONS = (
-    ("ppo_ema", "dpo"),
-    ("dpo_iter", "dpo"),
-    ("dpo_sft_first", "dpo"),
-    ("dpo", "pro"),
-    ("dpo", "rrhf"),
-    ("ppo_ema", "ppo_baseline"),
-    ("ppo_ema", "dpo_iter"),
-)
-
-
-def summarize(values: list[float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean and Student-t interval over seeds (with few seeds a normal interval would be far too narrow)."""
-    if len(values) < 2:
-        return {"mean": float(values[0]), "low": math.nan, "high": math.nan, "n": len(values)}
-    ci = mean_confidence_interval(values, confidence)
-    return {"mean": ci["mean"], "low": ci["low"], "high": ci["high"], "n": ci["n"]}
-
-
-def _metric_summary(per_seed: dict[int, Any], method: str) -> dict[str, Any]:
-    def metrics(run):
-        return run["sft_metrics"] if method == "sft" else run["runs"][method]["metrics"]
-
-    keys = metrics(next(iter(per_seed.values()))).keys()
-    return {k: summarize([float(metrics(run)[k]) for run in per_seed.values()]) for k in keys}
-
-
-def paired_differences(per_seed: dict[int, Any], methods: list[str], metric: str = "gold/score") -> dict[str, Any]:
-    out = {}
-    for a, b in COMPARISONS:
-        if a in methods and b in methods:
-            diffs = [run["runs"][a]["metrics"][metric] - run["runs"][b]["metrics"][metric] for run in per_seed.values()]
-            out[f"{a} - {b}"] = summarize(diffs)
-    return out
 
 
 def synthetic_summary(synthetic: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -83,9 +51,25 @@ def synthetic_summary(synthetic: dict[str, Any] | None) -> dict[str, Any] | None
         return None
     summary = synthetic["summary"]
     keep = ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo")
+    peaks = {m: summary.get(f"{m}_unseen_peak_per_seed", {}) for m in ("dpo", "ppo")}
+    bounds = {"unseen_mass": (0.0, 1.0), "optimal_mass": (0.0, 1.0), "cells_raised": (0.0, math.inf)}
+    clipped = {
+        m: {
+            k: {**v, "low": max(v["low"], bounds[k][0]), "high": min(v["high"], bounds[k][1])} if k in bounds else v
+            for k, v in summary[m].items()
+        }
+        for m in keep
+        if m in summary and m != "dpo_minus_ppo"
+    }
     return {
         "num_seeds": summary["num_seeds"],
         **{m: summary[m] for m in keep if m in summary},
+        **clipped,  # intervals of masses and counts clipped to their range
+        "unseen_peak_per_seed": peaks,
+        "unseen_peak_above_reference": {m: summary.get(f"{m}_unseen_peak_above_reference") for m in ("dpo", "ppo")},
+        "cells_raised_per_seed": {m: summary.get(f"{m}_cells_raised_per_seed", {}) for m in ("dpo", "ppo")},
+        "unseen_over_training": {str(r["seed"]): r.get("unseen_over_training") for r in synthetic["per_seed"]},
+        "figure_seed": synthetic.get("figure_seed"),
         "check_lines": synthetic.get("check_lines", []),
         "figures": ["synthetic/figure1.png", "synthetic/figure2.png"],
     }
@@ -102,6 +86,8 @@ def assemble_results(
 ) -> dict[str, Any]:
     """The contents of ``results.json`` (timings under their own key)."""
     methods = [m for m in config.methods if m not in skipped]
+    testbeds = {t: testbed_results(per_seed, t, methods) for t in config.testbeds}
+    first = testbeds[config.testbeds[0]]
     return {
         "config": dataclasses.asdict(config),
         "world": {
@@ -121,12 +107,14 @@ def assemble_results(
         "skipped": skipped,
         "seeds": list(per_seed),
         "per_seed": {str(seed): run for seed, run in per_seed.items()},
-        "summary": {m: _metric_summary(per_seed, m) for m in ["sft", *methods]},
+        "testbeds": testbeds,
+        # the first testbed's summary and differences, where earlier versions kept them
+        "summary": first["summary"],
+        "differences": first["differences"],
         "reward_model": {
             k: summarize([float(run["reward_model"][k]) for run in per_seed.values()])
             for k in next(iter(per_seed.values()))["reward_model"]
         },
-        "differences": paired_differences(per_seed, methods),
         "synthetic": synthetic_summary(synthetic),
         "timings": {
             "stages": seconds,
@@ -137,38 +125,100 @@ def assemble_results(
     }
 
 
-# ----------------------------------------------------------------------------- formatting
+# ----------------------------------------------------------------------------- tables
 
 
-def main_rows(results: dict[str, Any]) -> list[list[str]]:
+def main_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
+    tb = results["testbeds"][testbed]
     rows = []
     for method in ["sft", *results["methods"]]:
-        stats = results["summary"][method]
-        rows.append([LABELS[method], *[fmt(stats.get(key)) for key, _, _ in MAIN_COLUMNS]])
+        stats = tb["summary"][method]
+        conv = tb["convergence"].get(method)
+        converged = "-" if conv is None else f"{conv['converged']}/{conv['seeds']}"
+        rows.append([LABELS[method], *[fmt(stats.get(key)) for key, _ in MAIN_COLUMNS], converged])
     return rows
 
 
-def ppo_rows(results: dict[str, Any]) -> list[list[str]]:
-    rows, check = [], lambda flag: "✓" if flag else ""  # noqa: E731
+def ppo_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
+    tb, rows, check = results["testbeds"][testbed], [], lambda flag: "✓" if flag else ""  # noqa: E731
     for method in [m for m in results["methods"] if m in PPO_ROWS]:
-        train = results["per_seed"][str(results["seeds"][0])]["runs"][method]["train"]
-        stats = results["summary"][method]
+        train = results["per_seed"][str(results["seeds"][0])]["testbeds"][testbed]["runs"][method]["train"]
+        stats = tb["summary"][method]
         rows.append(
             [
                 LABELS[method],
                 check(train["advantage_normalization"]),
                 str(train["rollout_batch_size"]),
                 check(train["reference_ema"]),
-                fmt(stats["gold/score"]),
-                fmt(stats["gold/safety_rate"]),
-                fmt(stats["rm/score"]),
-                fmt(stats["kl/mean"]),
+                f"{train['steps']} / {train['samples']}",
+                *[fmt(stats[k]) for k in ("gold/score", "gold/safety_rate", "rm/score", "kl/mean")],
             ]
         )
     return rows
 
 
-PPO_HEADER = ["PPO row", "adv. norm", "rollout batch", "ref. EMA", "gold reward", "safety rate", "RM score", "KL"]
+PPO_HEADER = ["PPO row", "adv. norm", "rollout batch", "ref. EMA", "steps / samples", "gold", "safety", "RM", "KL"]
+
+
+def convergence_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
+    rows = []
+    for method, c in results["testbeds"][testbed]["convergence"].items():
+        rows.append(
+            [
+                LABELS[method],
+                c["objective"],
+                f"{c['first']:.4g} → {c['final']:.4g}",
+                f"{c['plateau_step_mean']:.0f} ({c['plateau_step_min']}-{c['plateau_step_max']})",
+                str(c["last_step"]),
+                f"{c['converged']}/{c['seeds']}",
+            ]
+        )
+    return rows
+
+
+CONVERGENCE_HEADER = ["method", "objective", "first → final (mean)", "plateau at (range)", "run length", "converged"]
+
+
+def curve_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
+    rows = []
+    for method, points in results["testbeds"][testbed]["curves"].items():
+        for p in points:
+            rows.append(
+                [LABELS[method], str(p["step"]), str(p["samples"]), fmt(p["kl"]), fmt(p["gold"]), fmt(p.get("rm"))]
+            )
+    return rows
+
+
+CURVE_HEADER = ["method", "step / round", "samples", "KL to SFT", "gold reward (T=1)", "learned reward (T=1)"]
+
+
+def difference_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
+    rows = []
+    for name, stats in results["testbeds"][testbed]["differences"].items():
+        a, b = name.split(" - ")
+        excludes_zero = stats["n"] > 1 and (stats["low"] > 0 or stats["high"] < 0)
+        rows.append([f"{LABELS[a]} − {LABELS[b]}", fmt(stats), "yes" if excludes_zero else "no"])
+    return rows
+
+
+def sweep_rows(results: dict[str, Any]) -> list[list[str]]:
+    sweeps = results.get("sweeps")
+    if not sweeps:
+        return []
+    names = {"ema": "reference-EMA rate per step", "batch": "rollout batch"}
+    return [
+        [
+            names[r["kind"]],
+            f"{r['value']:g}",
+            r["schedule"].replace("_", " "),
+            f"{r['steps']} / {r['samples']}",
+            *[fmt(r.get(k)) for k in ("gold/score", "gold/safety_rate", "rm/score", "kl/mean", "pass@1")],
+        ]
+        for r in sweeps["rows"]
+    ]
+
+
+SWEEP_HEADER = ["factor", "value", "schedule", "steps / samples", "gold", "safety", "RM", "KL", "pass@1"]
 
 
 def data_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -182,19 +232,26 @@ def synthetic_rows(results: dict[str, Any]) -> list[list[str]]:
     syn = results.get("synthetic")
     if not syn:
         return []
-    return [
-        [m, *[fmt(syn[m][k]) for k in ("unseen_mass", "optimal_mass", "cells_raised")]]
-        for m in ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo")
-        if m in syn
-    ]
-
-
-def difference_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
-    for name, stats in results["differences"].items():
-        a, b = name.split(" - ")
-        excludes_zero = stats["n"] > 1 and (stats["low"] > 0 or stats["high"] < 0)
-        rows.append([f"{LABELS[a]} − {LABELS[b]}", fmt(stats), "yes" if excludes_zero else "no"])
+    for m in ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo"):
+        if m not in syn:
+            continue
+        peaks = syn.get("unseen_peak_per_seed", {}).get(m) or {}
+        above = (syn.get("unseen_peak_above_reference") or {}).get(m)
+        peak = (
+            f"{max(peaks.values()):.3f} (seed {max(peaks, key=peaks.get)}); {above}/{len(peaks)} seeds"
+            if peaks
+            else "-"
+        )
+        raised = (syn.get("cells_raised_per_seed") or {}).get(m) or {}
+        rows.append(
+            [
+                m,
+                *[fmt(syn[m][k]) for k in ("unseen_mass", "optimal_mass", "cells_raised")],
+                peak,
+                ", ".join(f"{s}:{c}" for s, c in raised.items()) or "-",
+            ]
+        )
     return rows
 
 
@@ -203,25 +260,40 @@ def timing_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = [[name, f"{sec:.1f}"] for name, sec in t["stages"].items()]
     built = "the cached tiny world's own build" if t["world_cached"] else "tiny world build"
     rows += [[f"({built}: {k})", f"{v:.1f}"] for k, v in t["world_build"].items()]
-    return rows + [["total", f"{t['total']:.1f}"]]
+    return rows + [["total (wall)", f"{t['total']:.1f}"]]
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table, shared by the terminal and the Markdown report."""
     seeds = len(results["seeds"])
-    out = [
-        (
-            "Main comparison on held-out prompts (Xu et al. Tables 2/4 layout); mean ± 95% t-interval half-width "
-            f"over {seeds} seed(s)",
-            ["method", *[title for _, title, _ in MAIN_COLUMNS]],
-            main_rows(results),
-        ),
-        ("PPO key factors, cumulative rows (Xu et al. Table 3)", PPO_HEADER, ppo_rows(results)),
-        (
-            "Paired differences in gold reward over seeds (a − b)",
-            ["comparison", "mean ± CI", "CI excludes 0"],
-            difference_rows(results),
-        ),
+    out = []
+    for tb in results["testbeds"]:
+        out += [
+            (
+                f"[{tb}] Main comparison on held-out prompts (Xu et al. Tables 2/4 layout); mean ± 95% interval "
+                f"half-width over {seeds} seed(s), clipped to the metric's range",
+                ["method", *[title for _, title in MAIN_COLUMNS], "converged"],
+                main_rows(results, tb),
+            ),
+            (f"[{tb}] PPO key factors, cumulative rows (Xu et al. Table 3)", PPO_HEADER, ppo_rows(results, tb)),
+            (
+                f"[{tb}] Convergence on each method's own held-out objective",
+                CONVERGENCE_HEADER,
+                convergence_rows(results, tb),
+            ),
+            (
+                f"[{tb}] Over-optimisation: held-out gold and learned reward against KL to the SFT model during "
+                "training (mean over seeds)",
+                CURVE_HEADER,
+                curve_rows(results, tb),
+            ),
+            (
+                f"[{tb}] Paired differences in gold reward over seeds (a − b)",
+                ["comparison", "mean ± CI", "CI excludes 0"],
+                difference_rows(results, tb),
+            ),
+        ]
+    out += [
         (
             "Data and reward model (Ivison et al. Tables 1/2: data quality, RM accuracy)",
             ["quantity", "value"],
@@ -229,16 +301,29 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         ),
         (
             "Synthetic study (Xu et al. section 4): mass on unseen responses",
-            ["policy", "unseen mass", "optimal mass", "unseen cells raised"],
+            [
+                "policy",
+                "unseen mass (end)",
+                "optimal mass",
+                "unseen cells raised",
+                "peak unseen mass during training (max seed); seeds above the reference",
+                "raised cells per seed",
+            ],
             synthetic_rows(results),
         ),
-        ("Wall time of each stage (s)", ["stage", "seconds"], timing_rows(results)),
+        (
+            "Wall time of each stage or job (s; jobs run side by side on the workers)",
+            ["stage", "seconds"],
+            timing_rows(results),
+        ),
     ]
     return [t for t in out if t[2]]
 
 
 def print_tables(results: dict[str, Any]) -> None:
     for title, header, rows in tables(results):
+        if title.startswith("Wall time") or "Over-optimisation" in title:
+            continue  # long; in report.md
         table = Table(title=title, title_justify="left")
         for i, name in enumerate(header):
             table.add_column(name, justify="left" if i == 0 else "right")
@@ -263,9 +348,6 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     console.print(f"report: {out / 'report.md'}")
 
 
-# ----------------------------------------------------------------------------- report.md
-
-
 def report_markdown(results: dict[str, Any], figures: list[str]) -> str:
     """The whole ``report.md``."""
     parts = [
@@ -276,6 +358,7 @@ def report_markdown(results: dict[str, Any], figures: list[str]) -> str:
     ]
     parts += ["## The tiny world", "", *world_description(results), ""]
     parts += ["## Findings", "", *[f"- {line}" for line in findings(results)], ""]
+    parts += ["## Tuning", "", *[f"- {line}" for line in tuning_lines(results)], ""]
     if results["skipped"]:
         parts += ["## Methods not run", "", *[f"- **{m}**: {why}" for m, why in results["skipped"].items()], ""]
     for i, (title, header, rows) in enumerate(tables(results)):
@@ -289,8 +372,9 @@ def report_markdown(results: dict[str, Any], figures: list[str]) -> str:
     parts += [
         "## Files",
         "",
-        "- `results.json`: every number above, per seed and summarised; `study.log`: stages and times;",
-        "- `seed-*/<method>/metrics.jsonl`: each trainer's own log; `seed-*/<method>/model`: the trained policies;",
+        "- `results.json`: every number above, per seed and summarised (`testbeds.<name>.summary.<method>.<metric>`);",
+        "- `study.log`: stages, jobs and times; `seed-*/<method>/` and `seed-*/<testbed>/`: each trainer's own "
+        "`metrics.jsonl` and final model;",
         "- `synthetic/`: the synthetic study's results and figures.",
         "",
     ]

@@ -4,23 +4,24 @@ Stages, in order (each one's wall time goes into the report):
 
 1. the tiny world: data, pre-training and SFT (:mod:`prefalign.studies.comparison.tiny_world`; cached by the
    hash of their settings, so a second run starts at stage 2);
-2. per seed: a reward model on the preference pairs (``run_reward_model``), then every method of
-   :data:`~prefalign.studies.comparison.methods.METHODS` through its ordinary trainer: RRHF, PRO, DPO,
-   DPO with SFT on the pairs first, DPO-Iter labelled by the learned reward model, and PPO in the
-   four cumulative rows of Xu et al. Table 3;
-3. evaluation of the SFT model and of every trained policy on the held-out prompts: gold reward
-   and safety rate (greedy), learned-reward score, KL to the SFT model and the gold reward of
-   sampled responses (:mod:`prefalign.studies.comparison.tiny_world.evaluate`);
+2. phase 1, per seed: a reward model on the preference pairs, and every offline method (DPO, RRHF,
+   PRO, DPO with SFT on the pairs first) on the static pairs;
+3. phase 2, per seed and testbed (:mod:`prefalign.studies.comparison.online`: ``preference``, reward
+   from the learned reward model; ``verifiable``, reward from the gold test cases): DPO-Iter and PPO
+   in the rows of Xu et al. Table 3, each with its convergence series and over-optimisation curve;
+   the offline methods' and the SFT model's evaluation;
 4. the synthetic study of Xu et al. section 4 (``run_synthetic``);
 5. the report (:mod:`prefalign.studies.comparison.report`): ``report.md``, ``results.json``, PNG plots,
    ``study.log`` (stages and times), ``console.log`` (everything printed), and the same tables in
    the terminal.
 
-Seeds vary the reward model and every alignment run (initial data order, sampling); the tiny world
-and its SFT model are shared by all seeds, as the papers share one SFT model. Every method is scored
-on its final model (no checkpoint selection). Means over seeds come with 95% Student-t intervals
-(:func:`prefalign.studies.synthetic.report.mean_confidence_interval`; with 2 seeds the t quantile is
-12.7, so only large, consistent differences are called significant).
+Phases 2 and 3 run as independent jobs on ``workers`` processes (:mod:`prefalign.studies.comparison.runner`);
+the results do not depend on the number of workers. Seeds vary the reward model and every
+alignment run (initial data order, sampling); the tiny world and its SFT model are shared by all
+seeds, as the papers share one SFT model. Every method is scored on its final model (no checkpoint
+selection); each method's convergence on its own held-out objective is judged from its log
+(:mod:`prefalign.studies.comparison.convergence`). Means over seeds come with 95% Student-t intervals
+clipped to the metric's range (:mod:`prefalign.studies.comparison.summary`).
 """
 
 from __future__ import annotations
@@ -33,36 +34,41 @@ from typing import Any
 
 import torch
 
+from prefalign.studies.comparison.convergence import ConvergenceConfig
 from prefalign.studies.comparison.methods import (
     METHODS,
-    PPO_ROWS,
+    OFFLINE,
     IterativeStage,
     OfflineStage,
     PPOStage,
     RewardModelStage,
     available,
-    train_iterative,
-    train_offline,
-    train_ppo,
-    train_reward_model,
-    write_prompt_file,
 )
-from prefalign.studies.comparison.tiny_world.evaluate import EvalConfig, evaluate_policy, load_learned_reward
-from prefalign.studies.comparison.tiny_world.prepare import TinyWorld, TinyWorldConfig, prepare_tiny_world
+from prefalign.studies.comparison.online import TESTBEDS
+from prefalign.studies.comparison.sweeps import SweepConfig
+from prefalign.studies.comparison.tiny_world.evaluate import EvalConfig
+from prefalign.studies.comparison.tiny_world.prepare import TinyWorldConfig, prepare_tiny_world
+from prefalign.studies.comparison.tuning import TuningConfig
 from prefalign.studies.synthetic.run import SyntheticConfig
 from prefalign.trainers.logging import console
+
+#: the rows of the quick preset: SFT (always), DPO, DPO-Iter, PPO baseline and PPO with all three factors
+QUICK_METHODS = ["dpo", "dpo_iter", "ppo_baseline", "ppo_ema"]
 
 
 @dataclass
 class StudyConfig:
     world: TinyWorldConfig = field(default_factory=TinyWorldConfig)
     """The tiny world: data sizes and noise, model shape, pre-training and SFT."""
-    seeds: int = 2
+    seeds: int = 5
     """Seeds of the alignment stage (reward model and every method); seed k is first_seed + k."""
     first_seed: int = 0
     """The first seed."""
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Methods to run: rrhf, pro, dpo, dpo_sft_first, dpo_iter, ppo_baseline, ppo_advnorm, ppo_large_batch, ppo_ema."""
+    methods: list[str] = field(default_factory=lambda: list(QUICK_METHODS))
+    """Methods to run: rrhf, pro, dpo, dpo_sft_first, dpo_iter, ppo_baseline, ppo_advnorm, ppo_large_batch, ppo_ema
+    (ppo_ema is the row with all three of Xu et al.'s factors)."""
+    testbeds: list[str] = field(default_factory=lambda: list(TESTBEDS))
+    """Testbeds: preference (reward from the learned reward model), verifiable (reward from the gold test cases)."""
     reward_model: RewardModelStage = field(default_factory=RewardModelStage)
     """Reward-model training (used by PPO, DPO-Iter and the evaluation)."""
     offline: OfflineStage = field(default_factory=OfflineStage)
@@ -73,6 +79,12 @@ class StudyConfig:
     """PPO and its Table 3 rows."""
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     """Scoring on the held-out prompts."""
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
+    """The plateau criterion judged on each run's own held-out objective."""
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    """The validation split of the policy prompts, the learning-rate / beta / KL grids and the values they chose."""
+    sweeps: SweepConfig = field(default_factory=SweepConfig)
+    """Xu et al.'s factors one at a time: reference-EMA rates and rollout batch sizes (full preset)."""
     synthetic: bool = True
     """Also run the synthetic study of Xu et al. section 4."""
     synthetic_settings: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(seeds=6, quiet=True))
@@ -80,8 +92,10 @@ class StudyConfig:
     output_dir: str = "runs/study"
     """Folder of the report, results.json, plots, logs and every run."""
     threads: int | None = 1
-    """torch CPU threads (the models are tiny: one thread is fastest, and on a busy machine several threads
-    waiting on each other are many times slower)."""
+    """torch CPU threads per worker (the models are tiny: one thread is fastest, and on a busy machine several
+    threads waiting on each other are many times slower)."""
+    workers: int = 2
+    """Worker processes running the seeds' jobs side by side (one per core; 1: everything in this process)."""
     progress: bool = True
     """Show the trainers' progress bars."""
 
@@ -91,22 +105,28 @@ class StudyConfig:
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be at least 1, got {self.seeds}")
+        bad = [t for t in self.testbeds if t not in TESTBEDS]
+        if bad or not self.testbeds:
+            raise ValueError(f"unknown testbeds {bad}; choose from {list(TESTBEDS)}")
+        if self.sweeps.testbed not in self.testbeds:
+            raise ValueError(f"sweeps.testbed {self.sweeps.testbed!r} is not among the testbeds {self.testbeds}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # the defaults: a few minutes on a 2-core laptop CPU
+    # the README's main command: 5 seeds, both testbeds, SFT / DPO / DPO-Iter / PPO baseline / PPO with all factors
     "quick": {},
-    # more seeds, more data, longer training
+    # every method and row, more data, more seeds
     "full": {
         "seeds": 5,
+        "methods": list(METHODS),
         "world": {
             "data": {"sft_examples": 3000, "preference_pairs": 2400, "policy_prompts": 1024, "eval_prompts": 512},
             "pretrain": {"steps": 800},
         },
         "reward_model": {"epochs": 4.0},
-        "iterative": {"rounds": 3},
-        "offline": {"epochs": 3.0, "sft_first_epochs": 3.0},
-        "ppo": {"steps": 50, "small_batch_size": 64, "large_batch_size": 256},
+        "sweeps": {"ema_rates": [0.0, 0.001, 0.01, 0.1], "rollout_batches": [16, 32, 64, 128]},
         "synthetic_settings": {"seeds": 20},
         "output_dir": "runs/study-full",
     },
@@ -114,7 +134,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class StageClock:
-    """Wall time of each named stage, and a numbered header line for each."""
+    """Wall time of each named stage or job, and a numbered header line for each."""
 
     def __init__(self, total: int, log: Path):
         self.total, self.done, self.seconds, self.log = total, 0, {}, log
@@ -127,9 +147,19 @@ class StageClock:
         self._write(line)
         start = time.perf_counter()
         out = fn(*args, **kwargs)
-        self.seconds[name] = time.perf_counter() - start
-        self._write(f"    {name}: {self.seconds[name]:.1f} s")
+        self.record(name, time.perf_counter() - start, header=False)
         return out
+
+    def record(self, name: str, seconds: float, header: bool = True) -> None:
+        """A job that ran elsewhere (a worker) and took ``seconds`` there."""
+        if header:
+            self.done += 1
+            console.print(
+                f"[{self.done}/{self.total}] {name}: {seconds:.1f} s (study time "
+                f"{time.perf_counter() - self.started:.0f} s)"
+            )
+        self.seconds[name] = seconds
+        self._write(f"    {name}: {seconds:.1f} s")
 
     def _write(self, line: str) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -137,96 +167,90 @@ class StageClock:
             fh.write(line + "\n")
 
 
-def _relative(path: str, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
+def _phases(config: StudyConfig, seeds: list[int], methods: list[str]) -> tuple[list[tuple], list[tuple]]:
+    """(phase 1 jobs, phase 2 jobs) in the order they are handed out (longest first)."""
+    first = [("reward_model", s) for s in seeds] + [("offline", s, m) for s in seeds for m in methods if m in OFFLINE]
+    online = [m for m in methods if m not in OFFLINE]
+    order = {"ppo_ema": 0, "ppo_large_batch": 1, "dpo_iter": 2}
+    online.sort(key=lambda m: order.get(m, 3))
+    second = [("online", s, m, t) for m in online for t in config.testbeds for s in seeds]
+    return first, second
 
 
-def run_method(
-    method: str, config: StudyConfig, world: TinyWorld, rm_dir: str, seed_dir: Path, seed: int
-) -> tuple[str, dict]:
-    """Train one method for one seed; returns its model folder and training summary."""
-    common = dict(seed=seed, progress=config.progress, threads=config.threads)
-    tokens = config.evaluation.max_new_tokens
-    if method in PPO_ROWS:
-        prompt_file = write_prompt_file(world, Path(config.output_dir) / "data" / "policy_prompts.jsonl")
-        return train_ppo(
-            method, world, config.ppo, rm_dir, prompt_file, seed_dir / "ppo", max_new_tokens=tokens, **common
-        )
-    if method == "dpo_iter":
-        return train_iterative(
-            world, config.iterative, config.offline, rm_dir, seed_dir / method, max_new_tokens=tokens, **common
-        )
-    return train_offline(method, world, config.offline, seed_dir / method, **common)
+def run_all_jobs(config: StudyConfig, world, clock: StageClock, methods: list[str]) -> dict[int, Any]:
+    """Every job of both phases; returns per seed: reward model, and per testbed the SFT and every method."""
+    from prefalign.studies.comparison.runner import job_label, run_jobs
 
+    seeds = [config.first_seed + k for k in range(config.seeds)]
+    per_seed: dict[int, Any] = {s: {"reward_model": None, "offline": {}, "testbeds": {}} for s in seeds}
+    evaluations: dict[tuple, Any] = {}
 
-def run_seed(config: StudyConfig, world: TinyWorld, seed: int, clock: StageClock, methods: list[str]) -> dict[str, Any]:
-    """The reward model and every method of one seed, each evaluated on the held-out prompts."""
+    def done(key: tuple, result: dict, seconds: float) -> None:
+        clock.record(job_label(key), seconds)
+        kind, seed = key[0], key[1]
+        if kind == "reward_model":
+            per_seed[seed]["reward_model"] = result["reward_model"]
+        elif kind == "offline":
+            per_seed[seed]["offline"][key[2]] = result
+        elif kind == "evaluate":
+            evaluations[(seed, key[2])] = result
+        else:
+            per_seed[seed]["testbeds"].setdefault(key[3], {})[key[2]] = result
+
+    first, second = _phases(config, seeds, methods)
+    run_jobs(config, first, done)
+    sft = str(world.sft_dir)
+    evals = [("evaluate", s, sft) for s in seeds]
+    evals += [("evaluate", s, per_seed[s]["offline"][m]["model_dir"]) for s in seeds for m in per_seed[s]["offline"]]
+    run_jobs(config, second + evals, done)
     out = Path(config.output_dir)
-    seed_dir = out / f"seed-{seed}"
-    rm_dir, rm_summary = clock.run(
-        f"seed {seed}: reward model",
-        train_reward_model,
-        world,
-        config.reward_model,
-        seed_dir / "reward_model",
-        seed,
-        config.progress,
-        config.threads,
-    )
-    reward = load_learned_reward(rm_dir)
-    sft_dir = str(world.sft_dir)
-    runs: dict[str, Any] = {}
-    for method in methods:
-        model_dir, train = clock.run(
-            f"seed {seed}: {method}", run_method, method, config, world, rm_dir, seed_dir, seed
-        )
-        evaluation = clock.run(
-            f"seed {seed}: evaluate {method}",
-            evaluate_policy,
-            model_dir,
-            sft_dir,
-            world.data.eval_prompts,
-            config.evaluation,
-            reward,
-        )
-        run_dir = (
-            seed_dir / method if method == "dpo_iter" else Path(model_dir).parent
-        )  # DPO-Iter: the folder of its rounds
-        runs[method] = {
-            "train": train,
-            "metrics": evaluation["metrics"],
-            "examples": evaluation["examples"],
-            "run_dir": _relative(str(run_dir), out),
-        }
-    sft_eval = evaluate_policy(sft_dir, sft_dir, world.data.eval_prompts, config.evaluation, reward)
-    return {
-        "reward_model": rm_summary,
-        "runs": runs,
-        "sft_metrics": sft_eval["metrics"],
-        "reward_model_dir": _relative(rm_dir, out),
-    }
+    for s in seeds:
+        for testbed in config.testbeds:
+            runs = per_seed[s]["testbeds"].setdefault(testbed, {})
+            for m, off in per_seed[s]["offline"].items():
+                ev = evaluations[(s, off["model_dir"])]
+                run_dir = Path(off["model_dir"]).parent
+                runs[m] = {
+                    "train": off["train"],
+                    "metrics": ev["metrics"],
+                    "examples": ev["examples"],
+                    "convergence": off["convergence"],
+                    "run_dir": str(run_dir.resolve().relative_to(out.resolve())),
+                }
+            per_seed[s]["testbeds"][testbed] = {
+                "sft_metrics": evaluations[(s, sft)]["metrics"],
+                "runs": {m: runs[m] for m in methods if m in runs},
+            }
+        per_seed[s].pop("offline")
+    return per_seed
 
 
 def _run_study(config: StudyConfig) -> dict[str, Any]:
+    from prefalign.config import save_yaml
     from prefalign.studies.comparison.report import assemble_results, write_report
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from prefalign.config import save_yaml
-
     save_yaml(config, out / "config.yaml")
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.tuning.run:
+        from prefalign.studies.comparison.tune import run_tuning
+
+        return run_tuning(config)
     skipped = {m: reason for m in config.methods if (reason := available(m)) is not None}
     methods = [m for m in config.methods if m not in skipped]
-    total = 1 + config.seeds * (1 + 2 * len(methods)) + int(config.synthetic)
-    clock = StageClock(total, out / "study.log")
+    online = [m for m in methods if m not in OFFLINE]
+    offline = [m for m in methods if m in OFFLINE]
+    jobs = config.seeds * (1 + 2 * len(offline) + 1 + len(online) * len(config.testbeds))
+    clock = StageClock(1 + jobs + int(config.synthetic), out / "study.log")
     world = clock.run("tiny world: data, pre-training, SFT", prepare_tiny_world, config.world, progress=config.progress)
+    per_seed = run_all_jobs(config, world, clock, methods)
+    from prefalign.studies.comparison.sweeps import run_sweeps, sweep_keys
+
     seeds = [config.first_seed + k for k in range(config.seeds)]
-    per_seed = {seed: run_seed(config, world, seed, clock, methods) for seed in seeds}
+    clock.total += len(sweep_keys(config, seeds))
+    sweeps = run_sweeps(config, seeds, clock)
     synthetic = None
     if config.synthetic:
         from prefalign.studies.synthetic.run import run_synthetic
@@ -236,6 +260,7 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
     results = assemble_results(
         config, world, per_seed, synthetic, skipped, clock.seconds, time.perf_counter() - clock.started
     )
+    results["sweeps"] = sweeps
     write_report(results, out)
     return results
 

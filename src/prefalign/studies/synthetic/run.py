@@ -188,7 +188,15 @@ def run_seed(config: SyntheticConfig, seed: int) -> dict[str, Any]:
         config.activation,
     )
     reward = train_reward_model(scenario, config.hidden_size, config.reward_steps, config.reward_lr, config.activation)
-    dpo = train_dpo(scenario, reference, config.beta, config.dpo_steps, config.dpo_lr, config.dpo_label_smoothing)
+    dpo = train_dpo(
+        scenario,
+        reference,
+        config.beta,
+        config.dpo_steps,
+        config.dpo_lr,
+        config.dpo_label_smoothing,
+        track_every=max(1, config.dpo_steps // 20),
+    )
     ppo = train_ppo(
         scenario,
         reference,
@@ -230,6 +238,12 @@ def run_seed(config: SyntheticConfig, seed: int) -> dict[str, Any]:
         "metrics": metrics,
         "final_losses": {"reward_model_bt": reward.losses[-1], "dpo": dpo.losses[-1]},
         "ppo_final": ppo.history[-1],
+        # the mass on uncovered responses during training (DPO: every 5% of its steps; PPO: every iteration)
+        "unseen_over_training": {
+            "dpo": [(h["step"], h["unseen_mass"]) for h in dpo.history],
+            "ppo": [(0, metrics["reference"]["unseen_mass"])]
+            + [(i + 1, h["unseen_mass"]) for i, h in enumerate(ppo.history)],
+        },
         "ppo_tv_to_kl_optimum": float(0.5 * (tables["ppo"] - tables["kl_optimum"]).abs().sum(dim=-1).mean()),
         "theorem": check_theorem(
             scenario, reference, reward.model, dpo.model, config.beta, config.theorem_label_smoothing
@@ -251,6 +265,15 @@ def summarize(per_seed: list[dict[str, Any]], level: float) -> dict[str, Any]:
         )
         for metric in METRICS
     }
+    for method in ("dpo", "ppo"):  # the peak of the unseen mass during training, per seed
+        peaks = [max(v for _, v in run["unseen_over_training"][method]) for run in per_seed]
+        summary[f"{method}_unseen_peak_per_seed"] = {str(run["seed"]): p for run, p in zip(per_seed, peaks)}
+        summary[f"{method}_unseen_peak_above_reference"] = sum(
+            p > run["metrics"]["reference"]["unseen_mass"] + 1e-9 for run, p in zip(per_seed, peaks)
+        )
+        summary[f"{method}_cells_raised_per_seed"] = {
+            str(run["seed"]): run["metrics"][method]["cells_raised"] for run in per_seed
+        }
     summary["ppo_tv_to_kl_optimum"] = mean_confidence_interval([run["ppo_tv_to_kl_optimum"] for run in per_seed], level)
     for method in ("dpo", "ppo"):  # the largest single raise of an unseen cell, over all seeds
         raise_of = lambda run: run["metrics"][method]["max_unseen_raise"]  # noqa: E731
@@ -324,13 +347,22 @@ def run_synthetic(config: SyntheticConfig | None = None) -> dict[str, Any]:
         "per_seed": [
             {
                 key: run[key]
-                for key in ("seed", "metrics", "final_losses", "ppo_final", "ppo_tv_to_kl_optimum", "theorem")
+                for key in (
+                    "seed",
+                    "metrics",
+                    "final_losses",
+                    "ppo_final",
+                    "ppo_tv_to_kl_optimum",
+                    "theorem",
+                    "unseen_over_training",
+                )
             }
             for run in per_seed
         ],
         "counter_example": counter,
         "check_lines": _check_lines(counter, per_seed),
         "figure1": figure1,
+        "figure_seed": figure_seed,
         "run_time_s": time.perf_counter() - start,
     }
     output = Path(config.output_dir)

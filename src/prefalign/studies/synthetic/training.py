@@ -56,6 +56,7 @@ class TrainResult:
 
     model: PromptMLP
     losses: list[float] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -65,6 +66,13 @@ class PPOResult:
     policy: PromptMLP
     value_model: PromptMLP
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def unseen_mass(model: PromptMLP, scenario: SyntheticScenario) -> float:
+    """Mean over prompts of the policy's mass on the responses no preference pair covers."""
+    probs = table_logprobs(model, scenario.num_prompts).exp()
+    return float(torch.where(scenario.unseen, probs, torch.zeros_like(probs)).sum(dim=-1).mean())
 
 
 def pair_values(table: torch.Tensor, scenario: SyntheticScenario) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,14 +123,18 @@ def train_dpo(
     steps: int = 300,
     lr: float = 1e-2,
     label_smoothing: float = 0.0,
+    track_every: int = 0,
 ) -> TrainResult:
-    """DPO (Xu et al. 2024, Eq. 7) from a copy of the reference, full batch."""
+    """DPO (Xu et al. 2024, Eq. 7) from a copy of the reference, full batch; every ``track_every`` steps (0: never)
+    the mass on uncovered responses goes into ``history`` (``{"step", "unseen_mass"}``, step 0 the start)."""
     policy = copy.deepcopy(reference).requires_grad_(True).train()
     with torch.no_grad():
         ref_chosen, ref_rejected = pair_values(table_logprobs(reference, scenario.num_prompts), scenario)
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr, foreach=True)
     result = TrainResult(model=policy)
-    for _ in range(steps):
+    for step in range(steps):
+        if track_every and step % track_every == 0:
+            result.history.append({"step": step, "unseen_mass": unseen_mass(policy, scenario)})
         chosen, rejected = pair_values(table_logprobs(policy, scenario.num_prompts), scenario)  # (N,), (N,)
         losses, _, _ = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta, label_smoothing)
         loss = losses.mean()
@@ -130,6 +142,8 @@ def train_dpo(
         loss.backward()
         optimizer.step()
         result.losses.append(float(loss.detach()))
+    if track_every:
+        result.history.append({"step": steps, "unseen_mass": unseen_mass(policy, scenario)})
     policy.requires_grad_(False)
     policy.eval()
     return result
@@ -286,6 +300,7 @@ def train_ppo(
         mask = batch["response_mask"]
         stats["reward/mean"] = float(batch["scores"].mean())
         stats["kl/mean"] = float(masked_mean(batch["kl"], mask))
+        stats["unseen_mass"] = unseen_mass(policy, scenario)  # after this iteration's update
         result.history.append(stats)
     policy.requires_grad_(False)
     policy.eval()

@@ -1,31 +1,36 @@
 """Configuration of ``prefalign ppo``: one dataclass tree, with the papers' settings as presets.
 
-Presets (``--preset NAME``):
+Presets (``--preset NAME``), defined with the source of every setting in :mod:`.presets` and listed in
+``docs/presets.md`` (``prefalign ppo --preset NAME --print-config`` prints the resolved settings):
 
-- ``xu``: Xu et al. (2024), section 5 and appendix: actor lr 1e-5, critic lr 5e-6, temperature 1.0,
-  top-k 200, reward clipping at 20, KL coefficient 0.1, gamma = lambda = 1, the three key factors
-  on (advantage normalisation, a rollout batch of 512 split into 4 minibatches, reference EMA).
-- ``ivison``: Ivison et al. (2024): temperature 0.7, KL coefficient 0.05, gamma 1, lambda 0.95,
-  critic initialised from the reward model, a fixed reward of -10 for responses without EOS.
+- ``xu``: Xu et al. (2024), App. A.2 and section 5: actor lr 1e-5, critic lr 5e-6, temperature 1.0,
+  top-k 200 (also applied to the training log-probs), reward clipping at 20, KL coefficient 0.1,
+  gamma = lambda = 1, advantage and value normalisation, a rollout batch of 512 in 4 minibatches,
+  reference EMA.
+- ``ivison``: Ivison et al. (2024), Table 9 and App. F: lr 1e-6 with 10% linear warm-up, AdamW
+  (0.9, 0.95) eps 1e-5, value-loss coefficient 0.1, temperature 0.7, KL coefficient 0.05, gamma 1,
+  lambda 0.95, 1,024 prompt and 1,024 response tokens, critic initialised from the reward model,
+  reward -10 for a response without EOS.
 - ``table3-baseline``, ``table3-advnorm``, ``table3-largebatch``, ``table3-ema``: the cumulative rows
   of Xu et al. Table 3 (baseline = batch 64, no advantage normalisation, no reference EMA).
 - ``tiny``: a tiny random Llama with a byte tokenizer, synthetic prompts and a programmatic reward
   (the fraction of lowercase letters in the response): a smoke run that finishes in seconds.
 
-Values that the papers (as summarised in our brief) do not give are ours and say so in the field's
-docstring: the EMA rate and interval, Ivison et al.'s learning rates and batch sizes.
+Where a paper is silent, the value is ours and the field's docstring says so and why.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from prefalign.algorithms.kl import KL_ESTIMATORS
 from prefalign.algorithms.masked import AGGREGATION_MODES
 from prefalign.models.load import ModelConfig
 from prefalign.rollout.generate import SamplingConfig
 from prefalign.trainers.common import OptimConfig, RunConfig
+from prefalign.trainers.ppo.presets import PRESETS, TABLE3_ROWS
+
+__all__ = ["PRESETS", "TABLE3_ROWS", "PPOConfig"]
 
 REWARD_KINDS = ("model", "task", "sum")
 PROMPT_SOURCES = ("hh-rlhf", "synthetic")
@@ -66,7 +71,8 @@ class RewardConfig:
     model_weight: float = 1.0
     """Weight of the reward model's score in a sum."""
     task_weight: float = 1.0
-    """Weight of the programmatic reward (Xu et al.'s code reward: 10 for passing the tests)."""
+    """Weight of the programmatic reward. The eval:TASK code rewards already give Xu et al.'s 10 for passing the tests
+    (0 otherwise), so keep 1 to get their reward."""
     truncated_reward: float | None = None
     """The EOS trick: a response cut off at max_new_tokens without EOS gets this reward instead of its score (Ivison et
     al.: -10; None: off)."""
@@ -113,25 +119,38 @@ class PPOAlgoConfig:
     clip_range_value: float | None = 0.2
     """Value clip epsilon around the rollout values (None: unclipped value loss)."""
     value_loss_coef: float = 1.0
-    """Multiplier of the value loss (the critic has its own optimizer, so this acts like a critic learning-rate scale).
-    """
+    """Value-loss coefficient alpha of loss = policy_loss + alpha * value_loss (Ivison et al. Table 9: 0.1). The critic
+    is a separate model with its own AdamW, which ignores a constant loss scale, so alpha is applied where it acts: the
+    critic's learning rate (and its schedule's floor) is multiplied by alpha, the step SGD would take on alpha *
+    value_loss."""
     loss_aggregation: str = "token-mean"
     """Reduction of per-token losses: token-mean, seq-mean-token-sum or seq-mean-token-mean."""
     advantage_normalization: bool = True
     """Key factor 1 of Xu et al.: whiten advantages over the whole rollout batch (all processes)."""
     value_normalization: bool = False
-    """Critic predicts returns normalised by running statistics (mean/std of all returns seen)."""
+    """Critic predicts returns normalised by running statistics of the returns (Xu et al. A.2: on)."""
+    value_normalization_beta: float | None = None
+    """Statistics of value normalisation: None, the exact mean/std of all returns seen (cumulative); a beta in (0, 1),
+    an exponential average with bias correction, one update per PPO step (MAPPO's ValueNorm; Xu preset: 0.99995, the
+    value of ReaLHF, the public framework of Xu et al.'s group, since the paper gives none)."""
     reference_ema: bool = False
     """Key factor 3 of Xu et al.: after policy updates move the reference toward the policy, ref <- (1-rate) ref + rate
     policy."""
     ema_rate: float = 0.1
-    """Rate of the reference EMA (our choice; the brief gives no value)."""
+    """Rate of the reference EMA per application. Our choice: Xu et al. give no rate; 0.1 per step lets the reference
+    trail the policy by about 10 PPO steps, so the KL penalty still anchors each step yet moves with the policy."""
     ema_interval: int = 1
-    """Apply the reference EMA every this many PPO steps (our choice: every step)."""
+    """Apply the reference EMA every this many PPO steps. Our choice (every step): Xu et al. give no interval."""
     ppo_epochs: int = 1
     """Passes over each rollout batch (inner epochs)."""
     recompute_old: bool = False
-    """Recompute old log-probs and values of each minibatch just before its update (Ivison et al., appendix G)."""
+    """Before each minibatch update, recompute its old log-probs and values with the current models and from them its
+    KL-penalised rewards, GAE advantages (whitened over the minibatch when advantage_normalization is on) and value
+    targets (Ivison et al., appendix G: advantages from the current models)."""
+    logprobs_top_k: bool = False
+    """Compute every log-prob (old, reference, current) under the sampler's top-k mask: the tokens outside the k most
+    likely ones of the rollout policy at that position get probability 0, so log pi_old is the sampler's distribution
+    (ReaLHF's logits mask; Xu et al. sample with top-k 200). Needs sampling.top_k > 0. Off: full-softmax log-probs."""
     sft_coef: float = 0.0
     """Weight of an auxiliary SFT (pretraining, PPO-ptx) loss on `sft_data` (0: off)."""
     sft_data: str | None = None
@@ -144,6 +163,12 @@ class PPOAlgoConfig:
             raise ValueError(f"ppo.loss_aggregation must be one of {AGGREGATION_MODES}")
         if not 0.0 <= self.ema_rate <= 1.0 or self.ema_interval < 1 or self.ppo_epochs < 1:
             raise ValueError("ppo: need 0 <= ema_rate <= 1, ema_interval >= 1 and ppo_epochs >= 1")
+        if self.value_loss_coef <= 0:
+            raise ValueError(f"ppo.value_loss_coef must be positive, got {self.value_loss_coef}")
+        if self.value_normalization_beta is not None and not 0.0 < self.value_normalization_beta < 1.0:
+            raise ValueError(
+                f"ppo.value_normalization_beta must be in (0, 1) or None, got {self.value_normalization_beta}"
+            )
         if self.sft_coef > 0 and not self.sft_data:
             raise ValueError("ppo.sft_coef > 0 needs ppo.sft_data (a file of SFT examples)")
 
@@ -212,6 +237,8 @@ class PPOConfig:
             )
         if self.ppo.reference_ema and self.policy.lora:
             raise ValueError("the reference EMA needs a fully trained policy (policy.lora=False)")
+        if self.ppo.logprobs_top_k and self.sampling.top_k == 0:
+            raise ValueError("ppo.logprobs_top_k needs sampling.top_k > 0 (the mask is the sampler's top-k)")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError("stop_after must be positive")
 
@@ -223,70 +250,3 @@ class PPOConfig:
     def optimizer_steps(self) -> int:
         """Optimizer steps of each of the actor and the critic over the whole run."""
         return self.batch.steps * self.ppo.ppo_epochs * self.batch.num_minibatches
-
-
-_XU: dict[str, Any] = {
-    "sampling": {"temperature": 1.0, "top_k": 200, "top_p": 1.0},
-    "reward": {"clip": 20.0},
-    "kl": {"coef": 0.1},
-    "ppo": {"gamma": 1.0, "lam": 1.0, "clip_range": 0.2, "advantage_normalization": True, "reference_ema": True},
-    "batch": {"rollout_batch_size": 512, "num_minibatches": 4},
-    "actor_optim": {"learning_rate": 1e-5},
-    "critic_optim": {"learning_rate": 5e-6},
-}
-
-_IVISON: dict[str, Any] = {
-    "critic_init": "reward",
-    "sampling": {"temperature": 0.7, "top_k": 0, "top_p": 1.0},
-    "reward": {"truncated_reward": -10.0},
-    "kl": {"coef": 0.05},
-    "ppo": {"gamma": 1.0, "lam": 0.95, "clip_range": 0.2, "advantage_normalization": True, "reference_ema": False},
-    "batch": {"rollout_batch_size": 64, "num_minibatches": 1},
-}
-
-#: Xu et al. Table 3, cumulative rows: each adds one key factor to the previous one.
-TABLE3_ROWS: dict[str, dict[str, Any]] = {
-    "table3-baseline": {
-        "ppo": {"advantage_normalization": False, "reference_ema": False},
-        "batch": {"rollout_batch_size": 64},
-    },
-    "table3-advnorm": {
-        "ppo": {"advantage_normalization": True, "reference_ema": False},
-        "batch": {"rollout_batch_size": 64},
-    },
-    "table3-largebatch": {
-        "ppo": {"advantage_normalization": True, "reference_ema": False},
-        "batch": {"rollout_batch_size": 512},
-    },
-    "table3-ema": {
-        "ppo": {"advantage_normalization": True, "reference_ema": True},
-        "batch": {"rollout_batch_size": 512},
-    },
-}
-
-_TINY: dict[str, Any] = {
-    "policy": {"name_or_path": "tiny-random"},
-    "critic_init": "policy",
-    "reward": {"kind": "task", "task": "char_fraction:abcdefghijklmnopqrstuvwxyz"},
-    "data": {"source": "synthetic", "num_prompts": 64, "validation_prompts": 8},
-    "sampling": {"temperature": 1.0, "max_new_tokens": 12, "num_samples": 2},
-    "kl": {"coef": 0.01},
-    "batch": {"rollout_batch_size": 16, "num_minibatches": 2, "micro_batch_size": 8, "steps": 4},
-    "actor_optim": {"learning_rate": 3e-3, "warmup_ratio": 0.0, "schedule": "constant"},
-    "critic_optim": {"learning_rate": 3e-3, "warmup_ratio": 0.0, "schedule": "constant"},
-    "run": {"output_dir": "runs/ppo-tiny", "tensorboard": False, "progress": False},
-}
-
-
-def _with(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    from prefalign.config import merge
-
-    return merge(base, override)
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "xu": _XU,
-    "ivison": _IVISON,
-    "tiny": _TINY,
-    **{name: _with(_XU, row) for name, row in TABLE3_ROWS.items()},
-}

@@ -39,7 +39,7 @@ from prefalign.models.reference import ReferenceModel
 from prefalign.rewards.learned import LearnedReward, same_tokenizer
 from prefalign.rewards.registry import task_reward
 from prefalign.rollout.experience import RolloutScorer
-from prefalign.trainers.common import build_optimizer, build_scheduler
+from prefalign.trainers.common import OptimConfig, build_optimizer, build_scheduler
 from prefalign.trainers.ppo.config import PPOConfig, PromptDataConfig
 from prefalign.trainers.ppo.update import UpdateParts
 
@@ -200,6 +200,21 @@ def _load_sft_examples(config: PPOConfig, tokenizer: PreTrainedTokenizerBase) ->
     return out
 
 
+def critic_optim_config(config: PPOConfig) -> OptimConfig:
+    """The critic's optimizer settings with the value-loss coefficient applied to its learning rate.
+
+    Ivison et al.'s loss is policy_loss + alpha * value_loss. Our critic is a separate model with its own
+    AdamW, whose step m / sqrt(v) does not change when the loss is multiplied by a constant, so scaling
+    the loss would be a no-op. An alpha-weighted loss moves the critic alpha times as far under SGD; the
+    AdamW step that does the same is the one with alpha times the learning rate (peak and floor).
+    """
+    alpha = config.ppo.value_loss_coef
+    opt = config.critic_optim
+    return dataclasses.replace(
+        opt, learning_rate=opt.learning_rate * alpha, min_learning_rate=opt.min_learning_rate * alpha
+    )
+
+
 def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     tokenizer = load_tokenizer(config.policy)
     policy = load_causal_lm(config.policy, seed=config.run.seed)
@@ -218,7 +233,8 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     disable_dropout(critic)
     scorer = build_scorer(config, tokenizer, acc.device)
     actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
-    critic_opt = build_optimizer(critic.parameters(), config.critic_optim)
+    critic_cfg = critic_optim_config(config)
+    critic_opt = build_optimizer(critic.parameters(), critic_cfg)
     policy, critic, actor_opt, critic_opt = acc.prepare(policy, critic, actor_opt, critic_opt)
     steps = config.optimizer_steps
     return PPOParts(
@@ -230,7 +246,7 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         actor_opt,
         critic_opt,
         build_scheduler(actor_opt, config.actor_optim, steps),
-        build_scheduler(critic_opt, config.critic_optim, steps),
+        build_scheduler(critic_opt, critic_cfg, steps),
         _load_sft_examples(config, tokenizer),
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 from accelerate import Accelerator
 
 from prefalign.algorithms.kl import AdaptiveKLController, FixedKLController
-from prefalign.algorithms.normalize import RunningMeanStd
+from prefalign.algorithms.normalize import ExponentialMeanStd, RunningMeanStd
 from prefalign.data.schema import Prompt
 from prefalign.trainers.common import BatchPlan
 from prefalign.trainers.ppo.config import PPOConfig
@@ -23,7 +23,7 @@ class PPOState:
     """Trainer state beyond models and optimizers; all of it goes into every checkpoint."""
 
     kl_controller: FixedKLController | AdaptiveKLController
-    value_stats: RunningMeanStd | None
+    value_stats: RunningMeanStd | ExponentialMeanStd | None
     reward_stats: RunningMeanStd | None
     best_eval: float = -math.inf
     best_step: int = 0
@@ -32,9 +32,13 @@ class PPOState:
     def fresh(cls, config: PPOConfig) -> PPOState:
         kl = config.kl
         controller = AdaptiveKLController(kl.coef, kl.target, kl.horizon) if kl.adaptive else FixedKLController(kl.coef)
+        value_stats = None
+        if config.ppo.value_normalization:
+            beta = config.ppo.value_normalization_beta
+            value_stats = RunningMeanStd() if beta is None else ExponentialMeanStd(beta)
         return cls(
             controller,
-            RunningMeanStd() if config.ppo.value_normalization else None,
+            value_stats,
             RunningMeanStd() if config.reward.normalize else None,
         )
 

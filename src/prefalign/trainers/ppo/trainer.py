@@ -16,7 +16,12 @@ Each step is six numbered stages, read top to bottom in :func:`ppo_step`:
 Departures from the papers and conventions worth knowing:
 
 * Log-probabilities (old, reference and current) are computed at the sampling temperature, as in
-  TRL; top-k / top-p truncation of the sampler is not reflected in them.
+  TRL. With ``ppo.logprobs_top_k`` they are also taken under the sampler's top-k mask (the k ids
+  recorded per response token at stage 2 from the rollout policy, as ReaLHF's logits mask); without
+  it, and always for top-p, over the full vocabulary.
+* With ``ppo.recompute_old``, each minibatch's old log-probs, values, KL-penalised rewards,
+  advantages and targets are recomputed from the current models before its update
+  (:mod:`prefalign.trainers.ppo.targets`; Ivison et al., appendix G).
 * A response cut off at ``max_new_tokens`` is treated as a finished episode (no bootstrap), and
   with ``reward.truncated_reward`` set gets that fixed reward instead of its score (the EOS trick).
 * Value normalisation keeps running statistics of the GAE returns: the critic predicts normalised
@@ -36,55 +41,44 @@ import dataclasses
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 
-from prefalign.algorithms.advantages import compute_gae
-from prefalign.algorithms.kl import kl_penalized_rewards
-from prefalign.algorithms.masked import masked_mean, masked_var, masked_whiten
 from prefalign.algorithms.ppo import explained_variance
 from prefalign.atomic import write_text_atomic
-from prefalign.config import save_yaml, to_dict
+from prefalign.config import to_dict
 from prefalign.data.schema import Prompt
 from prefalign.rollout.experience import (
     Experience,
     apply_truncated_reward,
     normalize_and_clip,
     rollout_logprobs,
+    rollout_logprobs_top_k,
     rollout_values,
 )
 from prefalign.rollout.generate import Rollout, generate
 from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import BatchPlan, check_finite, global_sum, make_accelerator, set_seed, shard
-from prefalign.trainers.logging import MetricLogger, console
+from prefalign.trainers.logging import MetricLogger, console, start_trackers
+from prefalign.trainers.model_card import write_model_card
 from prefalign.trainers.ppo.config import PRESETS, PPOConfig
 from prefalign.trainers.ppo.setup import build_parts, encode_prompts, load_prompt_sets, sft_batches
 from prefalign.trainers.ppo.state import PPOContext, PPOState
+from prefalign.trainers.ppo.targets import (
+    advantages_and_targets,
+    gather_rows,
+    refresh_minibatch,
+    token_rewards_of,
+    whiten_advantages,
+)
 from prefalign.trainers.ppo.update import UpdateSettings, ppo_update
+from prefalign.trainers.run_folder import prepare_run_folder
 
-__all__ = ["PPOConfig", "PRESETS", "PPOState", "run_ppo", "ppo_step"]
-
-
-def _gather_rows(t: torch.Tensor, acc: Accelerator) -> torch.Tensor:
-    """Rows of every process concatenated (a (N, T) tensor is right-padded to a common T first)."""
-    if acc.num_processes == 1:
-        return t
-    t = t.to(acc.device)
-    if t.dim() == 2:
-        t = acc.pad_across_processes(t, dim=1)
-    return acc.gather(t).cpu()
-
-
-def whiten_advantages(advantages: torch.Tensor, mask: torch.Tensor, acc: Accelerator) -> torch.Tensor:
-    """``masked_whiten`` with mean and (unbiased) variance over the rollout batch of all processes."""
-    if acc.num_processes == 1:
-        return masked_whiten(advantages, mask)
-    every, every_mask = _gather_rows(advantages, acc), _gather_rows(mask, acc)
-    mean, var = masked_mean(every, every_mask), masked_var(every, every_mask)
-    return torch.where(mask.bool(), (advantages - mean) * torch.rsqrt(var + 1e-8), torch.zeros_like(advantages))
+__all__ = ["PPOConfig", "PRESETS", "PPOState", "run_ppo", "ppo_step", "whiten_advantages"]
 
 
 def _sampling_seed(seed: int, step: int, rank: int) -> int:
@@ -112,13 +106,20 @@ def stage_score(ctx: PPOContext, rollout: Rollout, prompts: list[Prompt], step: 
     """2. Old and reference log-probs, values and raw scores: one forward pass of each model."""
     acc, cfg, parts = ctx.accelerator, ctx.config, ctx.parts
     mb, temperature = cfg.batch.micro_batch_size, cfg.sampling.temperature
-    out = {
-        "old_logprobs": rollout_logprobs(acc.unwrap_model(parts.policy), rollout, mb, temperature),
-        "ref_logprobs": rollout_logprobs(parts.reference.model, rollout, mb, temperature),
+    out: dict[str, torch.Tensor | None] = {"support": None}  # support: the sampler's top-k ids, when recorded
+    policy = acc.unwrap_model(parts.policy)
+    if cfg.ppo.logprobs_top_k:  # the sampler's distribution: the rollout policy's own top-k
+        out["old_logprobs"], out["support"] = rollout_logprobs_top_k(
+            policy, rollout, mb, temperature, cfg.sampling.top_k
+        )
+    else:
+        out["old_logprobs"] = rollout_logprobs(policy, rollout, mb, temperature)
+    out |= {
+        "ref_logprobs": rollout_logprobs(parts.reference.model, rollout, mb, temperature, support=out["support"]),
         "old_values": rollout_values(acc.unwrap_model(parts.critic), rollout, mb),
         "raw_scores": parts.scorer(rollout, prompts),
     }
-    check_finite("reward", _gather_rows(out["raw_scores"], acc), step)
+    check_finite("reward", gather_rows(out["raw_scores"], acc), step)
     return out
 
 
@@ -127,33 +128,17 @@ def stage_rewards(ctx: PPOContext, rollout: Rollout, scored: dict[str, torch.Ten
     cfg, state = ctx.config, ctx.state
     scores = apply_truncated_reward(scored["raw_scores"], rollout.ended_with_eos, cfg.reward.truncated_reward)
     if state.reward_stats is not None:
-        state.reward_stats.update(_gather_rows(scores, ctx.accelerator))
+        state.reward_stats.update(gather_rows(scores, ctx.accelerator))
     scores = normalize_and_clip(scores, state.reward_stats, cfg.reward.clip)
-    token_rewards, kl = kl_penalized_rewards(
-        scores,
-        scored["old_logprobs"],
-        scored["ref_logprobs"],
-        rollout.response_mask,
-        state.kl_controller.value,
-        cfg.kl.estimator,
+    token_rewards, kl = token_rewards_of(
+        ctx, scores, scored["old_logprobs"], scored["ref_logprobs"], rollout.response_mask
     )
     return scores, token_rewards, kl
 
 
 def stage_advantages(ctx: PPOContext, token_rewards: torch.Tensor, old_values: torch.Tensor, mask: torch.Tensor):
     """4. GAE advantages and value targets; returns (advantages, targets, values used, returns)."""
-    cfg, state, acc = ctx.config, ctx.state, ctx.accelerator
-    values = old_values
-    if state.value_stats is not None:
-        values = state.value_stats.denormalize(old_values) * mask
-    advantages, returns = compute_gae(token_rewards, values, mask, cfg.ppo.gamma, cfg.ppo.lam)
-    targets = returns
-    if state.value_stats is not None:
-        state.value_stats.update(_gather_rows(returns, acc), _gather_rows(mask, acc))
-        targets = state.value_stats.normalize(returns) * mask
-    if cfg.ppo.advantage_normalization:
-        advantages = whiten_advantages(advantages, mask, acc)
-    return advantages, targets, values, returns
+    return advantages_and_targets(ctx, token_rewards, old_values, mask, update_stats=True)
 
 
 def _global_mean(x: torch.Tensor, acc: Accelerator) -> float:
@@ -162,8 +147,8 @@ def _global_mean(x: torch.Tensor, acc: Accelerator) -> float:
 
 def rollout_metrics(ctx: PPOContext, exp: Experience, values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
     acc, mask = ctx.accelerator, exp.response_mask
-    raw = _gather_rows(exp.raw_scores, acc)
-    ev = explained_variance(_gather_rows(values, acc), _gather_rows(returns, acc), _gather_rows(mask, acc))
+    raw = gather_rows(exp.raw_scores, acc)
+    ev = explained_variance(gather_rows(values, acc), gather_rows(returns, acc), gather_rows(mask, acc))
     return {
         "reward/mean": float(raw.mean()),
         "reward/std": float(raw.std()) if raw.numel() > 1 else 0.0,
@@ -201,10 +186,15 @@ def ppo_step(ctx: PPOContext, step: int) -> dict[str, float]:
         token_rewards,
         advantages,
         targets,
+        scored["support"],
     )
     metrics = rollout_metrics(ctx, exp, values, returns)
     t2 = time.perf_counter()
-    metrics.update(ppo_update(acc, parts.update_parts(), ctx.settings, exp, step, sft_batches(ctx, step)))  # 5. update
+    metrics.update(
+        ppo_update(
+            acc, parts.update_parts(), ctx.settings, exp, step, sft_batches(ctx, step), partial(refresh_minibatch, ctx)
+        )
+    )  # 5. update
     ctx.state.kl_controller.update(metrics["kl/mean"], cfg.batch.rollout_batch_size)
     if cfg.ppo.reference_ema and (step + 1) % cfg.ppo.ema_interval == 0:  # 6. reference EMA
         parts.reference.ema_update_(acc.unwrap_model(parts.policy), cfg.ppo.ema_rate)
@@ -307,7 +297,6 @@ def build_context(config: PPOConfig, acc: Accelerator) -> PPOContext:
     settings = UpdateSettings(
         clip_range=config.ppo.clip_range,
         clip_range_value=config.ppo.clip_range_value,
-        value_loss_coef=config.ppo.value_loss_coef,
         aggregation=config.ppo.loss_aggregation,
         ppo_epochs=config.ppo.ppo_epochs,
         num_minibatches=config.batch.num_minibatches,
@@ -327,8 +316,7 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
     acc = make_accelerator(config.run)
     set_seed(config.run.seed)
     out = Path(config.run.output_dir)
-    if acc.is_main_process:
-        save_yaml(config, out / "config.yaml")
+    prepare_run_folder(acc, config.run, config)  # a used folder, a resume with changed settings: refused
     ctx = build_context(config, acc)
     ckpt = Checkpointer(out, acc, keep=config.run.keep_checkpoints)
     start = resume(ctx, ckpt)
@@ -338,10 +326,13 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
         is_main=acc.is_main_process,
         total_steps=total,
         description="ppo",
-        tensorboard=config.run.tensorboard,
+        tensorboard="tensorboard" in config.run.trackers(),
         progress=config.run.progress,
         resume_step=start,
+        progress_every=config.run.progress_every,
+        accelerator=acc,
     )
+    start_trackers(acc, to_dict(config), out.name)
     metrics: dict[str, float] = {}
     steps_done = start
     try:
@@ -370,5 +361,7 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
     }
     if acc.is_main_process:
         write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
+        if (out / "model").is_dir():
+            write_model_card(out / "model", config, results)
     acc.wait_for_everyone()
     return results

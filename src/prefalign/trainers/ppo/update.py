@@ -11,7 +11,9 @@ optimizer step of the actor and one of the critic. Within a minibatch, rows are 
 
 Policy loss: Schulman et al. (2017) Eq. 7 (:func:`prefalign.algorithms.ppo.ppo_policy_loss`),
 value loss: the clipped form (:func:`prefalign.algorithms.ppo.ppo_value_loss`), each on its own
-model and optimizer (no shared backbone, so no joint loss is needed). The optional auxiliary SFT
+model and optimizer (no shared backbone, so no joint loss is needed). The value-loss coefficient
+acts through the critic's learning rate (:func:`prefalign.trainers.ppo.setup.critic_optim_config`):
+AdamW would undo a constant scale of the critic's loss. The optional auxiliary SFT
 loss (InstructGPT's PPO-ptx) adds ``sft_coef`` times the token-mean negative log-likelihood of a
 batch of SFT examples to every actor step.
 """
@@ -19,6 +21,7 @@ batch of SFT examples to every actor step.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +30,7 @@ from accelerate import Accelerator
 from prefalign.algorithms.masked import masked_sum
 from prefalign.algorithms.ppo import ppo_policy_loss, ppo_value_loss
 from prefalign.models.logprobs import token_logprobs
-from prefalign.rollout.experience import Experience, aligned_values, map_micro_batches
+from prefalign.rollout.experience import Experience, aligned_values, rollout_logprobs, rollout_values
 from prefalign.trainers.common import accumulate_and_step, check_finite, global_sum
 
 
@@ -49,7 +52,6 @@ class UpdateSettings:
 
     clip_range: float
     clip_range_value: float | None
-    value_loss_coef: float
     aggregation: str
     ppo_epochs: int
     num_minibatches: int
@@ -109,12 +111,11 @@ def _normalizer(mb: Experience, aggregation: str, accelerator: Accelerator) -> f
 def recompute_old(
     mb: Experience, policy: torch.nn.Module, critic: torch.nn.Module, micro_batch_size: int, temperature: float
 ) -> Experience:
-    """Old log-probs and values of a minibatch from the current models (Ivison et al., appendix G)."""
-    device = next(policy.parameters()).device
-    args = (mb.sequences, mb.attention_mask, mb.response_mask, micro_batch_size, device)
-    with torch.no_grad():
-        logprobs = map_micro_batches(lambda i, a, r: token_logprobs(policy, i, a, r, temperature=temperature), *args)
-        values = map_micro_batches(lambda i, a, r: aligned_values(critic, i, a) * r, *args)
+    """Old log-probs (under the minibatch's top-k support, if any) and values of a minibatch from the current
+    models. Advantages and targets are refreshed from them by :func:`prefalign.trainers.ppo.targets.refresh_minibatch`.
+    """
+    logprobs = rollout_logprobs(policy, mb, micro_batch_size, temperature, support=mb.support)
+    values = rollout_values(critic, mb, micro_batch_size)
     return dataclasses.replace(mb, old_logprobs=logprobs, old_values=values)
 
 
@@ -128,8 +129,9 @@ def _actor_loss_fn(parts: UpdateParts, s: UpdateSettings, norm: float, sft_norm:
             sums.add_total("sft_loss", loss.detach() / s.sft_coef)
             return loss
         ids, mask, resp = micro.sequences.to(device), micro.attention_mask.to(device), micro.response_mask.to(device)
+        support = None if micro.support is None else micro.support.to(device)
         logprobs, entropy = token_logprobs(
-            parts.policy, ids, mask, resp, temperature=s.temperature, return_entropy=True
+            parts.policy, ids, mask, resp, temperature=s.temperature, return_entropy=True, support=support
         )
         loss, stats = ppo_policy_loss(
             logprobs,
@@ -168,7 +170,7 @@ def _critic_loss_fn(parts: UpdateParts, s: UpdateSettings, norm: float, sums: _S
         tokens = float(resp.sum())
         sums.add_total("value_loss", loss.detach())
         sums.add("vf_clipfrac", stats["vf_clipfrac"], tokens)
-        return s.value_loss_coef * loss
+        return loss
 
     return loss_fn
 
@@ -232,21 +234,24 @@ def ppo_update(
     experience: Experience,
     step: int,
     sft_batches: list[dict] | None = None,
+    refresh: Callable[[Experience], Experience] | None = None,
 ) -> dict[str, float]:
     """Stage 5: ``ppo_epochs`` x ``num_minibatches`` actor and critic steps; returns averaged statistics.
 
     sft_batches: one collated SFT batch per minibatch step (``ppo_epochs * num_minibatches`` of them)
-    when the auxiliary SFT loss is on, else None.
+    when the auxiliary SFT loss is on, else None. refresh: with ``s.recompute_old``, the function that
+    recomputes a minibatch from the current models before its update
+    (:func:`prefalign.trainers.ppo.targets.refresh_minibatch`, which needs the trainer's context).
     """
+    if s.recompute_old and refresh is None:
+        raise ValueError("recompute_old needs the refresh function (prefalign.trainers.ppo.targets.refresh_minibatch)")
     sums = _Sums()
-    policy = accelerator.unwrap_model(parts.policy)
-    critic = accelerator.unwrap_model(parts.critic)
     index = 0
     for epoch in range(s.ppo_epochs):
         for rows in minibatch_rows(len(experience), s.num_minibatches, s.seed, step, epoch):
             mb = experience.select(rows)
             if s.recompute_old:
-                mb = recompute_old(mb, policy, critic, s.micro_batch_size, s.temperature)
+                mb = refresh(mb)
             sft = sft_batches[index] if sft_batches else None
             update_minibatch(accelerator, parts, s, mb, sft, sums, step)
             sums.minibatches += 1

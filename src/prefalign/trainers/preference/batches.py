@@ -48,6 +48,7 @@ import torch
 
 from prefalign.data.collate import collate_encoded
 from prefalign.data.schema import PreferencePair, RankedResponses
+from prefalign.data.token_cache import cached, fingerprint
 from prefalign.data.tokenize import (
     Encoded,
     TruncatedAway,
@@ -160,7 +161,20 @@ def encode_rankings(
     max_length: int,
     max_prompt_length: int | None = None,
 ) -> tuple[list[EncodedRanking], SkipReport]:
-    """Encode every record; unusable ones are counted in the report and left out."""
+    """Encode every record (through the tokenisation cache); unusable ones are counted in the report and left out."""
+    if not records:
+        return _encode_rankings(tokenizer, records, max_length, max_prompt_length)
+    key = fingerprint(tokenizer, records, "rankings", max_length=max_length, max_prompt_length=max_prompt_length)
+    value, _ = cached(key, lambda: _encode_rankings(tokenizer, records, max_length, max_prompt_length))
+    return value
+
+
+def _encode_rankings(
+    tokenizer,
+    records: Sequence[PreferencePair | RankedResponses],
+    max_length: int,
+    max_prompt_length: int | None = None,
+) -> tuple[list[EncodedRanking], SkipReport]:
     report, out = SkipReport(), []
     for i, record in enumerate(records):
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prefalign.atomic import write_jsonl_atomic
 from prefalign.config import ConfigError
-from prefalign.data.config import DataConfig, _split, _with_data_dir, load_pairs
+from prefalign.data.config import DataConfig, load_pairs, load_train_and_held_out
 from prefalign.data.io import DropReport
 from prefalign.data.schema import (
     DataError,
@@ -49,12 +49,7 @@ def load_preference_records(data: DataConfig, loss: str) -> tuple[Records, Recor
         if loss != "dpo":
             train, held_out = [p.as_ranked() for p in train], [p.as_ranked() for p in held_out]
         return train, held_out, report
-    with _with_data_dir(data):
-        records, report = load_ranked_data(
-            data.source, path=data.path, strict=data.strict, limit=data.num_examples, seed=data.seed, **data.options
-        )
-    train, held_out = _split(records, data)  # the same split as load_pairs
-    return train, held_out, report
+    return load_train_and_held_out(data, load_ranked_data)  # the same split as load_pairs
 
 
 def sft_examples(records: Sequence[PreferencePair | RankedResponses]) -> list[SFTExample]:

@@ -258,7 +258,7 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
     # 1. data (and 0. SFT on it)
     if records is None:
         train_records, held_records, report = load_training_records(config)
-        session.print(report.summary())
+        session.record_data(report)
     else:
         train_records, held_records = records
     model_cfg = run_sft_first(config, train_records, held_records) if config.sft_first.enabled else config.model

@@ -103,7 +103,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sft_first": {"enabled": True},
     },
     # Ivison et al. (2024, App. F; the Tulu 2 DPO recipe): lr 5e-7, 3 epochs, 10% linear warm-up then linear
-    # decay, beta 0.1, global batch 128, sequences up to 2048 tokens.
+    # decay, beta 0.1. Ours: global batch 128 and sequences up to 2048 tokens, those of the sft ivison preset (App. F
+    # as we read it gives neither). Sources per setting: docs/presets.md.
     "ivison": {
         "loss": "dpo",
         "beta": 0.1,

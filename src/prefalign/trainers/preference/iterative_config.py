@@ -138,12 +138,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sampling": {"temperature": 1.0, "top_k": 200},
         "pairing": "best_worst",
     },
-    # Xu et al. section 6 (code): unit-test reward 10 for a passing program; a prompt without a passing sample is
-    # paired with its canonical solution.
+    # Xu et al. section 6 (code): 5 samples per prompt, unit-test reward 10 for a passing program; a prompt without a
+    # passing sample is paired with its canonical solution. Sources per setting: docs/presets.md.
     "xu-code": {
         "beta": 0.1,
         "optim": {"learning_rate": 1e-6},
-        "sampling": {"temperature": 1.0, "top_k": 200},
+        "sampling": {"temperature": 1.0, "top_k": 200, "num_samples": 5},
         "data": {"source": "mbpp", "options": {"split": "train"}, "max_length": 1024},
         "reward": {"kind": "code", "code_pass_reward": 10.0},
         "pass_threshold": 10.0,

@@ -57,7 +57,7 @@ def load_prompts(data: DataConfig) -> tuple[list[Prompt], DropReport]:
     """The prompts of ``data``: a code set's problems (tests and canonical solution in the metadata),
     a preference set's distinct prompts, or a prompt file."""
     from prefalign.data.config import _with_data_dir
-    from prefalign.data.sources import load_prompt_data
+    from prefalign.data.sources import load_prompt_data, source_name
 
     kwargs = dict(data.options)
     if data.path is not None:
@@ -79,6 +79,8 @@ def load_prompts(data: DataConfig) -> tuple[list[Prompt], DropReport]:
             return (downsample(prompts, data.num_examples, data.seed) if data.num_examples else prompts), report
         if data.columns:
             kwargs["columns"] = dict(data.columns)
+        if source_name(data.source) is None:
+            kwargs["split"] = data.split
         return load_prompt_data(data.source, strict=data.strict, limit=data.num_examples, seed=data.seed, **kwargs)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from prefalign.models.heads import _position_ids
 from prefalign.models.logprobs import gather_logprobs, sequence_logprobs
+from prefalign.trainers.logging import phase_progress
 from prefalign.trainers.preference.batches import (
     COLLATE,
     ROW_PER_RESPONSE,
@@ -113,14 +114,17 @@ def logps_table(
     device: torch.device,
     autocast=None,
     layout: str = ROW_PER_RESPONSE,
+    progress: str | None = None,
 ) -> torch.Tensor:
-    """(len(indices), K) sequence log-probs of the given examples, in the order of ``indices``."""
+    """(len(indices), K) sequence log-probs of the given examples, in the order of ``indices``; ``progress``
+    names the phase to show progress for (a bar on a terminal, lines in a log file)."""
     out = torch.zeros(len(indices), len(examples[0].sequences), dtype=torch.float32)
     where = {index: row for row, index in enumerate(indices)}
     was_training = model.training
     model.eval()
     try:
-        for group in length_sorted_groups(examples, indices, max_examples, max_tokens, layout):
+        groups = list(length_sorted_groups(examples, indices, max_examples, max_tokens, layout))
+        for group in phase_progress(groups, len(groups), progress or "", enabled=progress is not None):
             batch = to_device(COLLATE[layout]([examples[i] for i in group], pad_token_id), device)
             with autocast() if autocast is not None else torch.autocast("cpu", enabled=False):
                 values = ranking_logps(model, batch).float().cpu()
@@ -138,6 +142,7 @@ def distributed_logps_table(
     max_examples: int,
     max_tokens: int | None,
     layout: str = ROW_PER_RESPONSE,
+    progress: str | None = None,
 ) -> torch.Tensor:
     """(N, K) log-probs of all examples; each process computes every ``world``-th one, then a sum-reduce joins them."""
     if not examples:
@@ -156,6 +161,7 @@ def distributed_logps_table(
             accelerator.device,
             accelerator.autocast,
             layout,
+            progress,
         )
     if world > 1:
         table = accelerator.reduce(table.to(accelerator.device), reduction="sum").cpu()

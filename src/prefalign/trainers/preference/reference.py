@@ -49,10 +49,15 @@ def reference_tables(
     policy."""
     acc, tables = session.accelerator, {}
     size, tokens = config.eval_micro_batch_size, config.max_tokens_per_micro_batch
+    show = config.run.progress and session.is_main
     if config.loss in NEEDS_REFERENCE:
-        tables["train"] = distributed_logps_table(acc, policy, train, pad_id, size, tokens, layout)
+        tables["train"] = distributed_logps_table(
+            acc, policy, train, pad_id, size, tokens, layout, "reference log-probs (train)" if show else None
+        )
     if held_out:
-        tables["held_out"] = distributed_logps_table(acc, policy, held_out, pad_id, size, tokens, layout)
+        tables["held_out"] = distributed_logps_table(
+            acc, policy, held_out, pad_id, size, tokens, layout, "reference log-probs (held out)" if show else None
+        )
     return tables
 
 

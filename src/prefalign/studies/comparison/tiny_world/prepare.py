@@ -157,7 +157,7 @@ def run_sft_stage(
         data=DataConfig(max_length=config.model.max_positions, max_prompt_length=config.model.max_positions // 2),
         batch=BatchConfig(global_batch_size=s.batch_size, micro_batch_size=s.batch_size, epochs=s.epochs),
         optim=OptimConfig(learning_rate=s.learning_rate, warmup_ratio=0.05, min_learning_rate=s.learning_rate / 10),
-        run=RunConfig(output_dir=str(output), seed=config.seed, tensorboard=False, progress=progress),
+        run=RunConfig(output_dir=str(output), seed=config.seed, tensorboard=False, progress=progress, overwrite=True),
     )
     results = run_sft(sft, examples=(data.sft_train, data.sft_held_out))
     return Path(results["model_dir"])
