@@ -134,7 +134,7 @@ def test_apps_and_code_contests_tasks_pass_their_canonical_solutions(sandbox, tm
         assert all(r["passed"] and r["passed_public"] for r in results), results
         metrics = task.aggregate(results)
         assert metrics["score"] == 1.0 and metrics["1@1"] == 1.0
-    assert set(CODE_TASKS) == {"humaneval", "mbpp", "apps", "code_contests"}
+    assert set(CODE_TASKS) == {"humaneval", "mbpp", "apps", "code_contests", "humaneval_plus", "mbpp_plus"}
 
 
 def canonical_failures(task: CodeTask) -> tuple[int, list[tuple[str, str, str]]]:

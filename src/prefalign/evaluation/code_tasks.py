@@ -6,7 +6,9 @@ and :meth:`CodeExecutionReward.reward_of`), so ``reward`` in each result is the 
 of Xu et al. (2024, section 6: 10 for a pass, 0 otherwise). :meth:`CodeTask.aggregate` reports
 the unbiased pass@k of Chen et al. (2021) over the samples of each problem, and, for tasks with
 public tests, n@k (Li et al., 2022; Xu et al., Table 8's 10@1k), for which ``score`` also runs the
-public tests. The headline ``score`` is pass@1.
+public tests. The headline ``score`` is pass@1, except for HumanEval+ and MBPP+, scored as in Ivison et al.
+(2024, App. D): pass@10 from 20 samples per problem at temperature 0.8 (top-p 0.95, open-instruct's
+setting), the EvalPlus tests run in our sandbox (:mod:`prefalign.data.sources.evalplus`).
 
 Departure: one time limit for every problem (the sandbox's), not CodeContests' per-problem limits
 (kept in ``metadata["time_limit_seconds"]``).
@@ -23,6 +25,7 @@ import numpy as np
 
 from prefalign.data.schema import Prompt
 from prefalign.data.sources.code import load_apps, load_code_contests, load_humaneval, load_mbpp
+from prefalign.data.sources.evalplus import load_evalplus
 from prefalign.evaluation.metrics import mean_pass_at_k, n_at_k
 from prefalign.rewards.code import CodeExecutionReward, test_items
 from prefalign.rewards.sandbox import STATUSES, Sandbox
@@ -43,8 +46,12 @@ class CodeTask:
         n_at_ks: Sequence[tuple[int, int]] = (),
         pass_reward: float = 10.0,
         fail_reward: float = 0.0,
+        headline_k: int = 1,
+        decoding: dict[str, Any] | None = None,
     ):
         self.name = name
+        self.headline_k = headline_k
+        self.decoding = dict(decoding or {})
         self._load = load
         self._prompts: list[Prompt] | None = None
         self.ks, self.n_at_ks = tuple(ks), tuple(n_at_ks)
@@ -92,7 +99,12 @@ class CodeTask:
         for k in self.ks:
             if k <= min(samples):
                 metrics[f"pass@{k}"] = mean_pass_at_k(samples, correct, k)
-        metrics["score"] = mean_pass_at_k(samples, correct, 1)
+        if self.headline_k > min(samples):
+            raise ValueError(
+                f"{self.name}: the score is pass@{self.headline_k}, which needs at least {self.headline_k} samples per "
+                f"problem; got {min(samples)} (set --sampling.num_samples)"
+            )
+        metrics["score"] = mean_pass_at_k(samples, correct, self.headline_k)
         metrics.update(self._n_at_k(by_problem, min(samples)))
         statuses = Counter(r["status"] for r in results)
         metrics.update({f"status/{s}": statuses[s] / len(results) for s in STATUSES})
@@ -165,9 +177,31 @@ def code_contests_task(
     return CodeTask("code_contests", load, sandbox, ks=ks, n_at_ks=n_at_ks)
 
 
+#: Ivison et al.'s decoding for the EvalPlus tasks (open-instruct's codex_humaneval settings)
+PLUS_DECODING = {"temperature": 0.8, "top_p": 0.95, "num_samples": 20, "max_new_tokens": 512}
+
+
+def humaneval_plus_task(
+    sandbox: Sandbox | None = None, *, path: str | Path | None = None, ks: Sequence[int] = (1, 10), headline_k: int = 10
+) -> CodeTask:
+    """HumanEval+ (EvalPlus): pass@10 over the base and plus inputs."""
+    load = lambda: load_evalplus("humaneval_plus", path)  # noqa: E731
+    return CodeTask("humaneval_plus", load, sandbox, ks=ks, headline_k=headline_k, decoding=PLUS_DECODING)
+
+
+def mbpp_plus_task(
+    sandbox: Sandbox | None = None, *, path: str | Path | None = None, ks: Sequence[int] = (1, 10), headline_k: int = 10
+) -> CodeTask:
+    """MBPP+ (EvalPlus): pass@10 over the base and plus inputs."""
+    load = lambda: load_evalplus("mbpp_plus", path)  # noqa: E731
+    return CodeTask("mbpp_plus", load, sandbox, ks=ks, headline_k=headline_k, decoding=PLUS_DECODING)
+
+
 CODE_TASKS: dict[str, Callable[..., CodeTask]] = {
     "humaneval": humaneval_task,
     "mbpp": mbpp_task,
     "apps": apps_task,
     "code_contests": code_contests_task,
+    "humaneval_plus": humaneval_plus_task,
+    "mbpp_plus": mbpp_plus_task,
 }

@@ -174,3 +174,33 @@ def write_generations(
             record["result"] = results[row]
         lines.append(json.dumps(record, ensure_ascii=False, default=str))
     return write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+
+def read_model_outputs(path: str | Path, prompts: Sequence[Prompt]) -> Generations:
+    """Responses from an AlpacaEval model-outputs file (``[{"instruction", "output", ...}]``), matched to
+    ``prompts`` by instruction text (``metadata["instruction"]``, else the last message); one per prompt."""
+    from prefalign.data.sources.benchmarks import read_alpaca_outputs
+
+    path = Path(path)
+    by_instruction: dict[str, str] = {}
+    for row in read_alpaca_outputs(path):
+        by_instruction.setdefault(row["instruction"], row["output"])
+    responses, missing = [], []
+    for index, prompt in enumerate(prompts):
+        instruction = prompt.metadata.get("instruction", prompt.messages[-1].content)
+        if instruction not in by_instruction:
+            missing.append(index)
+        responses.append(by_instruction.get(instruction, ""))
+    if missing:
+        raise DataError(
+            f"no output for {len(missing)} of the task's instructions (first: prompt {missing[0]})", source=str(path)
+        )
+    return Generations(list(range(len(prompts))), responses, None)
+
+
+def read_responses_file(path: str | Path, prompts: Sequence[Prompt]) -> Generations:
+    """A generations JSONL (:func:`read_generations`) or, for a ``.json`` list, AlpacaEval model outputs."""
+    name = Path(path).name.lower()
+    if name.endswith((".json", ".json.gz")):
+        return read_model_outputs(path, prompts)
+    return read_generations(path, prompts)
