@@ -12,7 +12,6 @@ import torch
 
 from prefalign.cli import main
 from prefalign.rewards.registry import register_task_reward
-from prefalign.rollout.experience import Experience
 from prefalign.rollout.generate import build_rollout
 from prefalign.trainers.common import make_accelerator
 from prefalign.trainers.logging import read_metrics
@@ -20,13 +19,11 @@ from prefalign.trainers.ppo import update as ppo_update_module
 from prefalign.trainers.ppo.trainer import (
     build_context,
     run_ppo,
-    stage_advantages,
     stage_rewards,
-    stage_rollout,
     stage_score,
 )
 from prefalign.trainers.ppo.update import ppo_update
-from tests.trainers.ppo.helpers import METRIC_NAMES, checkpoint_tensors, sgd_update_parts, tiny_config
+from tests.trainers.ppo.helpers import METRIC_NAMES, checkpoint_tensors, experience_at, sgd_update_parts, tiny_config
 
 
 def test_cli_smoke_run_writes_metrics_checkpoint_and_models(tmp_path):
@@ -108,28 +105,6 @@ def test_sequence_reward_lands_on_the_last_real_token_through_the_trainer(tmp_pa
     assert torch.all(kl[ro.response_mask == 0] == 0)
 
 
-def _experience(ctx, step=0):
-    rollout, prompts = stage_rollout(ctx, step)
-    scored = stage_score(ctx, rollout, prompts, step)
-    scores, token_rewards, kl = stage_rewards(ctx, rollout, scored)
-    advantages, targets, _, _ = stage_advantages(ctx, token_rewards, scored["old_values"], rollout.response_mask)
-    return Experience(
-        rollout.sequences,
-        rollout.attention_mask,
-        rollout.response_mask,
-        scored["old_logprobs"],
-        scored["ref_logprobs"],
-        scored["old_values"],
-        scored["raw_scores"],
-        scores,
-        rollout.ended_with_eos,
-        kl,
-        token_rewards,
-        advantages,
-        targets,
-    )
-
-
 @pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean"])
 def test_more_micro_batches_leave_the_update_unchanged(tmp_path, aggregation):
     """Same rollout batch, micro-batches of 8, 3 and 1 rows: the same parameters after the update (SGD, so
@@ -140,7 +115,7 @@ def test_more_micro_batches_leave_the_update_unchanged(tmp_path, aggregation):
     }
     config = tiny_config(tmp_path, overrides)
     ctx = build_context(config, make_accelerator(config.run))
-    exp = _experience(ctx)
+    exp = experience_at(ctx)
     start = {k: copy.deepcopy(v.state_dict()) for k, v in (("policy", ctx.parts.policy), ("critic", ctx.parts.critic))}
     results = {}
     for micro in (8, 3, 1):
@@ -192,7 +167,7 @@ def test_non_finite_reward_stops_before_any_checkpoint_is_overwritten(tmp_path):
 def test_non_finite_loss_stops_before_the_optimizer_step(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, {"batch": {"steps": 2}, "run": {"save_every": 1}})
     ctx = build_context(config, make_accelerator(config.run))
-    exp = _experience(ctx)
+    exp = experience_at(ctx)
     before = copy.deepcopy(ctx.parts.policy.state_dict())
     real = ppo_update_module.ppo_policy_loss
 

@@ -13,7 +13,7 @@ from prefalign.algorithms.masked import masked_whiten
 from prefalign.algorithms.normalize import ExponentialMeanStd
 from prefalign.models.logprobs import forward_logits, token_logprobs
 from prefalign.models.tiny import tiny_model_and_tokenizer
-from prefalign.rollout.experience import Experience, aligned_values, rollout_logprobs, rollout_logprobs_top_k
+from prefalign.rollout.experience import aligned_values, rollout_logprobs, rollout_logprobs_top_k
 from prefalign.rollout.generate import SamplingConfig, generate
 from prefalign.trainers.common import make_accelerator
 from prefalign.trainers.ppo import update as update_module
@@ -21,40 +21,13 @@ from prefalign.trainers.ppo.targets import refresh_minibatch
 from prefalign.trainers.ppo.trainer import (
     build_context,
     ppo_step,
-    stage_advantages,
-    stage_rewards,
-    stage_rollout,
-    stage_score,
 )
-from tests.trainers.ppo.helpers import tiny_config
+from tests.trainers.ppo.helpers import experience_at, tiny_config
 
 
 def _context(tmp_path, overrides):
     cfg = tiny_config(tmp_path, overrides)
     return build_context(cfg, make_accelerator(cfg.run))
-
-
-def _experience(ctx, step=0) -> Experience:
-    rollout, prompts = stage_rollout(ctx, step)
-    scored = stage_score(ctx, rollout, prompts, step)
-    scores, token_rewards, kl = stage_rewards(ctx, rollout, scored)
-    advantages, targets, _, _ = stage_advantages(ctx, token_rewards, scored["old_values"], rollout.response_mask)
-    return Experience(
-        rollout.sequences,
-        rollout.attention_mask,
-        rollout.response_mask,
-        scored["old_logprobs"],
-        scored["ref_logprobs"],
-        scored["old_values"],
-        scored["raw_scores"],
-        scores,
-        rollout.ended_with_eos,
-        kl,
-        token_rewards,
-        advantages,
-        targets,
-        scored["support"],
-    )
 
 
 def test_adamw_ignores_a_constant_loss_scale():
@@ -99,7 +72,7 @@ def test_value_loss_coefficient_scales_the_critic_step_and_leaves_the_actor(tmp_
 
 def test_recompute_refreshes_advantages_and_targets_from_the_current_models(tmp_path):
     ctx = _context(tmp_path, {"ppo": {"recompute_old": True}})
-    exp = _experience(ctx)
+    exp = experience_at(ctx)
     critic = ctx.parts.critic
     with torch.no_grad():  # the critic after "an update": every value moves
         for p in critic.parameters():
@@ -122,7 +95,7 @@ def test_recompute_refreshes_advantages_and_targets_from_the_current_models(tmp_
 
 def test_recompute_feeds_the_refreshed_advantages_to_every_minibatch(tmp_path, monkeypatch):
     ctx = _context(tmp_path, {"ppo": {"recompute_old": True}})
-    exp = _experience(ctx)
+    exp = experience_at(ctx)
     seen, refreshed = [], []
     real_loss, real_refresh = update_module.ppo_policy_loss, refresh_minibatch
 
@@ -180,7 +153,7 @@ def test_xu_style_run_uses_the_top_k_support_and_ema_value_statistics(tmp_path):
     }
     ctx = _context(tmp_path, overrides)
     assert isinstance(ctx.state.value_stats, ExponentialMeanStd)
-    exp = _experience(ctx)
+    exp = experience_at(ctx)
     assert exp.support is not None and exp.support.shape[-1] == 20
     sub = exp.select([0, 1])
     assert sub.support.shape == (2, sub.sequences.shape[1], 20)
