@@ -145,6 +145,12 @@ SOURCES: dict[str, dict[str, dict[str, str]]] = {
             "sampling.top_p": "Chen et al. 2021 (top-p 0.95)",
             "*": "ours: the code tasks, pass@1 and pass@10 from 20 samples, 512 new tokens",
         },
+        "ivison": {
+            "tasks": "Ivison et al. 2024 section 2.2 / App. D (the 11 benchmarks in 6 categories)",
+            "sampling.temperature": "Ivison et al. 2024 App. D (greedy decoding except the pass@10 code tasks)",
+            "sampling.max_new_tokens": "ours: a cap on answer length; each task's own maximum applies below it",
+            "*": "ours: where the suite's results go",
+        },
         "tiny": {"*": _SMOKE},
     },
 }
