@@ -44,6 +44,36 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_optimization(
+    optimizers: dict[str, Any], schedulers: dict[str, Any], state: dict[str, Any], keep_new_settings: bool
+) -> None:
+    """Load optimizer and scheduler states from a checkpoint's ``state``.
+
+    With ``keep_new_settings`` (a resume whose settings changed, ``run.allow_changes``) the optimizers keep
+    the hyper-parameters they were built with (learning rate, betas, eps, weight decay) and the schedulers
+    their new base rates: the checkpoint gives only the moment estimates and the step count, so the new
+    settings apply from the resumed step on instead of being silently replaced by the old ones.
+    """
+    fresh = {
+        key: [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups] for key, o in optimizers.items()
+    }
+    fresh_lrs = {key: list(s.base_lrs) for key, s in schedulers.items()}
+    for key, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][key])
+    for key, sched in schedulers.items():
+        sched.load_state_dict(state["schedulers"][key])
+    if not keep_new_settings:
+        return
+    for key, opt in optimizers.items():
+        for group, settings in zip(opt.param_groups, fresh[key]):
+            group.update(settings)
+    for key, sched in schedulers.items():
+        sched.base_lrs = fresh_lrs[key]
+        groups = optimizers[key].param_groups if key in optimizers else []
+        for group, base, factor in zip(groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
+
+
 class Checkpointer:
     def __init__(self, output_dir: str | Path, accelerator: Accelerator, keep: int = 2):
         self.root = Path(output_dir) / "checkpoints"

@@ -27,7 +27,7 @@ from prefalign.atomic import write_json_atomic
 from prefalign.config import to_dict
 from prefalign.data.io import DropReport
 from prefalign.models.load import check_model_name
-from prefalign.trainers.checkpoint import Checkpointer
+from prefalign.trainers.checkpoint import Checkpointer, restore_optimization
 from prefalign.trainers.common import (
     OptimConfig,
     RunConfig,
@@ -99,24 +99,7 @@ class TrainingSession:
             self.print(f"[yellow]resume: no checkpoint in {self.checkpointer.root}; starting fresh")
             return {}
         state = self.checkpointer.load(path, models)
-        fresh = {
-            key: [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
-            for key, o in optimizers.items()
-        }
-        fresh_lrs = {key: list(s.base_lrs) for key, s in schedulers.items()}
-        for key, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][key])
-        for key, sched in schedulers.items():
-            sched.load_state_dict(state["schedulers"][key])
-        if self.changes:  # allowed changes: the new optimizer settings and schedule from here on
-            for key, opt in optimizers.items():
-                for group, settings in zip(opt.param_groups, fresh[key]):
-                    group.update(settings)
-            for key, sched in schedulers.items():
-                sched.base_lrs = fresh_lrs[key]
-                groups = optimizers[key].param_groups if key in optimizers else []
-                for group, base, factor in zip(groups, sched.base_lrs, sched.lr_lambdas):
-                    group["lr"] = base * factor(sched.last_epoch)
+        restore_optimization(optimizers, schedulers, state, keep_new_settings=bool(self.changes))
         self.start_step = int(state["step"])
         self.print(f"resumed from {path} at step {self.start_step}")
         return state.get("trainer", {})

@@ -132,3 +132,20 @@ def test_a_killed_process_resumes_exactly(tmp_path):
     run_ppo(tiny_config(killed, resume))
     run_ppo(tiny_config(whole, KILL_OVERRIDES))
     _assert_same_runs(whole, killed)
+
+
+def test_resume_with_allowed_changes_uses_the_new_optimizer_settings(tmp_path):
+    """A resume whose settings changed is refused, and with run.allow_changes the new actor learning rate and
+    schedule are the ones in use from the resumed step on (not the checkpoint's), as for the offline trainers."""
+    constant = {"schedule": "constant", "warmup_ratio": 0.0}
+    first = tiny_config(
+        tmp_path, {"batch": {"steps": 2}, "run": {"save_every": 1}, "actor_optim": {**constant, "learning_rate": 1e-3}}
+    )
+    run_ppo(first)
+    changed = {"batch": {"steps": 4}, "actor_optim": {**constant, "learning_rate": 5e-3}}
+    with pytest.raises(ValueError, match=r"actor_optim.learning_rate: 0.001 -> 0.005"):
+        run_ppo(tiny_config(tmp_path, merge(changed, {"run": {"resume": True}})))
+    results = run_ppo(tiny_config(tmp_path, merge(changed, {"run": {"resume": True, "allow_changes": True}})))
+    rows = read_metrics(Path(first.run.output_dir) / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and results["steps"] == 4
+    assert [r["lr/actor"] for r in rows] == pytest.approx([1e-3, 1e-3, 5e-3, 5e-3])

@@ -61,7 +61,7 @@ from prefalign.rollout.experience import (
     rollout_values,
 )
 from prefalign.rollout.generate import Rollout, generate
-from prefalign.trainers.checkpoint import Checkpointer
+from prefalign.trainers.checkpoint import Checkpointer, restore_optimization
 from prefalign.trainers.common import BatchPlan, check_finite, global_sum, make_accelerator, set_seed, shard
 from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
@@ -250,8 +250,9 @@ def save_checkpoint(ctx: PPOContext, ckpt: Checkpointer, steps_done: int) -> Non
     ckpt.save(steps_done, _checkpoint_models(ctx), state)
 
 
-def resume(ctx: PPOContext, ckpt: Checkpointer) -> int:
-    """Restore the latest checkpoint when ``run.resume``; returns the number of steps already done."""
+def resume(ctx: PPOContext, ckpt: Checkpointer, keep_new_settings: bool = False) -> int:
+    """Restore the latest checkpoint when ``run.resume``; returns the number of steps already done. With
+    ``keep_new_settings`` (settings changed under ``run.allow_changes``) the new optimizer settings apply."""
     path = ckpt.latest() if ctx.config.run.resume else None
     if path is None:
         if ctx.config.run.resume and ctx.accelerator.is_main_process:
@@ -259,10 +260,12 @@ def resume(ctx: PPOContext, ckpt: Checkpointer) -> int:
         return 0
     state = ckpt.load(path, _checkpoint_models(ctx))
     p = ctx.parts
-    p.actor_optimizer.load_state_dict(state["optimizers"]["actor"])
-    p.critic_optimizer.load_state_dict(state["optimizers"]["critic"])
-    p.actor_scheduler.load_state_dict(state["schedulers"]["actor"])
-    p.critic_scheduler.load_state_dict(state["schedulers"]["critic"])
+    restore_optimization(
+        {"actor": p.actor_optimizer, "critic": p.critic_optimizer},
+        {"actor": p.actor_scheduler, "critic": p.critic_scheduler},
+        state,
+        keep_new_settings=keep_new_settings,
+    )
     ctx.state.load_state_dict(state["trainer"])
     if ctx.accelerator.is_main_process:
         console.print(f"resumed from {path} after step {state['step']}")
@@ -316,10 +319,10 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
     acc = make_accelerator(config.run)
     set_seed(config.run.seed)
     out = Path(config.run.output_dir)
-    prepare_run_folder(acc, config.run, config)  # a used folder, a resume with changed settings: refused
+    folder = prepare_run_folder(acc, config.run, config)  # a used folder, a resume with changed settings: refused
     ctx = build_context(config, acc)
     ckpt = Checkpointer(out, acc, keep=config.run.keep_checkpoints)
-    start = resume(ctx, ckpt)
+    start = resume(ctx, ckpt, keep_new_settings=bool(folder.changes))
     total = config.batch.steps
     logger = MetricLogger(
         out,
