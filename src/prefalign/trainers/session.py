@@ -41,6 +41,28 @@ from prefalign.trainers.model_card import write_model_card
 from prefalign.trainers.run_folder import prepare_run_folder
 
 
+def publish_drop_report(report: DropReport, output_dir: Path) -> None:
+    """Print the data summary and the first dropped rows; write every dropped row to ``dropped.jsonl`` (call it
+    on the main process)."""
+    console.print(report.summary(), markup=False, highlight=False)
+    if report.total_dropped:
+        console.print(report.details(), markup=False, highlight=False)
+        console.print(f"  every dropped row: {output_dir / 'dropped.jsonl'}", markup=False)
+    report.write(output_dir / "dropped.jsonl")
+
+
+def drop_counts(report: DropReport) -> dict[str, Any]:
+    """The data report's counts as they go into ``results.json``."""
+    counts: dict[str, Any] = {
+        "kept_rows": report.kept,
+        "dropped_rows": report.total_dropped,
+        "dropped_by_reason": dict(report.dropped),
+    }
+    if report.skipped:
+        counts["skipped_rows_by_reason"] = dict(report.skipped)
+    return counts
+
+
 @dataclass
 class TrainingSession:
     run: RunConfig
@@ -80,13 +102,8 @@ class TrainingSession:
     def record_data(self, report: DropReport) -> None:
         """Print the data summary and the first dropped rows; write every dropped row to ``dropped.jsonl``."""
         self.data_report = report
-        if not self.is_main:
-            return
-        console.print(report.summary(), markup=False, highlight=False)
-        if report.total_dropped:
-            console.print(report.details(), markup=False, highlight=False)
-            console.print(f"  every dropped row: {self.output_dir / 'dropped.jsonl'}", markup=False)
-        report.write(self.output_dir / "dropped.jsonl")
+        if self.is_main:
+            publish_drop_report(report, self.output_dir)
 
     def resume(
         self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any], schedulers: dict[str, Any]
@@ -163,12 +180,7 @@ class TrainingSession:
             self.logger.close()
         results = {**results, "seconds": round(time.time() - self.started, 2)}
         if self.data_report is not None:
-            report = self.data_report
-            results.update(
-                kept_rows=report.kept, dropped_rows=report.total_dropped, dropped_by_reason=dict(report.dropped)
-            )
-            if report.skipped:
-                results["skipped_rows_by_reason"] = dict(report.skipped)
+            results.update(drop_counts(self.data_report))
         if self.is_main:
             write_json_atomic(self.output_dir / "results.json", results)
             model_dir = results.get("model_dir")

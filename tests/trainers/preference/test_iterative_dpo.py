@@ -247,3 +247,18 @@ def test_pair_files_round_trip_and_malformed_lines_name_file_line_and_field(tmp_
         path.write_text(good + "\n" + bad_line + "\n")
         with pytest.raises(DataError, match=expected):
             read_pairs(path)
+
+
+def test_dropped_prompt_rows_are_reported_in_the_run_folder(tmp_path):
+    """A prompt file with bad rows: every valid prompt is used, every dropped row is in dropped.jsonl with its
+    line and field, and results.json counts them (as the other trainers do)."""
+    data = tmp_path / "prompts.jsonl"
+    good = [json.dumps({"prompt": f"write {i}"}).encode() for i in range(16)]
+    data.write_bytes(b"\n".join([*good[:5], b'{"prompt": "\xff"}', *good[5:], b'{"text": "no prompt"}']) + b"\n")
+    config = _config(tmp_path, data={"source": str(data)}, rounds=1, final_reward=False)
+    results = run_iterative_dpo(config)
+    dropped = [json.loads(line) for line in (tmp_path / "iter" / "dropped.jsonl").read_text().splitlines()]
+    assert [(row["line"], row["field"]) for row in dropped] == [(6, "prompt"), (18, "prompt")]
+    assert all(row["source"] == str(data) for row in dropped)
+    assert results["kept_rows"] == 16 and results["dropped_rows"] == 2
+    assert results["rounds"][0]["prompts"] == 16

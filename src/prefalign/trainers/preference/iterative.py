@@ -70,6 +70,7 @@ from prefalign.trainers.preference.labelling import (  # noqa: F401  (re-exporte
     sample_and_score,
     sampling_summary,
 )
+from prefalign.trainers.session import drop_counts, publish_drop_report
 
 
 def sample_round(
@@ -150,10 +151,11 @@ def run_iterative_dpo(
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(config, out / "config.yaml")
+    report = None
     if prompts is None:
         prompts, report = load_prompts(config.data)
         if acc.is_main_process:
-            console.print(report.summary())
+            publish_drop_report(report, out)  # the prompt rows dropped, each with file, line and field
     reward_fn = reward_fn if reward_fn is not None else build_reward(config.reward, acc.device)
     model_cfg, history, steps_done = config.model, [], 0
     for r in range(1, config.rounds + 1):
@@ -179,6 +181,8 @@ def run_iterative_dpo(
         steps_done += int(finished["dpo"]["steps"])
         model_cfg = dataclasses.replace(config.model, name_or_path=str(folder / "model"), tokenizer=None)
     results: dict[str, Any] = {"completed": True, "rounds": history, "model_dir": model_cfg.name_or_path}
+    if report is not None:
+        results.update(drop_counts(report))
     if config.final_reward:
         samples = sample_round(config, model_cfg, prompts, config.rounds + 1, reward_fn, acc)
         results["reward/final_mean"] = _mean([s.reward for s in samples])
