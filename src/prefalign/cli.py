@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 
 #: command -> (module, config class, run function, presets mapping or None, one-line help)
@@ -148,6 +149,9 @@ def parse_config(name: str, argv: list[str]):
         )
     else:
         description += "\n\nAlso: --config FILE.yaml, --print-config (print the resolved settings as YAML and exit)."
+    # A YAML may give option maps list values (task_options ks: [1, 10]) that the flag form does not take;
+    # tyro warns about such defaults and keeps them as they are, which is what is meant.
+    warnings.filterwarnings("ignore", message=r"The field `\w+` is annotated with type", category=UserWarning)
     config = tyro.cli(
         config_cls,
         default=base,

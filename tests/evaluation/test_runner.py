@@ -447,3 +447,22 @@ def test_task_paths_and_options_reach_the_task(tmp_path):
         EvalConfig(tasks=["gsm8k"], task_paths={"ifeval": "x"})
     with pytest.raises(ValueError, match="a task is named twice"):
         EvalConfig(tasks=["gsm8k", "GSM8K"])
+
+
+def test_task_options_from_the_command_line_and_from_yaml(tmp_path):
+    """--task_options TASK KEY VALUE (one option per task) on the command line; any number, lists included, in
+    a YAML; both reach the task factories."""
+    import warnings
+
+    from prefalign.cli import parse_config
+
+    config, _ = parse_config("eval", ["--tasks", "mbpp", "gsm8k", "--task_options", "mbpp", "split", "train",
+                                      "gsm8k", "split", "train"])  # fmt: skip
+    assert config.task_options == {"mbpp": {"split": "train"}, "gsm8k": {"split": "train"}}
+    assert config.options_for("gsm8k")["split"] == "train"
+    yaml_file = tmp_path / "eval.yaml"
+    yaml_file.write_text("tasks: [humaneval]\ntask_options:\n  humaneval: {ks: [1, 10], timeout: 3.0}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning reaches the user
+        config, _ = parse_config("eval", ["--config", str(yaml_file)])
+    assert config.task_options == {"humaneval": {"ks": [1, 10], "timeout": 3.0}}

@@ -86,9 +86,10 @@ class EvalConfig:
     """Results file of another run, printed side by side with this one (and the difference)."""
     task_paths: dict[str, str] = field(default_factory=dict)
     """Data file per task, e.g. --task_paths apps /data/apps/test.jsonl (default: the task's file under the data folder;
-    other task options go in task_options, in a --config YAML)."""
-    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Further options per task (YAML), e.g. {gsm8k: {instruction: "Put the final answer after '####'."}}."""
+    other task options go in task_options)."""
+    task_options: dict[str, dict[str, bool | int | float | str]] = field(default_factory=dict)
+    """Further options per task, one option per task on the command line (--task_options mbpp split train gsm8k split
+    test), any number and list values (e.g. ks: [1, 10]) in a --config YAML: {mbpp: {split: train, sanitized: true}}."""
     data_dir: str | None = None
     """Data folder (default: $PREFALIGN_DATA_DIR, else ../shared/data beside the checkout)."""
     seed: int = 0
