@@ -13,8 +13,7 @@ from prefalign.rollout.experience import Experience
 from prefalign.trainers.ppo.trainer import (
     PRESETS,
     PPOConfig,
-    stage_advantages,
-    stage_rewards,
+    build_experience,
     stage_rollout,
     stage_score,
 )
@@ -71,22 +70,4 @@ def sgd_update_parts(ctx, lr: float = 1.0):
 def experience_at(ctx, step: int = 0) -> Experience:
     """Stages 1-4 of a PPO step (rollout, score, KL-penalised rewards, advantages) as one Experience."""
     rollout, prompts = stage_rollout(ctx, step)
-    scored = stage_score(ctx, rollout, prompts, step)
-    scores, token_rewards, kl = stage_rewards(ctx, rollout, scored)
-    advantages, targets, _, _ = stage_advantages(ctx, token_rewards, scored["old_values"], rollout.response_mask)
-    return Experience(
-        rollout.sequences,
-        rollout.attention_mask,
-        rollout.response_mask,
-        scored["old_logprobs"],
-        scored["ref_logprobs"],
-        scored["old_values"],
-        scored["raw_scores"],
-        scores,
-        rollout.ended_with_eos,
-        kl,
-        token_rewards,
-        advantages,
-        targets,
-        scored["support"],
-    )
+    return build_experience(ctx, rollout, stage_score(ctx, rollout, prompts, step))[0]

@@ -162,13 +162,10 @@ def rollout_metrics(ctx: PPOContext, exp: Experience, values: torch.Tensor, retu
     }
 
 
-def ppo_step(ctx: PPOContext, step: int) -> dict[str, float]:
-    """One PPO step (0-based ``step``): the six stages of the module docstring; returns its metrics."""
-    acc, cfg, parts = ctx.accelerator, ctx.config, ctx.parts
-    t0 = time.perf_counter()
-    rollout, prompts = stage_rollout(ctx, step)  # 1. rollout
-    t1 = time.perf_counter()
-    scored = stage_score(ctx, rollout, prompts, step)  # 2. score
+def build_experience(
+    ctx: PPOContext, rollout: Rollout, scored: dict[str, torch.Tensor]
+) -> tuple[Experience, torch.Tensor, torch.Tensor]:
+    """Stages 3 and 4 on a scored rollout: (the Experience the update reads, de-normalised values, returns)."""
     scores, token_rewards, kl = stage_rewards(ctx, rollout, scored)  # 3. KL-penalised rewards
     mask = rollout.response_mask
     advantages, targets, values, returns = stage_advantages(ctx, token_rewards, scored["old_values"], mask)  # 4. GAE
@@ -188,6 +185,17 @@ def ppo_step(ctx: PPOContext, step: int) -> dict[str, float]:
         targets,
         scored["support"],
     )
+    return exp, values, returns
+
+
+def ppo_step(ctx: PPOContext, step: int) -> dict[str, float]:
+    """One PPO step (0-based ``step``): the six stages of the module docstring; returns its metrics."""
+    acc, cfg, parts = ctx.accelerator, ctx.config, ctx.parts
+    t0 = time.perf_counter()
+    rollout, prompts = stage_rollout(ctx, step)  # 1. rollout
+    t1 = time.perf_counter()
+    scored = stage_score(ctx, rollout, prompts, step)  # 2. score
+    exp, values, returns = build_experience(ctx, rollout, scored)  # 3. KL-penalised rewards, 4. GAE
     metrics = rollout_metrics(ctx, exp, values, returns)
     t2 = time.perf_counter()
     metrics.update(
