@@ -327,7 +327,7 @@ def _usual_permissions(folder: Path) -> None:
     os.chmod(folder, 0o777 & ~umask)
 
 
-def _short_card(model: PreTrainedModel, adapter: bool) -> str:
+def _short_card(model: PreTrainedModel, adapter: bool, merged: bool = True) -> str:
     import shlex
     import sys
 
@@ -340,17 +340,26 @@ def _short_card(model: PreTrainedModel, adapter: bool) -> str:
         "",
         "Opens with `transformers` `from_pretrained` on this folder.",
     ]
-    if adapter:
+    if adapter and merged:
         lines.append("The LoRA adapter is in `adapter/`; the weights here have it merged.")
+    elif adapter:
+        lines[-1] = "Trained under a sharded engine: the LoRA adapter alone is in `adapter/` (load the base, then it)."
     return "\n".join(lines) + "\n"
 
 
-def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, path: str | Path) -> Path:
+def save_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Save as an ordinary HF folder (safetensors), atomically: written aside, then renamed.
 
     A LoRA (peft) model is saved with its adapters merged into a copy of the weights, so the folder
     opens with plain transformers, and its adapter alone in ``adapter/``; the model being trained is
-    left as it is. A short ``README.md`` says what the folder is.
+    left as it is. A short ``README.md`` says what the folder is. ``state_dict``: the full weights gathered
+    from a sharded model (ZeRO-3, FSDP), written instead of the model's own (placeholder) parameters; a
+    sharded LoRA model is then saved as its adapter alone (merging needs the full base weights in memory).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -358,15 +367,18 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
     lora = hasattr(model, "merge_and_unload")
     try:
         _usual_permissions(tmp)
+        merged = not (lora and state_dict is not None)
         if lora:
             import copy
 
-            model.save_pretrained(tmp / "adapter")
-            model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp / "adapter", state_dict=state_dict)  # peft keeps the adapter's weights
+            if merged:
+                model = copy.deepcopy(model).merge_and_unload()
+        if merged:
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(_short_card(model, lora))
+        (tmp / "README.md").write_text(_short_card(model, lora, merged))
         if path.exists():
             old = path.with_name(f".{path.name}-old")
             shutil.rmtree(old, ignore_errors=True)

@@ -1,16 +1,43 @@
-"""Atomic checkpoints that a run resumes from exactly.
+"""Atomic checkpoints through ``accelerate``'s ``save_state`` / ``load_state``, resumable on another process count.
 
 A checkpoint is a folder ``<output_dir>/checkpoints/step-00000012/`` holding
 
-- ``<name>.safetensors`` for every model (policy, critic, reference, ...), full state dicts;
-- ``state.pt``: optimizers, schedulers, step, trainer-specific state (e.g. value-normalisation
-  statistics, KL controller, round number) and the config;
-- ``rng-<rank>.pt``: every process's Python, NumPy and torch RNG states.
+- ``accelerate/``: what ``Accelerator.save_state`` writes for the models and optimizers that went through
+  ``accelerator.prepare``: under DDP (or one process) full state dicts (``model.safetensors``,
+  ``model_1.safetensors``, ... in the order of preparation, saved *unwrapped*, without DDP's ``module.``
+  prefix, so a checkpoint made on one process loads on two and back), ``optimizer*.bin``; under DeepSpeed
+  the engine's ZeRO shards (``pytorch_model/``); under FSDP the sharded (DCP) or full state dicts that the
+  FSDP plugin's ``state_dict_type`` asks for; plus each process's RNG states (``random_states_<rank>.pkl``);
+- ``<name>.safetensors`` for every model that was *not* prepared (e.g. PPO's reference), a full state dict
+  written by the main process;
+- ``state.pt``: step, scheduler states, trainer-specific state (value-normalisation statistics, KL
+  controller, round number, ...), the config, and the layout the checkpoint was written with (process
+  count, distributed type, the names of the prepared models in order).
 
-It is written into a hidden temporary folder and renamed into place, then ``latest`` (a text file
-with the folder's name) is replaced atomically, so a run killed at any moment leaves either the
-previous checkpoint or the new one, never a half-written one. Older checkpoints beyond
-``keep`` are deleted after the new one is in place.
+It is written into a hidden temporary folder and renamed into place, then ``latest`` (a text file with the
+folder's name) is replaced atomically, so a run killed at any moment leaves either the previous checkpoint or
+the new one, never a half-written one. Older checkpoints beyond ``keep`` are deleted after the new one is in
+place. The plain HF model folder for users (``<output_dir>/model``) is written separately, by
+:func:`save_hf_model`.
+
+Resuming on a different number of processes (DDP, or one process) is supported; what is and is not bit-exact:
+
+- exact: model weights, optimizer moments and step counts, scheduler, step, trainer state, and the *data
+  order*: the trainers' :class:`~prefalign.trainers.common.BatchPlan` depends only on (seed, global step), and
+  each global batch is the same set of examples whatever the process count (each process takes
+  ``indices[rank::world]``);
+- not bit-exact: the losses and updates of the resumed steps are the same sums over the same examples, but
+  split differently over processes, so gradients are reduced in a different order (equal to rounding,
+  about 1e-7 relative in float32; the 1- and 2-process tests allow 1e-5);
+- not the same draws: per-process random streams cannot be carried over to a different number of processes.
+  With the same count, every process gets back its own RNG state (exact); with another count, every process
+  is re-seeded from (run seed, step, rank), so the resumed run is deterministic (a second resume from the
+  same checkpoint on the same count draws the same numbers) but draws differ from a run that never
+  changed its process count. PPO seeds its sampling per (seed, step, rank) anyway, so its responses after a
+  change of count are different samples from the same prompts.
+- DeepSpeed ZeRO checkpoints are partitioned by the data-parallel size and are refused on another process
+  count (convert them with DeepSpeed's ``ds_to_universal`` first); FSDP's sharded state dicts go through
+  ``torch.distributed.checkpoint``, which re-shards on load.
 """
 
 from __future__ import annotations
@@ -24,61 +51,58 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors.torch import load_model, save_model
 
 from prefalign.atomic import write_text_atomic
 
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+STATE_DIR = "accelerate"
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def checkpoint_format(accelerator: Accelerator) -> str:
+    """How the prepared models' states are stored: ``full`` (one process or DDP), ``deepspeed`` or ``fsdp``."""
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        return "deepspeed"
+    if kind == DistributedType.FSDP:
+        return "fsdp"
+    return "full"
 
 
-def restore_optimization(
-    optimizers: dict[str, Any], schedulers: dict[str, Any], state: dict[str, Any], keep_new_settings: bool
-) -> None:
-    """Load optimizer and scheduler states from a checkpoint's ``state``.
+def reseed_for(seed: int, step: int, rank: int) -> int:
+    """The seed every process takes when a run resumes on another process count (deterministic)."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 29) % 2**32
 
-    With ``keep_new_settings`` (a resume whose settings changed, ``run.allow_changes``) the optimizers keep
-    the hyper-parameters they were built with (learning rate, betas, eps, weight decay) and the schedulers
-    their new base rates: the checkpoint gives only the moment estimates and the step count, so the new
-    settings apply from the resumed step on instead of being silently replaced by the old ones.
-    """
-    fresh = {
+
+def _capture_settings(optimizers: dict[str, Any], schedulers: dict[str, Any]) -> tuple[dict, dict]:
+    groups = {
         key: [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups] for key, o in optimizers.items()
     }
-    fresh_lrs = {key: list(s.base_lrs) for key, s in schedulers.items()}
+    return groups, {key: list(s.base_lrs) for key, s in schedulers.items()}
+
+
+def _apply_settings(optimizers: dict[str, Any], schedulers: dict[str, Any], fresh: tuple[dict, dict]) -> None:
+    """Give the optimizers and schedulers back the settings they were built with (a resume with changed settings:
+    the checkpoint gives only the moment estimates and the step count)."""
+    groups, lrs = fresh
     for key, opt in optimizers.items():
-        opt.load_state_dict(state["optimizers"][key])
-    for key, sched in schedulers.items():
-        sched.load_state_dict(state["schedulers"][key])
-    if not keep_new_settings:
-        return
-    for key, opt in optimizers.items():
-        for group, settings in zip(opt.param_groups, fresh[key]):
+        for group, settings in zip(opt.param_groups, groups[key]):
             group.update(settings)
     for key, sched in schedulers.items():
-        sched.base_lrs = fresh_lrs[key]
-        groups = optimizers[key].param_groups if key in optimizers else []
-        for group, base, factor in zip(groups, sched.base_lrs, sched.lr_lambdas):
+        sched.base_lrs = lrs[key]
+        params = optimizers[key].param_groups if key in optimizers else []
+        for group, base, factor in zip(params, sched.base_lrs, sched.lr_lambdas):
             group["lr"] = base * factor(sched.last_epoch)
 
 
 class Checkpointer:
-    def __init__(self, output_dir: str | Path, accelerator: Accelerator, keep: int = 2):
+    """Save and restore a run's checkpoints under ``<output_dir>/checkpoints`` (see the module docstring)."""
+
+    def __init__(self, output_dir: str | Path, accelerator: Accelerator, keep: int = 2, seed: int = 0):
         self.root = Path(output_dir) / "checkpoints"
         self.accelerator = accelerator
         self.keep = max(1, keep)
+        self.seed = seed
 
     def latest(self) -> Path | None:
         pointer = self.root / "latest"
@@ -89,21 +113,58 @@ class Checkpointer:
             raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
         return path
 
-    def save(self, step: int, models: dict[str, torch.nn.Module], state: dict[str, Any]) -> Path:
-        """Write a checkpoint for ``step``; all processes must call it."""
+    def _prepared_names(self, models: dict[str, torch.nn.Module]) -> list[str]:
+        """The names of ``models`` in the accelerator's order of preparation (its ``_models``)."""
+        by_id = {id(m): k for k, m in models.items()}
+        names = [by_id.get(id(m)) for m in self.accelerator._models]
+        if None in names:
+            raise ValueError(
+                "a model prepared by this run's accelerator is missing from the checkpoint's models "
+                f"({sorted(models)}); save_state would write it under an index nobody can name"
+            )
+        return names
+
+    def save(
+        self,
+        step: int,
+        models: dict[str, torch.nn.Module],
+        state: dict[str, Any],
+        schedulers: dict[str, Any] | None = None,
+        optimizers: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write a checkpoint for ``step``; all processes must call it.
+
+        ``optimizers`` that went through ``accelerator.prepare`` are saved by ``save_state``; any other
+        optimizer's state dict goes into ``state.pt``, as do the ``schedulers``' states.
+        """
         acc = self.accelerator
         name = f"step-{step:08d}"
-        final = self.root / name
-        tmp = self.root / f".{name}.tmp"
+        final, tmp = self.root / name, self.root / f".{name}.tmp"
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt")
+        prepared = self._prepared_names(models)
+        handle = acc.register_save_state_pre_hook(self._unwrapped_weights)
+        try:
+            acc.save_state(str(tmp / STATE_DIR))
+        finally:
+            handle.remove()
+        own = {k: o for k, o in (optimizers or {}).items() if not any(o is p for p in acc._optimizers)}
         if acc.is_main_process:
             for key, model in models.items():
-                save_model(acc.unwrap_model(model), str(tmp / f"{key}.safetensors"))
-            torch.save(state, tmp / "state.pt")
+                if key not in prepared:
+                    save_model(acc.unwrap_model(model), str(tmp / f"{key}.safetensors"))
+            layout = {
+                "num_processes": acc.num_processes,
+                "format": checkpoint_format(acc),
+                "prepared_models": prepared,
+            }
+            extra = {
+                "schedulers": {k: s.state_dict() for k, s in (schedulers or {}).items()},
+                "optimizers": {k: o.state_dict() for k, o in own.items()},
+            }
+            torch.save({**state, **extra, "layout": layout}, tmp / "state.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
             if final.exists():
@@ -114,24 +175,113 @@ class Checkpointer:
         acc.wait_for_everyone()
         return final
 
+    def _unwrapped_weights(self, models: list, weights: list, output_dir: str) -> None:
+        """save_state's pre-hook: full state dicts without DDP's ``module.`` prefix (loadable on any count)."""
+        for i, model in enumerate(models[: len(weights)]):
+            weights[i] = self.accelerator.unwrap_model(model).state_dict()
+
+    def _unwrapped_models(self, models: list, input_dir: str) -> None:
+        """load_state's pre-hook: load the full state dicts into the unwrapped models."""
+        for i, model in enumerate(models):
+            models[i] = self.accelerator.unwrap_model(model)
+
     def _prune(self, keep_name: str) -> None:
         steps = sorted(p for p in self.root.glob("step-*") if p.is_dir())
         for old in steps[: max(0, len(steps) - self.keep)]:
             if old.name != keep_name:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def load(self, path: Path, models: dict[str, torch.nn.Module]) -> dict[str, Any]:
-        """Restore models and this process's RNG; returns the saved ``state`` dict."""
+    def _check_layout(self, path: Path, layout: dict[str, Any], models: dict[str, torch.nn.Module]) -> None:
         acc = self.accelerator
+        if layout["format"] != checkpoint_format(acc):
+            raise ValueError(
+                f"checkpoint {path} holds {layout['format']} states but this run is {checkpoint_format(acc)} "
+                f"({acc.distributed_type}); resume it with the accelerate config it was written with"
+            )
+        prepared = self._prepared_names(models)
+        if prepared != layout["prepared_models"]:
+            raise ValueError(
+                f"checkpoint {path} saved prepared models {layout['prepared_models']}, this run has {prepared}"
+            )
+        if layout["format"] == "deepspeed" and layout["num_processes"] != acc.num_processes:
+            raise ValueError(
+                f"checkpoint {path} holds DeepSpeed ZeRO shards for {layout['num_processes']} processes, this run has "
+                f"{acc.num_processes}: convert it with DeepSpeed's ds_to_universal first, or resume on "
+                f"{layout['num_processes']} processes"
+            )
+
+    def load(
+        self,
+        path: Path,
+        models: dict[str, torch.nn.Module],
+        optimizers: dict[str, Any] | None = None,
+        schedulers: dict[str, Any] | None = None,
+        keep_new_settings: bool = False,
+    ) -> dict[str, Any]:
+        """Restore models, optimizers, schedulers and RNG; returns the saved ``state`` dict.
+
+        With ``keep_new_settings`` (a resume whose settings changed, ``run.allow_changes``) the optimizers keep
+        the hyper-parameters they were built with (learning rate, betas, eps, weight decay) and the schedulers
+        their new base rates: the checkpoint gives only the moment estimates and the step count, so the new
+        settings apply from the resumed step on instead of being silently replaced by the old ones.
+        """
+        acc = self.accelerator
+        optimizers, schedulers = optimizers or {}, schedulers or {}
+        state = torch.load(path / "state.pt", weights_only=False)
+        if "layout" not in state:
+            raise ValueError(f"checkpoint {path} was written by an older prefalign (no accelerate state); start afresh")
+        self._check_layout(path, state["layout"], models)
+        fresh = _capture_settings(optimizers, schedulers)
+        handle = acc.register_load_state_pre_hook(self._unwrapped_models)
+        try:
+            acc.load_state(str(path / STATE_DIR))
+        finally:
+            handle.remove()
         for key, model in models.items():
+            if key in state["layout"]["prepared_models"]:
+                continue
             file = path / f"{key}.safetensors"
             if not file.exists():
                 raise FileNotFoundError(f"checkpoint {path} has no {file.name}")
-            load_model(acc.unwrap_model(model), str(file))
-        rng_file = path / f"rng-{acc.process_index}.pt"
-        if not rng_file.exists():
-            raise FileNotFoundError(
-                f"checkpoint {path} has no {rng_file.name}: was it written with another process count?"
-            )
-        set_rng_state(torch.load(rng_file, weights_only=False))
-        return torch.load(path / "state.pt", weights_only=False)
+            target = acc.unwrap_model(model)
+            device = next(iter(target.parameters()), torch.empty(0)).device
+            load_model(target, str(file), device=str(device))
+        for key, opt in optimizers.items():
+            if key in state["optimizers"]:
+                opt.load_state_dict(state["optimizers"][key])
+        for key, sched in schedulers.items():
+            sched.load_state_dict(state["schedulers"][key])
+        if keep_new_settings:
+            _apply_settings(optimizers, schedulers, fresh)
+        if state["layout"]["num_processes"] != acc.num_processes:
+            seed = reseed_for(self.seed, int(state["step"]), acc.process_index)
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        return state
+
+
+def checkpoint_model_files(path: str | Path) -> dict[str, Path]:
+    """The safetensors file of every model in a checkpoint written with full state dicts (one process or DDP)."""
+    path = Path(path)
+    layout = torch.load(path / "state.pt", weights_only=False)["layout"]
+    if layout["format"] != "full":
+        raise ValueError(f"checkpoint {path} holds {layout['format']} shards, not one file per model")
+    files = {p.stem: p for p in path.glob("*.safetensors")}
+    for i, name in enumerate(layout["prepared_models"]):
+        files[name] = path / STATE_DIR / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
+    return files
+
+
+def save_hf_model(accelerator: Accelerator, model: torch.nn.Module, tokenizer, path: str | Path) -> None:
+    """The trained model as a plain HF folder for users (atomic); all processes must call it.
+
+    Under ZeRO-3 or FSDP the full state dict is gathered first (a collective), then the main process writes it.
+    """
+    from prefalign.models.load import save_model as save_hf_folder
+
+    sharded = checkpoint_format(accelerator) != "full"
+    state_dict = accelerator.get_state_dict(model) if sharded else None
+    if accelerator.is_main_process:
+        save_hf_folder(accelerator.unwrap_model(model), tokenizer, path, state_dict=state_dict)
+    accelerator.wait_for_everyone()

@@ -26,7 +26,7 @@ from prefalign.data.schema import PreferencePair
 from prefalign.data.token_cache import encode_cached
 from prefalign.data.tokenize import EncodedPair, TruncatedAway, encode_pair
 from prefalign.models.heads import sequence_scores
-from prefalign.models.load import ModelConfig, load_reward_model, load_tokenizer, save_model
+from prefalign.models.load import ModelConfig, load_reward_model, load_tokenizer
 from prefalign.trainers.common import (
     BatchConfig,
     BatchPlan,
@@ -197,8 +197,7 @@ def run_reward_model(
     # 4. final evaluation and model
     final = evaluate_pairs(session, model, held_out, pad_id, micro)
     session.save(plan.total_steps)
-    if session.is_main:
-        save_model(acc.unwrap_model(model), tokenizer, session.output_dir / "model")
+    session.save_model(model, tokenizer, session.output_dir / "model")
     results = {
         "steps": plan.total_steps,
         "train_pairs": len(train),

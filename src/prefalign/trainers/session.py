@@ -27,7 +27,7 @@ from prefalign.atomic import write_json_atomic
 from prefalign.config import to_dict
 from prefalign.data.io import DropReport
 from prefalign.models.load import check_model_name
-from prefalign.trainers.checkpoint import Checkpointer, restore_optimization
+from prefalign.trainers.checkpoint import Checkpointer, save_hf_model
 from prefalign.trainers.common import (
     OptimConfig,
     RunConfig,
@@ -85,7 +85,9 @@ class TrainingSession:
         self.accelerator = make_accelerator(self.run)
         set_seed(self.run.seed + self.accelerator.process_index)
         self.output_dir = Path(self.run.output_dir)
-        self.checkpointer = Checkpointer(self.output_dir, self.accelerator, keep=self.run.keep_checkpoints)
+        self.checkpointer = Checkpointer(
+            self.output_dir, self.accelerator, keep=self.run.keep_checkpoints, seed=self.run.seed
+        )
         self.changes = prepare_run_folder(self.accelerator, self.run, self.config).changes
         for name, old, new in self.changes if self.is_main else []:
             line = f"resume with a changed setting (run.allow_changes): {name}: {old!r} -> {new!r}"
@@ -115,8 +117,7 @@ class TrainingSession:
         if path is None:
             self.print(f"[yellow]resume: no checkpoint in {self.checkpointer.root}; starting fresh")
             return {}
-        state = self.checkpointer.load(path, models)
-        restore_optimization(optimizers, schedulers, state, keep_new_settings=bool(self.changes))
+        state = self.checkpointer.load(path, models, optimizers, schedulers, keep_new_settings=bool(self.changes))
         self.start_step = int(state["step"])
         self.print(f"resumed from {path} at step {self.start_step}")
         return state.get("trainer", {})
@@ -162,13 +163,13 @@ class TrainingSession:
         """A checkpoint of ``models`` / ``optimizers`` / ``schedulers`` (default: those of :meth:`prepare_training`)."""
         if models is None:
             models, optimizers, schedulers = self.trained
-        state = {
-            "step": step,
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-            "trainer": trainer_state or {},
-        }
-        return self.checkpointer.save(step, models, state)
+        state = {"step": step, "trainer": trainer_state or {}}
+        return self.checkpointer.save(step, models, state, schedulers=schedulers, optimizers=optimizers)
+
+    def save_model(self, model: torch.nn.Module, tokenizer: Any, path: Path) -> None:
+        """The trained model as a plain HF folder for users (gathered first under ZeRO-3 / FSDP); all processes
+        call it."""
+        save_hf_model(self.accelerator, model, tokenizer, path)
 
     def due(self, step: int, every: int, total: int) -> bool:
         """True at every ``every``-th step (``every`` 0: never before the last)."""

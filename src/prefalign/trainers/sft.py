@@ -22,7 +22,7 @@ from prefalign.data.config import DataConfig, load_sft
 from prefalign.data.schema import SFTExample
 from prefalign.data.token_cache import encode_cached
 from prefalign.data.tokenize import Encoded, TruncatedAway, encode_example
-from prefalign.models.load import ModelConfig, load_causal_lm, load_tokenizer, save_model
+from prefalign.models.load import ModelConfig, load_causal_lm, load_tokenizer
 from prefalign.models.logprobs import token_logprobs
 from prefalign.trainers.common import (
     BatchConfig,
@@ -184,8 +184,7 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
     # 4. final evaluation and model
     final = evaluate_nll(session, model, held_out, pad_id, config.batch.micro_batch_size)
     session.save(plan.total_steps)
-    if session.is_main:
-        save_model(acc.unwrap_model(model), tokenizer, session.output_dir / "model")
+    session.save_model(model, tokenizer, session.output_dir / "model")
     results = {
         "steps": plan.total_steps,
         "train_examples": len(train),

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from prefalign.config import build_config, merge
 from prefalign.rollout.experience import Experience
+from prefalign.trainers.checkpoint import checkpoint_model_files
 from prefalign.trainers.ppo.trainer import (
     PRESETS,
     PPOConfig,
@@ -45,7 +46,8 @@ def checkpoint_tensors(output_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     """The latest checkpoint's policy, critic and reference weights."""
     root = Path(output_dir) / "checkpoints"
     path = root / (root / "latest").read_text().strip()
-    return {name: load_file(str(path / f"{name}.safetensors")) for name in ("policy", "critic", "reference")}
+    files = checkpoint_model_files(path)
+    return {name: load_file(str(files[name])) for name in ("policy", "critic", "reference")}
 
 
 def without_timings(rows: list[dict]) -> list[dict]:

@@ -144,7 +144,9 @@ def test_two_processes_run_and_update_like_one(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(math.isfinite(r[k]) for r in rows for k in ("reward/mean", "kl/mean", "value_loss", "eval/reward"))
     latest = tmp_path / "run" / "checkpoints" / (tmp_path / "run" / "checkpoints" / "latest").read_text().strip()
-    assert (latest / "rng-0.pt").exists() and (latest / "rng-1.pt").exists()
+    assert (latest / "accelerate" / "random_states_0.pkl").exists() and (
+        latest / "accelerate" / "random_states_1.pkl"
+    ).exists()
     sums = [json.loads((tmp_path / f"checksum-{r}.json").read_text()) for r in (0, 1)]
     assert sums[0]["world"] == 2 and sums[0]["checksum"] == sums[1]["checksum"], "the processes' weights diverged"
     two = torch.load(tmp_path / "weights-2proc.pt")

@@ -33,12 +33,12 @@ from prefalign.models.load import (
     load_reward_model,
     load_tokenizer,
     load_value_model,
-    save_model,
 )
 from prefalign.models.reference import ReferenceModel
 from prefalign.rewards.learned import LearnedReward, same_tokenizer
 from prefalign.rewards.registry import task_reward
 from prefalign.rollout.experience import RolloutScorer
+from prefalign.trainers.checkpoint import save_hf_model
 from prefalign.trainers.common import OptimConfig, build_optimizer, build_scheduler
 from prefalign.trainers.ppo.config import PPOConfig, PromptDataConfig
 from prefalign.trainers.ppo.update import UpdateParts
@@ -93,10 +93,8 @@ class PPOParts:
         )
 
     def save_policy(self, acc: Accelerator, path: Path) -> None:
-        """The policy as an ordinary HF folder (atomic), written by the main process."""
-        if acc.is_main_process:
-            save_model(acc.unwrap_model(self.policy), self.tokenizer, path)
-        acc.wait_for_everyone()
+        """The policy as an ordinary HF folder (atomic; gathered first under ZeRO-3 / FSDP); all processes call it."""
+        save_hf_model(acc, self.policy, self.tokenizer, path)
 
 
 def synthetic_prompts(count: int) -> list[Prompt]:

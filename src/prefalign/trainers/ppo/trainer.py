@@ -61,7 +61,7 @@ from prefalign.rollout.experience import (
     rollout_values,
 )
 from prefalign.rollout.generate import Rollout, generate
-from prefalign.trainers.checkpoint import Checkpointer, restore_optimization
+from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import BatchPlan, check_finite, global_sum, make_accelerator, set_seed, shard
 from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
@@ -247,15 +247,17 @@ def _checkpoint_models(ctx: PPOContext) -> dict[str, torch.nn.Module]:
 
 
 def save_checkpoint(ctx: PPOContext, ckpt: Checkpointer, steps_done: int) -> None:
+    state = {"step": steps_done, "trainer": ctx.state.state_dict(), "config": to_dict(ctx.config)}
+    ckpt.save(steps_done, _checkpoint_models(ctx), state, *_optimization(ctx)[::-1])
+
+
+def _optimization(ctx: PPOContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(optimizers, schedulers) by name, as a checkpoint stores them."""
     p = ctx.parts
-    state = {
-        "step": steps_done,
-        "trainer": ctx.state.state_dict(),
-        "config": to_dict(ctx.config),
-        "optimizers": {"actor": p.actor_optimizer.state_dict(), "critic": p.critic_optimizer.state_dict()},
-        "schedulers": {"actor": p.actor_scheduler.state_dict(), "critic": p.critic_scheduler.state_dict()},
-    }
-    ckpt.save(steps_done, _checkpoint_models(ctx), state)
+    return (
+        {"actor": p.actor_optimizer, "critic": p.critic_optimizer},
+        {"actor": p.actor_scheduler, "critic": p.critic_scheduler},
+    )
 
 
 def resume(ctx: PPOContext, ckpt: Checkpointer, keep_new_settings: bool = False) -> int:
@@ -266,14 +268,7 @@ def resume(ctx: PPOContext, ckpt: Checkpointer, keep_new_settings: bool = False)
         if ctx.config.run.resume and ctx.accelerator.is_main_process:
             console.print(f"[yellow]resume: no checkpoint in {ckpt.root}; starting fresh")
         return 0
-    state = ckpt.load(path, _checkpoint_models(ctx))
-    p = ctx.parts
-    restore_optimization(
-        {"actor": p.actor_optimizer, "critic": p.critic_optimizer},
-        {"actor": p.actor_scheduler, "critic": p.critic_scheduler},
-        state,
-        keep_new_settings=keep_new_settings,
-    )
+    state = ckpt.load(path, _checkpoint_models(ctx), *_optimization(ctx), keep_new_settings=keep_new_settings)
     ctx.state.load_state_dict(state["trainer"])
     if ctx.accelerator.is_main_process:
         console.print(f"resumed from {path} after step {state['step']}")
@@ -329,7 +324,7 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
     out = Path(config.run.output_dir)
     folder = prepare_run_folder(acc, config.run, config)  # a used folder, a resume with changed settings: refused
     ctx = build_context(config, acc)
-    ckpt = Checkpointer(out, acc, keep=config.run.keep_checkpoints)
+    ckpt = Checkpointer(out, acc, keep=config.run.keep_checkpoints, seed=config.run.seed)
     start = resume(ctx, ckpt, keep_new_settings=bool(folder.changes))
     total = config.batch.steps
     logger = MetricLogger(

@@ -52,7 +52,6 @@ from prefalign.models.load import (
     disable_dropout,
     load_causal_lm,
     load_tokenizer,
-    save_model,
 )
 from prefalign.trainers.common import (
     BatchPlan,
@@ -240,9 +239,7 @@ def evaluate(loop: PreferenceLoop) -> dict[str, float]:
 def save_final_model(session: TrainingSession, policy: torch.nn.Module, tokenizer) -> Path:
     """The trained policy as a plain HF folder (``save_model`` merges LoRA adapters into the weights)."""
     path = session.output_dir / "model"
-    if session.is_main:
-        save_model(session.accelerator.unwrap_model(policy), tokenizer, path)
-    session.accelerator.wait_for_everyone()
+    session.save_model(policy, tokenizer, path)
     return path
 
 
