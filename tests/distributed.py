@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 
-def accelerate_cmd(num_processes: int, *args: str) -> list[str]:
+def accelerate_cmd(num_processes: int, *args: str, mixed_precision: str = "no") -> list[str]:
     launcher = Path(sys.executable).with_name("accelerate")
     return [
         str(launcher),
@@ -25,7 +25,7 @@ def accelerate_cmd(num_processes: int, *args: str) -> list[str]:
         "--num_machines",
         "1",
         "--mixed_precision",
-        "no",
+        mixed_precision,
         "--dynamo_backend",
         "no",
         "--main_process_port",
@@ -34,12 +34,14 @@ def accelerate_cmd(num_processes: int, *args: str) -> list[str]:
     ]
 
 
-def run_accelerate(num_processes: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_accelerate(
+    num_processes: int, *args: str, timeout: int = 300, mixed_precision: str = "no"
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     # A session of its own, so that a timeout kills the launcher's worker processes too (they would
     # otherwise live on, orphaned, and slow every later test).
     child = subprocess.Popen(
-        accelerate_cmd(num_processes, *args),
+        accelerate_cmd(num_processes, *args, mixed_precision=mixed_precision),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -115,8 +115,9 @@ class Checkpointer:
 
     def _prepared_names(self, models: dict[str, torch.nn.Module]) -> list[str]:
         """The names of ``models`` in the accelerator's order of preparation (its ``_models``)."""
-        by_id = {id(m): k for k, m in models.items()}
-        names = [by_id.get(id(m)) for m in self.accelerator._models]
+        unwrap = self.accelerator.unwrap_model
+        by_id = {id(unwrap(m)): k for k, m in models.items()}
+        names = [by_id.get(id(unwrap(m))) for m in self.accelerator._models]
         if None in names:
             raise ValueError(
                 "a model prepared by this run's accelerator is missing from the checkpoint's models "

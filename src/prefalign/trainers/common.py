@@ -97,8 +97,9 @@ class RunConfig:
     """Write metrics every N optimizer steps."""
     eval_every: int = 0
     """Evaluate on held-out data every N optimizer steps (0: only at the end)."""
-    mixed_precision: str = "no"
-    """Autocast: no, bf16 or fp16 (fp16 needs a GPU)."""
+    mixed_precision: str | None = None
+    """Autocast: no, bf16 or fp16 (fp16 needs a GPU). None: the launcher's setting (`accelerate launch
+    --mixed_precision`, or the accelerate config file's), else no."""
     tensorboard: bool = True
     """Write TensorBoard event files (False drops tensorboard from report_to)."""
     report_to: str = "tensorboard"
@@ -112,7 +113,7 @@ class RunConfig:
     """Steps between progress lines when stderr is not a terminal (0: about 20 lines a run)."""
 
     def __post_init__(self) -> None:
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
+        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise ValueError(f"run.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.resume and self.overwrite:
             raise ValueError("run.resume and run.overwrite exclude each other")
@@ -135,22 +136,32 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def launcher_precision() -> str:
+    """The mixed precision ``accelerate launch`` passes on (its flag, else its config file's), or ``no``."""
+    return os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+
+
 def make_accelerator(run: RunConfig) -> Accelerator:
+    """The run's Accelerator. The launcher's settings (``accelerate launch`` flags and config file: mixed
+    precision, DeepSpeed, FSDP, which reach the process as ``ACCELERATE_*`` variables) are left to accelerate;
+    ``run.mixed_precision`` overrides the precision only when given."""
     if run.threads:
         torch.set_num_threads(run.threads)
-    mixed = run.mixed_precision
+    mixed = run.mixed_precision or launcher_precision()
     if mixed == "fp16" and not torch.cuda.is_available():
-        raise ValueError("run.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
+        raise ValueError("mixed precision fp16 needs a GPU; use bf16 or no on a CPU")
     _release_precision_setting(mixed)
+    kwargs: dict = {"cpu": not torch.cuda.is_available()}
+    if run.mixed_precision is not None:
+        kwargs["mixed_precision"] = run.mixed_precision
     others = [t for t in run.trackers() if t != "tensorboard"]  # TensorBoard is written by MetricLogger
-    if not others:
-        return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
-    from accelerate.utils import ProjectConfiguration
+    if others:
+        from accelerate.utils import ProjectConfiguration
 
-    project = ProjectConfiguration(project_dir=run.output_dir, logging_dir=os.path.join(run.output_dir, "trackers"))
-    return Accelerator(
-        mixed_precision=mixed, cpu=not torch.cuda.is_available(), log_with=others, project_config=project
-    )
+        logging_dir = os.path.join(run.output_dir, "trackers")
+        kwargs["log_with"] = others
+        kwargs["project_config"] = ProjectConfiguration(project_dir=run.output_dir, logging_dir=logging_dir)
+    return Accelerator(**kwargs)
 
 
 def _release_precision_setting(mixed: str) -> None:
