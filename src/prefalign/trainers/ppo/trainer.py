@@ -63,6 +63,7 @@ from prefalign.rollout.experience import (
 from prefalign.rollout.generate import Rollout, generate
 from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import BatchPlan, check_finite, global_sum, make_accelerator, set_seed, shard
+from prefalign.trainers.gather import parameters_for_generation
 from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
 from prefalign.trainers.ppo.config import PRESETS, PPOConfig
@@ -89,16 +90,16 @@ def stage_rollout(ctx: PPOContext, step: int) -> tuple[Rollout, list[Prompt]]:
     """1. Sample responses to this process's share of the step's prompts."""
     acc, cfg = ctx.accelerator, ctx.config
     rows = shard(ctx.plan.step_indices(step), acc.process_index, acc.num_processes)
-    policy = acc.unwrap_model(ctx.parts.policy)
     size = cfg.batch.generation_batch_size or cfg.batch.micro_batch_size
-    rollout = generate(
-        policy,
-        ctx.parts.tokenizer,
-        [ctx.train_ids[i] for i in rows],
-        cfg.sampling,
-        size,
-        generator_seed=_sampling_seed(cfg.run.seed, step, acc.process_index),
-    )
+    with parameters_for_generation(acc, ctx.parts.policy) as policy:  # ZeRO-3 / FSDP: gathered once per call
+        rollout = generate(
+            policy,
+            ctx.parts.tokenizer,
+            [ctx.train_ids[i] for i in rows],
+            cfg.sampling,
+            size,
+            generator_seed=_sampling_seed(cfg.run.seed, step, acc.process_index),
+        )
     return rollout, [ctx.train_prompts[i] for i in rows]
 
 
@@ -225,17 +226,20 @@ def validate(ctx: PPOContext) -> dict[str, float]:
     acc, cfg = ctx.accelerator, ctx.config
     rows = list(range(acc.process_index, len(ctx.val_prompts), acc.num_processes))
     total = length = torch.tensor(0.0)
-    if rows:
-        sampling = dataclasses.replace(cfg.sampling, num_samples=1)
-        size = cfg.batch.generation_batch_size or cfg.batch.micro_batch_size
-        rollout = generate(
-            acc.unwrap_model(ctx.parts.policy),
-            ctx.parts.tokenizer,
-            [ctx.val_ids[i] for i in rows],
-            sampling,
-            size,
-            generator_seed=_sampling_seed(cfg.run.seed + 1, 0, acc.process_index),
-        )
+    sampling = dataclasses.replace(cfg.sampling, num_samples=1)
+    size = cfg.batch.generation_batch_size or cfg.batch.micro_batch_size
+    with parameters_for_generation(acc, ctx.parts.policy) as policy:  # a collective: every process enters
+        rollout = None
+        if rows:
+            rollout = generate(
+                policy,
+                ctx.parts.tokenizer,
+                [ctx.val_ids[i] for i in rows],
+                sampling,
+                size,
+                generator_seed=_sampling_seed(cfg.run.seed + 1, 0, acc.process_index),
+            )
+    if rollout is not None:
         scores = ctx.parts.scorer(rollout, [ctx.val_prompts[i] for i in rows])
         total, length = scores.sum(), rollout.response_lengths.float().sum()
     count = max(global_sum(len(rows), acc), 1.0)
