@@ -330,17 +330,20 @@ def accumulate_and_step(
     divided by the global count), so the accumulated gradient equals the full-batch gradient. DDP
     averages gradients over processes; the loss is scaled by the process count to undo that.
     """
-    world = accelerator.num_processes
+    from prefalign.trainers.engines import engine_loss_scale
+
+    scale = accelerator.num_processes * engine_loss_scale(accelerator, len(batches))
     for i, batch in enumerate(batches):
         last = i == len(batches) - 1
         context = accelerator.no_sync(model) if not last else _null()
         with context:
             with accelerator.autocast():
-                loss = loss_fn(batch) * world
+                loss = loss_fn(batch) * scale
             accelerator.backward(loss)
     grad_norm = None
     if max_grad_norm is not None:
-        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+        norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)  # DeepSpeed: its own clipping's norm
+        grad_norm = None if norm is None else float(norm)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()

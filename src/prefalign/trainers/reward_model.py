@@ -161,7 +161,9 @@ def run_reward_model(
     )
     # 2. model and optimizer
     model = load_reward_model(config.model, seed=config.run.seed)
-    model, optimizer, scheduler, _ = session.prepare_training("reward_model", model, config.optim, plan.total_steps)
+    model, optimizer, scheduler, _ = session.prepare_training(
+        "reward_model", model, config.optim, plan.total_steps, config.batch
+    )
     logger = session.start_logging(plan.total_steps, "reward model")
     model.train()
     pad_id = tokenizer.pad_token_id

@@ -29,6 +29,7 @@ from prefalign.data.io import DropReport
 from prefalign.models.load import check_model_name
 from prefalign.trainers.checkpoint import Checkpointer, save_hf_model
 from prefalign.trainers.common import (
+    BatchConfig,
     OptimConfig,
     RunConfig,
     build_optimizer,
@@ -36,6 +37,7 @@ from prefalign.trainers.common import (
     make_accelerator,
     set_seed,
 )
+from prefalign.trainers.engines import configure_deepspeed, micro_batches_per_step
 from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
 from prefalign.trainers.run_folder import prepare_run_folder
@@ -123,13 +125,24 @@ class TrainingSession:
         return state.get("trainer", {})
 
     def prepare_training(
-        self, name: str, model: torch.nn.Module, optim: OptimConfig, total_steps: int
+        self,
+        name: str,
+        model: torch.nn.Module,
+        optim: OptimConfig,
+        total_steps: int,
+        batch: BatchConfig | None = None,
     ) -> tuple[Any, Any, Any, dict]:
         """AdamW and its schedule for one trained model, through ``accelerator.prepare``, then the resume.
 
         Returns (model, optimizer, scheduler, trainer state of the restored checkpoint or {}); the three
-        are kept under ``name`` for :meth:`save`.
+        are kept under ``name`` for :meth:`save`. ``batch`` tells DeepSpeed (when launched with it) the
+        micro-batching of each optimizer step (:mod:`prefalign.trainers.engines`).
         """
+        if batch is not None:
+            per_step = micro_batches_per_step(
+                batch.global_batch_size, batch.micro_batch_size, self.accelerator.num_processes
+            )
+            configure_deepspeed(self.accelerator, batch.micro_batch_size, per_step, optim.max_grad_norm)
         optimizer = build_optimizer(model.parameters(), optim)
         scheduler = build_scheduler(optimizer, optim, total_steps)
         model, optimizer = self.accelerator.prepare(model, optimizer)

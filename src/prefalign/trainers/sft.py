@@ -146,7 +146,9 @@ def run_sft(config: SFTConfig, examples: tuple[list[SFTExample], list[SFTExample
     )
     # 2. model and optimizer
     model = load_causal_lm(config.model, seed=config.run.seed)
-    model, optimizer, scheduler, _ = session.prepare_training("policy", model, config.optim, plan.total_steps)
+    model, optimizer, scheduler, _ = session.prepare_training(
+        "policy", model, config.optim, plan.total_steps, config.batch
+    )
     logger = session.start_logging(plan.total_steps, "sft")
     model.train()
     pad_id = tokenizer.pad_token_id

@@ -40,6 +40,7 @@ from prefalign.rewards.registry import task_reward
 from prefalign.rollout.experience import RolloutScorer
 from prefalign.trainers.checkpoint import save_hf_model
 from prefalign.trainers.common import OptimConfig, build_optimizer, build_scheduler
+from prefalign.trainers.engines import refuse_deepspeed_for_two_models
 from prefalign.trainers.ppo.config import PPOConfig, PromptDataConfig
 from prefalign.trainers.ppo.update import UpdateParts
 
@@ -215,6 +216,7 @@ def critic_optim_config(config: PPOConfig) -> OptimConfig:
 
 def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     tokenizer = load_tokenizer(config.policy)
+    refuse_deepspeed_for_two_models(acc, "PPO")
     policy = load_causal_lm(config.policy, seed=config.run.seed)
     disable_dropout(policy)
     if config.policy.lora:

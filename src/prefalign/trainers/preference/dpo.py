@@ -278,7 +278,9 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
     reference, tables, reference_seconds = build_reference(
         config, policy, session, train, held_out, tokenizer.pad_token_id, layout
     )
-    policy, optimizer, scheduler, restored = session.prepare_training("policy", policy, config.optim, plan.total_steps)
+    policy, optimizer, scheduler, restored = session.prepare_training(
+        "policy", policy, config.optim, plan.total_steps, config.batch
+    )
     tables = restored.get("reference_logps", tables)
     loop = PreferenceLoop(
         session,
