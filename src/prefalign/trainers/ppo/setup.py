@@ -235,7 +235,9 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
     critic_cfg = critic_optim_config(config)
     critic_opt = build_optimizer(critic.parameters(), critic_cfg)
-    policy, critic, actor_opt, critic_opt = acc.prepare(policy, critic, actor_opt, critic_opt)
+    # one model per prepare call: accelerate's FSDP2 shards only one model per call (same result under DDP)
+    policy, actor_opt = acc.prepare(policy, actor_opt)
+    critic, critic_opt = acc.prepare(critic, critic_opt)
     steps = config.optimizer_steps
     return PPOParts(
         tokenizer,
