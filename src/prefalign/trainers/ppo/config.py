@@ -27,6 +27,7 @@ from prefalign.algorithms.kl import KL_ESTIMATORS
 from prefalign.algorithms.masked import AGGREGATION_MODES
 from prefalign.models.load import ModelConfig
 from prefalign.rollout.generate import SamplingConfig
+from prefalign.rollout.vllm_engine import RolloutEngineConfig
 from prefalign.trainers.common import OptimConfig, RunConfig
 from prefalign.trainers.ppo.presets import PRESETS, TABLE3_ROWS
 
@@ -222,6 +223,8 @@ class PPOConfig:
     """Optimizer of the critic."""
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/ppo"))
     """Output folder, seed, checkpointing, logging."""
+    rollout: RolloutEngineConfig = field(default_factory=RolloutEngineConfig)
+    """Who samples the rollouts (builtin or vllm) and the correction for a separate engine's samples."""
     stop_after: int | None = None
     """Stop (with a checkpoint) after this many steps of this invocation; continue later with --run.resume True (job
     time limits)."""
@@ -239,6 +242,11 @@ class PPOConfig:
             raise ValueError("the reference EMA needs a fully trained policy (policy.lora=False)")
         if self.ppo.logprobs_top_k and self.sampling.top_k == 0:
             raise ValueError("ppo.logprobs_top_k needs sampling.top_k > 0 (the mask is the sampler's top-k)")
+        if self.rollout.importance_sampling_cap is not None and self.ppo.recompute_old:
+            raise ValueError(
+                "rollout.importance_sampling_cap weights the rollout's advantages, which ppo.recompute_old recomputes "
+                "per minibatch: use one or the other"
+            )
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError("stop_after must be positive")
 

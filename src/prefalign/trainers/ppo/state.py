@@ -73,3 +73,5 @@ class PPOContext:
     val_prompts: list[Prompt]
     val_ids: list[list[int]]
     settings: UpdateSettings
+    engine: Any = None  # the vLLM engine (rollout.engine vllm), made at the first rollout
+    engine_logprobs: Any = None  # (N, T) the engine's log-probs of this step's samples (vllm), else None

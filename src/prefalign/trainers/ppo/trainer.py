@@ -67,6 +67,7 @@ from prefalign.trainers.gather import parameters_for_generation
 from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
 from prefalign.trainers.ppo.config import PRESETS, PPOConfig
+from prefalign.trainers.ppo.rollout_engine import check_engine, engine_corrections, sample_rollout
 from prefalign.trainers.ppo.setup import build_parts, encode_prompts, load_prompt_sets, sft_batches
 from prefalign.trainers.ppo.state import PPOContext, PPOState
 from prefalign.trainers.ppo.targets import (
@@ -90,16 +91,9 @@ def stage_rollout(ctx: PPOContext, step: int) -> tuple[Rollout, list[Prompt]]:
     """1. Sample responses to this process's share of the step's prompts."""
     acc, cfg = ctx.accelerator, ctx.config
     rows = shard(ctx.plan.step_indices(step), acc.process_index, acc.num_processes)
-    size = cfg.batch.generation_batch_size or cfg.batch.micro_batch_size
+    seed = _sampling_seed(cfg.run.seed, step, acc.process_index)
     with parameters_for_generation(acc, ctx.parts.policy) as policy:  # ZeRO-3 / FSDP: gathered once per call
-        rollout = generate(
-            policy,
-            ctx.parts.tokenizer,
-            [ctx.train_ids[i] for i in rows],
-            cfg.sampling,
-            size,
-            generator_seed=_sampling_seed(cfg.run.seed, step, acc.process_index),
-        )
+        rollout = sample_rollout(ctx, policy, [ctx.train_ids[i] for i in rows], seed)  # rollout.engine
     return rollout, [ctx.train_prompts[i] for i in rows]
 
 
@@ -197,7 +191,7 @@ def ppo_step(ctx: PPOContext, step: int) -> dict[str, float]:
     t1 = time.perf_counter()
     scored = stage_score(ctx, rollout, prompts, step)  # 2. score
     exp, values, returns = build_experience(ctx, rollout, scored)  # 3. KL-penalised rewards, 4. GAE
-    metrics = rollout_metrics(ctx, exp, values, returns)
+    metrics = rollout_metrics(ctx, exp, values, returns) | engine_corrections(ctx, exp)  # vllm: mismatch, TIS
     t2 = time.perf_counter()
     metrics.update(
         ppo_update(
@@ -297,6 +291,7 @@ def _maybe_validate(ctx: PPOContext, steps_done: int, out: Path) -> dict[str, fl
 
 
 def build_context(config: PPOConfig, acc: Accelerator) -> PPOContext:
+    check_engine(config)
     train, val = load_prompt_sets(config.data)
     parts = build_parts(config, acc)
     train_ids = encode_prompts(parts.tokenizer, train, config.data.max_prompt_length)
