@@ -295,19 +295,22 @@ def held_out_sums(
     broadcasts buffers at every forward, a collective that would hang when the processes run
     different numbers of micro-batches. ``keys`` are given up front so that a process left without
     items still joins the final reduction."""
+    from prefalign.trainers.gather import parameters_for_generation
+
     mine = list(items)[accelerator.process_index :: accelerator.num_processes]
-    model = accelerator.unwrap_model(model)
     totals = dict.fromkeys(keys, 0.0)
     totals["count"] = float(len(mine))
-    was_training = model.training
-    model.eval()
-    try:
-        for chunk in micro_batches(mine, micro):
-            batch = {k: v.to(accelerator.device) for k, v in collate(chunk).items()}
-            for key, value in sums(model, batch).items():
-                totals[key] += float(value)
-    finally:
-        model.train(was_training)
+    # ZeRO-3 / FSDP: the parameters gathered once, so processes may run different numbers of forward passes
+    with parameters_for_generation(accelerator, model) as model:
+        was_training = model.training
+        model.eval()
+        try:
+            for chunk in micro_batches(mine, micro):
+                batch = {k: v.to(accelerator.device) for k, v in collate(chunk).items()}
+                for key, value in sums(model, batch).items():
+                    totals[key] += float(value)
+        finally:
+            model.train(was_training)
     names = sorted(totals)
     summed = torch.tensor([totals[k] for k in names], dtype=torch.float64, device=accelerator.device)
     if accelerator.num_processes > 1:

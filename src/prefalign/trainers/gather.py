@@ -14,6 +14,9 @@ no collective in its forward passes, and frees them afterwards:
 - FSDP1: ``summon_full_params`` (no write-back);
 - DDP, one process, ZeRO-1/2: nothing to gather; the unwrapped model.
 
+The same holds for held-out evaluation, where each process scores its own share of the examples (one more
+micro-batch on some processes): :func:`prefalign.trainers.common.held_out_sums` and DPO's evaluation use it too.
+
 The price is the memory of one full copy of the policy on each GPU during generation (for a 7B policy
 in bf16, 14 GB; see ``docs/memory_plan.md``).
 """

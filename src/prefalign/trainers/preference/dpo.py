@@ -59,6 +59,7 @@ from prefalign.trainers.common import (
     check_finite,
     shard,
 )
+from prefalign.trainers.gather import parameters_for_generation
 from prefalign.trainers.preference.batches import COLLATE, EncodedRanking, encode_rankings, length_sorted_groups
 from prefalign.trainers.preference.data import (
     Records,
@@ -215,20 +216,20 @@ def evaluate(loop: PreferenceLoop) -> dict[str, float]:
     keys = metric_keys(cfg.loss, with_rewards)
     mine = list(range(acc.process_index, len(loop.held_out), acc.num_processes))
     sums: dict[str, float] = {}
-    model = acc.unwrap_model(loop.policy)
-    model.eval()
-    for group in length_sorted_groups(
-        loop.held_out, mine, cfg.eval_micro_batch_size, cfg.max_tokens_per_micro_batch, loop.layout
-    ):
-        batch = to_device(COLLATE[loop.layout]([loop.held_out[i] for i in group], loop.pad_id), acc.device)
-        with acc.autocast():
-            logps = ranking_logps(model, batch).float()
-        ref = loop.reference_logps("held_out", group, batch)
-        losses, stats = OBJECTIVES[cfg.loss](logps, ref, batch["scores"], batch["lengths"], loop.settings)
-        if cfg.loss not in NEEDS_REFERENCE and ref is not None:
-            stats = {**stats, **implicit_reward_stats(logps, ref, cfg.beta)}
-        _add_stats(sums, losses, stats)
-    model.train()
+    with parameters_for_generation(acc, loop.policy) as model:  # ZeRO-3 / FSDP: uneven shares need no collective
+        model.eval()
+        for group in length_sorted_groups(
+            loop.held_out, mine, cfg.eval_micro_batch_size, cfg.max_tokens_per_micro_batch, loop.layout
+        ):
+            batch = to_device(COLLATE[loop.layout]([loop.held_out[i] for i in group], loop.pad_id), acc.device)
+            with acc.autocast():
+                logps = ranking_logps(model, batch).float()
+            ref = loop.reference_logps("held_out", group, batch)
+            losses, stats = OBJECTIVES[cfg.loss](logps, ref, batch["scores"], batch["lengths"], loop.settings)
+            if cfg.loss not in NEEDS_REFERENCE and ref is not None:
+                stats = {**stats, **implicit_reward_stats(logps, ref, cfg.beta)}
+            _add_stats(sums, losses, stats)
+        model.train()
     totals = _reduce(acc, sums, keys)
     return {f"eval/{k}": v / len(loop.held_out) for k, v in totals.items()}
 

@@ -26,7 +26,9 @@ def _transforms_logits(model: torch.nn.Module) -> bool:
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    """The model inside a DDP wrapper or a DeepSpeed engine (FSDP2 shards the model in place: nothing to unwrap)."""
+    wrapped = isinstance(model, torch.nn.parallel.DistributedDataParallel) or type(model).__name__ == "DeepSpeedEngine"
+    return model.module if wrapped else model
 
 
 def response_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
