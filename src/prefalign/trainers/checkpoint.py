@@ -37,7 +37,8 @@ Resuming on a different number of processes (DDP, or one process) is supported; 
   change of count are different samples from the same prompts.
 - DeepSpeed ZeRO checkpoints are partitioned by the data-parallel size and are refused on another process
   count (convert them with DeepSpeed's ``ds_to_universal`` first); FSDP's sharded state dicts go through
-  ``torch.distributed.checkpoint``, which re-shards on load.
+  ``torch.distributed.checkpoint``, which re-shards on load. Neither can be tested on this project's CPU
+  machines (accelerate turns DeepSpeed and FSDP on only with GPUs); DDP and one process are tested both ways.
 """
 
 from __future__ import annotations
