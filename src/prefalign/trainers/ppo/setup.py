@@ -73,11 +73,11 @@ _TEMPLATES = (
 class PPOParts:
     tokenizer: PreTrainedTokenizerBase
     policy: torch.nn.Module  # prepared by accelerate (DDP-wrapped when distributed)
-    critic: torch.nn.Module  # prepared by accelerate
+    critic: torch.nn.Module | None  # prepared by accelerate; None for a critic-free advantage estimator
     reference: ReferenceModel
     scorer: RolloutScorer
     actor_optimizer: torch.optim.Optimizer
-    critic_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer | None
     actor_scheduler: Any
     critic_scheduler: Any
     sft_examples: list[Encoded]
@@ -224,19 +224,18 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     else:
         reference = ReferenceModel.copy_of(policy)
     reference.model.to(acc.device)
-    critic = load_value_model(_critic_source(config), seed=config.run.seed)
-    if _is_encoder(critic):
-        raise ValueError(
-            f"the critic must be a causal (decoder) model; critic_init={config.critic_init!r} gives a "
-            f"{critic.config.model_type} encoder, whose value at a token would see later tokens: use critic_init=policy"
-        )
-    disable_dropout(critic)
+    critic = _load_critic(config) if config.ppo.uses_critic else None  # critic-free: none built, trained or saved
     scorer = build_scorer(config, tokenizer, acc.device)
     actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
-    critic_cfg = critic_optim_config(config)
-    critic_opt = build_optimizer(critic.parameters(), critic_cfg)
-    policy, critic, actor_opt, critic_opt = acc.prepare(policy, critic, actor_opt, critic_opt)
     steps = config.optimizer_steps
+    critic_opt = critic_scheduler = None
+    if critic is None:
+        policy, actor_opt = acc.prepare(policy, actor_opt)
+    else:
+        critic_cfg = critic_optim_config(config)
+        critic_opt = build_optimizer(critic.parameters(), critic_cfg)
+        policy, critic, actor_opt, critic_opt = acc.prepare(policy, critic, actor_opt, critic_opt)
+        critic_scheduler = build_scheduler(critic_opt, critic_cfg, steps)
     return PPOParts(
         tokenizer,
         policy,
@@ -246,9 +245,20 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         actor_opt,
         critic_opt,
         build_scheduler(actor_opt, config.actor_optim, steps),
-        build_scheduler(critic_opt, critic_cfg, steps),
+        critic_scheduler,
         _load_sft_examples(config, tokenizer),
     )
+
+
+def _load_critic(config: PPOConfig) -> torch.nn.Module:
+    critic = load_value_model(_critic_source(config), seed=config.run.seed)
+    if _is_encoder(critic):
+        raise ValueError(
+            f"the critic must be a causal (decoder) model; critic_init={config.critic_init!r} gives a "
+            f"{critic.config.model_type} encoder, whose value at a token would see later tokens: use critic_init=policy"
+        )
+    disable_dropout(critic)
+    return critic
 
 
 def sft_batches(ctx: Any, step: int) -> list[dict] | None:
