@@ -30,6 +30,7 @@ from prefalign.algorithms.critic_free import ADVANTAGE_ESTIMATORS, GROUP_ESTIMAT
 from prefalign.algorithms.kl import KL_ESTIMATORS
 from prefalign.algorithms.masked import AGGREGATION_MODES
 from prefalign.models.load import ModelConfig
+from prefalign.rewards.ensemble import check_ensemble_settings
 from prefalign.rollout.generate import SamplingConfig
 from prefalign.trainers.common import OptimConfig, RunConfig
 from prefalign.trainers.ppo.presets import PRESETS, TABLE3_ROWS
@@ -68,7 +69,14 @@ class RewardConfig:
     kind: str = "model"
     """Reward source: model (a learned reward model), task (a programmatic reward, see `task`) or sum (model + task)."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="runs/reward-model"))
-    """The reward model (a folder written by `prefalign rm`): scalar head read at the last real token."""
+    """The reward model (a folder written by `prefalign rm`): scalar head read at the last real token. A folder written
+    by `prefalign rm --ensemble_size K` (with ensemble.json) is an ensemble, combined by `ensemble`."""
+    ensemble: str = "mean"
+    """How a reward-model ensemble's member scores combine (Coste et al. 2024): mean, wco (worst case: the minimum over
+    members) or uwo (uncertainty-weighted: mean - uwo_lambda * variance over members). Ignored for a single model."""
+    uwo_lambda: float = 0.5
+    """Lambda of the uwo combination (ours: Coste et al. tune it per setting; the variance is over members, divided by
+    K)."""
     task: str = "char_fraction:abcdefghijklmnopqrstuvwxyz"
     """Programmatic reward as NAME[:ARGUMENT], resolved by prefalign.rewards.registry (e.g. char_fraction:abc,
     length_target:32, eval:gsm8k, eval:mbpp)."""
@@ -90,6 +98,7 @@ class RewardConfig:
             raise ValueError(f"reward.kind must be one of {REWARD_KINDS}, got {self.kind!r}")
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"reward.clip must be positive, got {self.clip}")
+        check_ensemble_settings("reward.", self.ensemble, self.uwo_lambda)
 
 
 @dataclass
@@ -138,8 +147,8 @@ class PPOAlgoConfig:
     loss_aggregation: str = "token-mean"
     """Reduction of per-token losses: token-mean, seq-mean-token-sum or seq-mean-token-mean."""
     advantage_normalization: bool = True
-    """Key factor 1 of Xu et al.: whiten advantages over the whole rollout batch (all processes). Applies to gae, rloo and
-    remax; grpo (per prompt) and reinforce_pp (over the batch) normalise by definition, whatever this says."""
+    """Key factor 1 of Xu et al.: whiten advantages over the whole rollout batch (all processes). Applies to gae, rloo
+    and remax; grpo (per prompt) and reinforce_pp (over the batch) normalise by definition, whatever this says."""
     value_normalization: bool = False
     """Critic predicts returns normalised by running statistics of the returns (Xu et al. A.2: on)."""
     value_normalization_beta: float | None = None

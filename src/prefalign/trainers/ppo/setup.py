@@ -5,7 +5,8 @@
   head) initialised from the reward model (Ivison et al.), from the policy, or from a folder.
   Dropout is off in every model (RL needs the same log-probs in the rollout and the update).
 - Reward source: a :class:`~prefalign.rollout.experience.RolloutScorer` over a learned reward
-  model, a programmatic reward from :mod:`prefalign.rewards.registry`, or their weighted sum.
+  model (or an ensemble of them, :mod:`prefalign.rewards.ensemble`; the critic then starts from the
+  first member), a programmatic reward from :mod:`prefalign.rewards.registry`, or their weighted sum.
 - Prompts: HH-RLHF dialogue histories, synthetic instructions, or a file of prompts; a held-out
   part for validation.
 """
@@ -30,13 +31,13 @@ from prefalign.models.load import (
     ModelConfig,
     disable_dropout,
     load_causal_lm,
-    load_reward_model,
     load_tokenizer,
     load_value_model,
     save_model,
 )
 from prefalign.models.reference import ReferenceModel
-from prefalign.rewards.learned import LearnedReward, same_tokenizer
+from prefalign.rewards.ensemble import ensemble_members, is_ensemble_folder, load_learned_reward
+from prefalign.rewards.learned import same_tokenizer
 from prefalign.rewards.registry import task_reward
 from prefalign.rollout.experience import RolloutScorer
 from prefalign.trainers.common import OptimConfig, build_optimizer, build_scheduler
@@ -159,7 +160,10 @@ def encode_prompts(
 
 
 def _critic_source(config: PPOConfig) -> ModelConfig:
-    if config.critic_init == "reward":
+    if config.critic_init == "reward":  # an ensemble's critic starts from its first member
+        if is_ensemble_folder(config.reward.model.name_or_path):
+            first = ensemble_members(config.reward.model.name_or_path)[0]
+            return dataclasses.replace(config.reward.model, name_or_path=str(first))
         return config.reward.model
     if config.critic_init == "policy":
         return dataclasses.replace(config.policy, lora=False)
@@ -171,13 +175,17 @@ def _critic_source(config: PPOConfig) -> ModelConfig:
 def build_scorer(config: PPOConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> RolloutScorer:
     parts = []
     rc = config.reward
-    if rc.kind in ("model", "sum"):
-        model = load_reward_model(rc.model, seed=config.run.seed).to(device)
-        disable_dropout(model)
-        rm_tokenizer = load_tokenizer(rc.model)
-        max_length = getattr(model.config, "max_position_embeddings", None)  # e.g. 512 for a MiniLM reward model
-        learned = LearnedReward(model, rm_tokenizer, config.batch.micro_batch_size, max_length=max_length)
-        parts.append((rc.model_weight, learned, same_tokenizer(rm_tokenizer, tokenizer)))
+    if rc.kind in ("model", "sum"):  # one reward model, or an ensemble folder combined by reward.ensemble
+        learned = load_learned_reward(
+            rc.model,
+            device,
+            config.batch.micro_batch_size,
+            rule=rc.ensemble,
+            uwo_lambda=rc.uwo_lambda,
+            seed=config.run.seed,
+        )
+        token_path = learned.tokenizer is not None and same_tokenizer(learned.tokenizer, tokenizer)
+        parts.append((rc.model_weight, learned, token_path))
     if rc.kind in ("task", "sum"):
         parts.append((rc.task_weight, task_reward(rc.task), False))
     return RolloutScorer(parts)
