@@ -70,7 +70,8 @@ def plot_overoptimisation(results: dict[str, Any], testbed: str, path: Path, onl
         if axis.lines:
             axis.legend()
         axis.grid(alpha=0.3)
-    fig.suptitle(f"{testbed} testbed: over-optimisation during training (first point: the SFT model; mean over seeds)")
+    what = "with and without the reward-model ensemble" if only else "during training"
+    fig.suptitle(f"{testbed} testbed: over-optimisation {what} (first point: the SFT model; mean over seeds)")
     fig.tight_layout()
     return save_figure_atomic(fig, path)
 
