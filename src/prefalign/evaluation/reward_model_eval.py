@@ -47,8 +47,9 @@ from prefalign.evaluation.reward_model_metrics import (
     subsets_of,
 )
 from prefalign.evaluation.runner import data_dir_scope, resolve_device
-from prefalign.models.load import ModelConfig, load_causal_lm, load_reward_model, load_tokenizer
+from prefalign.models.load import ModelConfig, load_causal_lm, load_tokenizer
 from prefalign.rewards.base import RewardFunction
+from prefalign.rewards.ensemble import check_ensemble_settings, load_learned_reward
 from prefalign.rollout.generate import SamplingConfig
 
 # -- 1. accuracy on pairs, per subset -----------------------------------------------------------
@@ -95,7 +96,15 @@ class BestOfNConfig:
 @dataclass
 class RewardModelEvalConfig:
     reward_model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="runs/rm/model"))
-    """The reward model (a folder written by `prefalign rm`, or any backbone + scalar head)."""
+    """The reward model (a folder written by `prefalign rm`, or any backbone + scalar head); a folder written by
+    `prefalign rm --ensemble_size K` (with ensemble.json) is an ensemble, combined by `ensemble`."""
+    ensemble: str = "mean"
+    """How a reward-model ensemble's member scores combine, for pair accuracy and best-of-N selection (Coste et al.
+    2024): mean, wco (worst case: the minimum over members) or uwo (uncertainty-weighted: mean - uwo_lambda * variance
+    over members). Ignored for a single model."""
+    uwo_lambda: float = 0.5
+    """Lambda of the uwo combination (ours: Coste et al. tune it per setting; the variance is over members, divided by
+    K)."""
     reward: str | None = None
     """Evaluate this programmatic reward (prefalign.rewards.registry, e.g. length_target:200) instead of reward_model.
     """
@@ -134,6 +143,7 @@ class RewardModelEvalConfig:
             raise ValueError("reward_micro_batch_size must be positive")
         if not self.evaluate_pairs and not self.best_of_n.tasks:
             raise ValueError("nothing to do: evaluate_pairs is off and best_of_n.tasks is empty")
+        check_ensemble_settings("", self.ensemble, self.uwo_lambda)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -148,14 +158,14 @@ def build_scorer(config: RewardModelEvalConfig) -> RewardFunction:
         from prefalign.rewards.registry import task_reward
 
         return task_reward(config.reward)
-    from prefalign.rewards.learned import LearnedReward
-
-    model = load_reward_model(config.reward_model, seed=config.seed).to(resolve_device(config.device))
-    return LearnedReward(
-        model,
-        load_tokenizer(config.reward_model),
+    return load_learned_reward(  # one reward model, or an ensemble folder combined by config.ensemble
+        config.reward_model,
+        resolve_device(config.device),
         config.reward_micro_batch_size,
-        config.reward_max_length,
+        max_length=config.reward_max_length,
+        rule=config.ensemble,
+        uwo_lambda=config.uwo_lambda,
+        seed=config.seed,
         name=config.reward_model.name_or_path,
     )
 

@@ -30,6 +30,7 @@ from prefalign.data.schema import Prompt
 from prefalign.models.heads import _position_ids
 from prefalign.models.logprobs import token_logprobs
 from prefalign.rewards.base import RewardFunction
+from prefalign.rewards.ensemble import EnsembleReward
 from prefalign.rewards.learned import LearnedReward
 from prefalign.rollout.generate import Rollout
 
@@ -183,8 +184,9 @@ def rollout_values(critic: PreTrainedModel, rollout: Rollout, micro_batch_size: 
 class RolloutScorer:
     """Sequence rewards for a rollout: a weighted sum of reward functions.
 
-    A :class:`LearnedReward` whose tokenizer is the policy's (``token_path=True``) scores the rollout's
-    token ids directly; every other reward function gets the prompts and the decoded responses.
+    A :class:`LearnedReward` (or an :class:`EnsembleReward` of them) whose tokenizer is the policy's
+    (``token_path=True``) scores the rollout's token ids directly; every other reward function gets the
+    prompts and the decoded responses.
     """
 
     def __init__(self, parts: Sequence[tuple[float, RewardFunction, bool]]):
@@ -198,7 +200,7 @@ class RolloutScorer:
         row_prompts = [prompts[i] for i in rollout.prompt_index.tolist()]
         total = torch.zeros(len(rollout), dtype=torch.float32)
         for weight, fn, token_path in self.parts:
-            if token_path and isinstance(fn, LearnedReward):
+            if token_path and isinstance(fn, (LearnedReward, EnsembleReward)):
                 part = fn.score_tokens(rollout.sequences, rollout.attention_mask)
             else:
                 part = fn(row_prompts, rollout.response_texts)

@@ -58,6 +58,15 @@ class RewardModelConfig:
     """Optimizer and schedule (Ivison et al. defaults)."""
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/rm"))
     """Output folder, seed, checkpoints, logging."""
+    ensemble_size: int = 1
+    """Train this many reward models (seeds run.seed, run.seed + 1, ...: head initialisation and data order; Coste et
+    al. 2024) into run.output_dir/member-i/, and write run.output_dir/ensemble.json: the output folder is then an
+    ensemble, read by ppo, dpo-iter and eval-rm as reward.model with their `ensemble` setting (1: one model in
+    run.output_dir/model)."""
+
+    def __post_init__(self) -> None:
+        if self.ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {self.ensemble_size}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -140,7 +149,12 @@ def evaluate_pairs(
 def run_reward_model(
     config: RewardModelConfig, pairs: tuple[list[PreferencePair], list[PreferencePair]] | None = None
 ) -> dict[str, Any]:
-    """Train; ``pairs`` = (train, held-out) overrides loading from ``config.data``."""
+    """Train; ``pairs`` = (train, held-out) overrides loading from ``config.data``. With ``ensemble_size`` > 1, trains
+    the members of an ensemble (:mod:`prefalign.trainers.reward_ensemble`)."""
+    if config.ensemble_size > 1:
+        from prefalign.trainers.reward_ensemble import run_reward_ensemble
+
+        return run_reward_ensemble(config, run_reward_model, pairs)
     session = TrainingSession(config.run, config)
     acc = session.accelerator
     # 1. data

@@ -103,7 +103,9 @@ def findings(results: dict[str, Any]) -> list[str]:
     lines = []
     for name, tb in results["testbeds"].items():
         summary = tb["summary"]
-        ranked = sorted(results["methods"], key=lambda m: -summary[m]["gold/score"]["mean"])
+        ranked = sorted(
+            [m for m in results["methods"] if m in summary], key=lambda m: -summary[m]["gold/score"]["mean"]
+        )
         lines.append(
             f"**{name} testbed**, ranking by held-out gold reward (greedy): "
             + " > ".join(f"{LABELS[m]} ({summary[m]['gold/score']['mean']:.3f})" for m in ranked)

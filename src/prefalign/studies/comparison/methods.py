@@ -47,6 +47,11 @@ METHODS: dict[str, tuple[str, str]] = {
     "ppo_advnorm": ("prefalign.trainers.ppo.ablation", "PPO + adv. norm."),
     "ppo_large_batch": ("prefalign.trainers.ppo.ablation", "PPO + large batch"),
     "ppo_ema": ("prefalign.trainers.ppo.ablation", "PPO + ref. EMA"),
+    # beyond the two papers (prefalign.studies.comparison.beyond): full preset only
+    "ppo_grpo": ("prefalign.trainers.ppo.ablation", "GRPO (no critic)"),
+    "ppo_rloo": ("prefalign.trainers.ppo.ablation", "RLOO (no critic)"),
+    "ppo_uwo": ("prefalign.trainers.ppo.ablation", "PPO, UWO ensemble reward"),
+    "ppo_wco": ("prefalign.trainers.ppo.ablation", "PPO, WCO ensemble reward"),
 }
 #: row labels of the report and the plots, the SFT start included
 LABELS = {"sft": "SFT (start)", **{m: label for m, (_, label) in METHODS.items()}}
@@ -60,6 +65,11 @@ PPO_ROWS = {
     "ppo_advnorm": "+advantage-normalization",
     "ppo_large_batch": "+large-batch",
     "ppo_ema": "+reference-ema",
+    # the rows beyond the papers start from the row with all three factors (prefalign.studies.comparison.beyond)
+    "ppo_grpo": "+reference-ema",
+    "ppo_rloo": "+reference-ema",
+    "ppo_uwo": "+reference-ema",
+    "ppo_wco": "+reference-ema",
 }
 
 
@@ -137,6 +147,14 @@ class PPOStage:
     """Validation evaluations spread over the run (the convergence series)."""
     curve_points: int = 5
     """Checkpoints spread over the run, each scored on held-out prompts for the over-optimisation curve."""
+    group_size: int = 4
+    """Responses per prompt of the critic-free rows ppo_grpo and ppo_rloo (the group GRPO normalises over and RLOO
+    leaves one out of; the rollout batch is unchanged, so a step has fewer prompts). Ours."""
+    ensemble_members: int = 3
+    """Reward models in the ensemble of ppo_uwo and ppo_wco: the seed's own and ensemble_members - 1 more trained alike
+    from other seeds (ours: Coste et al. use five; three bound the study's time)."""
+    uwo_lambda: float = 0.5
+    """Lambda of ppo_uwo's combination, mean - lambda * variance over members (ours: Coste et al. tune it)."""
 
 
 def available(method: str) -> str | None:

@@ -201,6 +201,7 @@ def train_ppo(
     threads: int | None,
     max_new_tokens: int,
 ) -> tuple[str, dict[str, Any]]:
+    from prefalign.studies.comparison.beyond import adapt_ppo_config
     from prefalign.trainers.ppo.trainer import run_ppo
 
     config = ppo_row_config(
@@ -216,6 +217,7 @@ def train_ppo(
         threads,
         max_new_tokens,
     )
+    config = adapt_ppo_config(method, config, stage, reward_model_dir)  # the rows beyond the papers
     results = run_ppo(config)
     final = results.get("final", {})
     summary = {
@@ -225,6 +227,7 @@ def train_ppo(
         "rollout_batch_size": config.batch.rollout_batch_size,
         "advantage_normalization": config.ppo.advantage_normalization,
         "reference_ema": config.ppo.reference_ema,
+        "advantage_estimator": config.ppo.advantage_estimator,
         **{k: final[k] for k in ("reward/mean", "kl/mean", "eval/reward") if isinstance(final.get(k), (int, float))},
     }
     return str(Path(config.run.output_dir) / "model"), summary

@@ -6,6 +6,8 @@
 - ``<testbed>_training_curves.png``: each run's own convergence series (PPO's validation reward,
   the offline methods' held-out loss, DPO-Iter's round sample reward), read from the trainers' logs;
 - ``<testbed>_methods.png``: gold reward and pass@1 per method, mean and 95% interval over seeds;
+- ``<testbed>_ensemble_overoptimisation.png`` (when the ensemble rows ran): the over-optimisation picture of
+  PPO with all factors on the single reward model against the same row on the UWO and WCO ensembles;
 - the synthetic study's own ``synthetic/figure1.png`` (heatmaps) and ``figure2.png`` (summary).
 
 Text is set at 10-11 pt on figures at 100 dpi, legible at 100% zoom.
@@ -22,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from prefalign.studies.comparison.beyond import ENSEMBLE_PLOT, ENSEMBLE_ROWS  # noqa: E402
 from prefalign.studies.comparison.convergence import logged_series, read_jsonl  # noqa: E402
 from prefalign.studies.comparison.methods import LABELS, OFFLINE, PPO_ROWS  # noqa: E402
 from prefalign.studies.synthetic.report import save_figure_atomic as _save  # noqa: E402
@@ -40,11 +43,12 @@ def _color(method: str, methods: list[str]):
     return plt.get_cmap("tab10")(methods.index(method) % 10)
 
 
-def plot_overoptimisation(results: dict[str, Any], testbed: str, path: Path) -> Path:
+def plot_overoptimisation(results: dict[str, Any], testbed: str, path: Path, only: tuple[str, ...] = ()) -> Path:
+    """Gold and learned reward against KL, every online row (``only``: just these rows)."""
     curves, methods = results["testbeds"][testbed]["curves"], ["sft", *results["methods"]]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for method, points in curves.items():
-        if not points:
+        if not points or (only and method not in only):
             continue
         kl = [p["kl"]["mean"] for p in points]
         for axis, key in zip(axes, ("gold", "rm")):
@@ -66,7 +70,8 @@ def plot_overoptimisation(results: dict[str, Any], testbed: str, path: Path) -> 
         if axis.lines:
             axis.legend()
         axis.grid(alpha=0.3)
-    fig.suptitle(f"{testbed} testbed: over-optimisation during training (first point: the SFT model; mean over seeds)")
+    what = "with and without the reward-model ensemble" if only else "during training"
+    fig.suptitle(f"{testbed} testbed: over-optimisation {what} (first point: the SFT model; mean over seeds)")
     fig.tight_layout()
     return save_figure_atomic(fig, path)
 
@@ -82,9 +87,10 @@ def _series(folder: Path, method: str) -> list[tuple[int, float]]:
 
 def plot_training_curves(results: dict[str, Any], testbed: str, out: Path, path: Path) -> Path:
     methods = results["methods"]
+    ran = results["testbeds"][testbed]["summary"]  # a method may skip a testbed
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     groups = (
-        ([m for m in methods if m in PPO_ROWS], 0, "PPO: validation reward (its objective)", "step"),
+        ([m for m in methods if m in PPO_ROWS and m in ran], 0, "PPO: validation reward (its objective)", "step"),
         ([m for m in methods if m in OFFLINE], 1, "offline methods: held-out loss", "step"),
         ([m for m in methods if m == "dpo_iter"], 2, "DPO-Iter: mean reward of each round's samples", "round"),
     )
@@ -109,8 +115,8 @@ def plot_training_curves(results: dict[str, Any], testbed: str, out: Path, path:
 
 
 def plot_methods(results: dict[str, Any], testbed: str, path: Path) -> Path:
-    methods = ["sft", *results["methods"]]
     summary = results["testbeds"][testbed]["summary"]
+    methods = [m for m in ["sft", *results["methods"]] if m in summary]  # a method may skip a testbed
     keys = [k for k in ("gold/score", "pass@1", "gold/safety_rate") if k in summary["sft"]]
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.8))
     for axis, key in zip(axes, keys):
@@ -138,6 +144,9 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
             plot_training_curves(results, testbed, out, plots / f"{testbed}_training_curves.png"),
             plot_methods(results, testbed, plots / f"{testbed}_methods.png"),
         ]
+        if any(results["testbeds"][testbed]["curves"].get(m) for m in ENSEMBLE_ROWS):  # with and without the ensemble
+            path = plots / f"{testbed}_ensemble_overoptimisation.png"
+            figures.append(plot_overoptimisation(results, testbed, path, only=ENSEMBLE_PLOT))
     names = [str(Path(f).relative_to(out)) for f in figures]
     if results.get("synthetic"):
         names += [f for f in results["synthetic"]["figures"] if (out / f).exists()]

@@ -27,6 +27,7 @@ import yaml
 from rich.table import Table
 
 from prefalign.atomic import write_json_atomic, write_text_atomic
+from prefalign.studies.comparison.beyond import runs_in
 from prefalign.studies.comparison.findings import NOTES, findings, fmt, tuning_lines, world_description
 from prefalign.studies.comparison.methods import LABELS, PPO_ROWS
 from prefalign.studies.comparison.summary import summarize, testbed_results
@@ -86,7 +87,7 @@ def assemble_results(
 ) -> dict[str, Any]:
     """The contents of ``results.json`` (timings under their own key)."""
     methods = [m for m in config.methods if m not in skipped]
-    testbeds = {t: testbed_results(per_seed, t, methods) for t in config.testbeds}
+    testbeds = {t: testbed_results(per_seed, t, [m for m in methods if runs_in(m, t)]) for t in config.testbeds}
     first = testbeds[config.testbeds[0]]
     return {
         "config": dataclasses.asdict(config),
@@ -131,7 +132,7 @@ def assemble_results(
 def main_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
     tb = results["testbeds"][testbed]
     rows = []
-    for method in ["sft", *results["methods"]]:
+    for method in [m for m in ["sft", *results["methods"]] if m in tb["summary"]]:  # a method may skip a testbed
         stats = tb["summary"][method]
         conv = tb["convergence"].get(method)
         converged = "-" if conv is None else f"{conv['converged']}/{conv['seeds']}"
@@ -141,7 +142,7 @@ def main_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
 
 def ppo_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
     tb, rows, check = results["testbeds"][testbed], [], lambda flag: "✓" if flag else ""  # noqa: E731
-    for method in [m for m in results["methods"] if m in PPO_ROWS]:
+    for method in [m for m in results["methods"] if m in PPO_ROWS and m in tb["summary"]]:
         train = results["per_seed"][str(results["seeds"][0])]["testbeds"][testbed]["runs"][method]["train"]
         stats = tb["summary"][method]
         rows.append(

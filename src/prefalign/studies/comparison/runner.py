@@ -100,6 +100,18 @@ def job_offline(config, world, seed: int, method: str) -> dict[str, Any]:
     return {"train": train, "model_dir": model_dir, "convergence": offline_convergence(out, config.convergence)}
 
 
+def job_reward_ensemble(config, world, seed: int) -> dict[str, Any]:
+    """The extra members of the seed's reward-model ensemble (prefalign.studies.comparison.beyond)."""
+    from prefalign.studies.comparison.beyond import train_reward_ensemble
+
+    stage, members = config.reward_model, config.ppo.ensemble_members
+    return {
+        "reward_ensemble": train_reward_ensemble(
+            world, stage, members, rm_dir(config, seed), seed, False, config.threads
+        )
+    }
+
+
 def job_evaluate(config, world, seed: int, model_dir: str) -> dict[str, Any]:
     return _evaluate(config, world, model_dir, seed)
 
@@ -146,6 +158,7 @@ def job_online(config, world, seed: int, method: str, testbed: str) -> dict[str,
 
 JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "reward_model": job_reward_model,
+    "reward_ensemble": job_reward_ensemble,
     "offline": job_offline,
     "evaluate": job_evaluate,
     "online": job_online,

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from prefalign.studies.comparison.beyond import ENSEMBLE_ROWS, runs_in
 from prefalign.studies.comparison.convergence import ConvergenceConfig
 from prefalign.studies.comparison.methods import (
     METHODS,
@@ -170,10 +171,12 @@ class StageClock:
 def _phases(config: StudyConfig, seeds: list[int], methods: list[str]) -> tuple[list[tuple], list[tuple]]:
     """(phase 1 jobs, phase 2 jobs) in the order they are handed out (longest first)."""
     first = [("reward_model", s) for s in seeds] + [("offline", s, m) for s in seeds for m in methods if m in OFFLINE]
+    if "preference" in config.testbeds and any(m in ENSEMBLE_ROWS for m in methods):
+        first += [("reward_ensemble", s) for s in seeds]
     online = [m for m in methods if m not in OFFLINE]
     order = {"ppo_ema": 0, "ppo_large_batch": 1, "dpo_iter": 2}
     online.sort(key=lambda m: order.get(m, 3))
-    second = [("online", s, m, t) for m in online for t in config.testbeds for s in seeds]
+    second = [("online", s, m, t) for m in online for t in config.testbeds for s in seeds if runs_in(m, t)]
     return first, second
 
 
@@ -188,8 +191,8 @@ def run_all_jobs(config: StudyConfig, world, clock: StageClock, methods: list[st
     def done(key: tuple, result: dict, seconds: float) -> None:
         clock.record(job_label(key), seconds)
         kind, seed = key[0], key[1]
-        if kind == "reward_model":
-            per_seed[seed]["reward_model"] = result["reward_model"]
+        if kind in ("reward_model", "reward_ensemble"):
+            per_seed[seed][kind] = result[kind]
         elif kind == "offline":
             per_seed[seed]["offline"][key[2]] = result
         elif kind == "evaluate":
@@ -240,9 +243,9 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
         return run_tuning(config)
     skipped = {m: reason for m in config.methods if (reason := available(m)) is not None}
     methods = [m for m in config.methods if m not in skipped]
-    online = [m for m in methods if m not in OFFLINE]
     offline = [m for m in methods if m in OFFLINE]
-    jobs = config.seeds * (1 + 2 * len(offline) + 1 + len(online) * len(config.testbeds))
+    first, second = _phases(config, [config.first_seed + k for k in range(config.seeds)], methods)
+    jobs = len(first) + len(second) + config.seeds * (1 + len(offline))  # + the SFT's and offline runs' evaluations
     clock = StageClock(1 + jobs + int(config.synthetic), out / "study.log")
     world = clock.run("tiny world: data, pre-training, SFT", prepare_tiny_world, config.world, progress=config.progress)
     per_seed = run_all_jobs(config, world, clock, methods)

@@ -38,6 +38,10 @@ COMPARISONS = (
     ("ppo_advnorm", "ppo_baseline"),
     ("ppo_large_batch", "ppo_advnorm"),
     ("ppo_ema", "ppo_large_batch"),
+    ("ppo_grpo", "ppo_ema"),
+    ("ppo_rloo", "ppo_ema"),
+    ("ppo_uwo", "ppo_ema"),
+    ("ppo_wco", "ppo_ema"),
     ("dpo", "sft"),
 )
 

@@ -13,6 +13,9 @@ Presets (``--preset NAME``), defined with the source of every setting in :mod:`.
   reward -10 for a response without EOS.
 - ``table3-baseline``, ``table3-advnorm``, ``table3-largebatch``, ``table3-ema``: the cumulative rows
   of Xu et al. Table 3 (baseline = batch 64, no advantage normalisation, no reference EMA).
+- ``grpo``, ``rloo``, ``reinforce_pp``, ``remax``: the critic-free estimators with the settings their papers give
+  for them (DeepSeekMath's 64 samples per prompt, KL 0.04 and lr 1e-6; RLOO's k = 4; REINFORCE++; ReMax's greedy
+  baseline); no critic is built.
 - ``tiny``: a tiny random Llama with a byte tokenizer, synthetic prompts and a programmatic reward
   (the fraction of lowercase letters in the response): a smoke run that finishes in seconds.
 
@@ -23,9 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prefalign.algorithms.critic_free import ADVANTAGE_ESTIMATORS, GROUP_ESTIMATORS
 from prefalign.algorithms.kl import KL_ESTIMATORS
 from prefalign.algorithms.masked import AGGREGATION_MODES
 from prefalign.models.load import ModelConfig
+from prefalign.rewards.ensemble import check_ensemble_settings
 from prefalign.rollout.generate import SamplingConfig
 from prefalign.rollout.vllm_engine import RolloutEngineConfig
 from prefalign.trainers.common import OptimConfig, RunConfig
@@ -65,7 +70,14 @@ class RewardConfig:
     kind: str = "model"
     """Reward source: model (a learned reward model), task (a programmatic reward, see `task`) or sum (model + task)."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="runs/reward-model"))
-    """The reward model (a folder written by `prefalign rm`): scalar head read at the last real token."""
+    """The reward model (a folder written by `prefalign rm`): scalar head read at the last real token. A folder written
+    by `prefalign rm --ensemble_size K` (with ensemble.json) is an ensemble, combined by `ensemble`."""
+    ensemble: str = "mean"
+    """How a reward-model ensemble's member scores combine (Coste et al. 2024): mean, wco (worst case: the minimum over
+    members) or uwo (uncertainty-weighted: mean - uwo_lambda * variance over members). Ignored for a single model."""
+    uwo_lambda: float = 0.5
+    """Lambda of the uwo combination (ours: Coste et al. tune it per setting; the variance is over members, divided by
+    K)."""
     task: str = "char_fraction:abcdefghijklmnopqrstuvwxyz"
     """Programmatic reward as NAME[:ARGUMENT], resolved by prefalign.rewards.registry (e.g. char_fraction:abc,
     length_target:32, eval:gsm8k, eval:mbpp)."""
@@ -87,6 +99,7 @@ class RewardConfig:
             raise ValueError(f"reward.kind must be one of {REWARD_KINDS}, got {self.kind!r}")
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"reward.clip must be positive, got {self.clip}")
+        check_ensemble_settings("reward.", self.ensemble, self.uwo_lambda)
 
 
 @dataclass
@@ -111,8 +124,16 @@ class KLConfig:
 
 @dataclass
 class PPOAlgoConfig:
+    advantage_estimator: str = "gae"
+    """Advantage estimator: gae (GAE over a learned critic; Schulman et al. 2016) or a critic-free one, for which no
+    critic is built, trained or saved: grpo (group-normalised rewards of the samples of a prompt, (r - mean) / (std +
+    1e-6); Shao et al. 2024), rloo (leave-one-out baseline, the mean reward of the prompt's other samples; Ahmadian et
+    al. 2024), reinforce_pp (discounted returns of the KL-penalised token rewards whitened over the batch; Hu 2025),
+    remax (reward minus the reward of the prompt's greedy response, generated each step; Li et al. 2023). grpo and rloo
+    need sampling.num_samples >= 2. grpo, rloo and remax use the sequence reward with its KL penalty, score - kl.coef *
+    sum of per-token KL, as the same advantage at every token (see prefalign.algorithms.critic_free)."""
     gamma: float = 1.0
-    """Discount of GAE (both papers: 1)."""
+    """Discount of GAE and of REINFORCE++'s returns (both papers: 1)."""
     lam: float = 0.95
     """GAE lambda (Xu et al.: 1, Ivison et al.: 0.95)."""
     clip_range: float = 0.2
@@ -127,7 +148,8 @@ class PPOAlgoConfig:
     loss_aggregation: str = "token-mean"
     """Reduction of per-token losses: token-mean, seq-mean-token-sum or seq-mean-token-mean."""
     advantage_normalization: bool = True
-    """Key factor 1 of Xu et al.: whiten advantages over the whole rollout batch (all processes)."""
+    """Key factor 1 of Xu et al.: whiten advantages over the whole rollout batch (all processes). Applies to gae, rloo
+    and remax; grpo (per prompt) and reinforce_pp (over the batch) normalise by definition, whatever this says."""
     value_normalization: bool = False
     """Critic predicts returns normalised by running statistics of the returns (Xu et al. A.2: on)."""
     value_normalization_beta: float | None = None
@@ -159,7 +181,23 @@ class PPOAlgoConfig:
     sft_batch_size: int = 4
     """SFT examples per minibatch update (per process) for the auxiliary loss."""
 
+    @property
+    def uses_critic(self) -> bool:
+        """Whether the estimator needs a learned value model (only GAE does)."""
+        return self.advantage_estimator == "gae"
+
     def __post_init__(self) -> None:
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(
+                f"ppo.advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {self.advantage_estimator!r}"
+            )
+        if not self.uses_critic:
+            for name in ("value_normalization", "recompute_old"):
+                if getattr(self, name):
+                    raise ValueError(
+                        f"ppo.{name} needs a critic, and ppo.advantage_estimator={self.advantage_estimator} has none: "
+                        f"set ppo.{name} False or use gae"
+                    )
         if self.loss_aggregation not in AGGREGATION_MODES:
             raise ValueError(f"ppo.loss_aggregation must be one of {AGGREGATION_MODES}")
         if not 0.0 <= self.ema_rate <= 1.0 or self.ema_interval < 1 or self.ppo_epochs < 1:
@@ -200,7 +238,7 @@ class PPOConfig:
     """The policy (actor), usually an SFT model; the reference starts as a copy of it."""
     critic_init: str = "reward"
     """Initialise the critic from the reward model (reward, Ivison et al.), from the policy (policy), or from a folder
-    path."""
+    path. Unused with a critic-free ppo.advantage_estimator."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward source and shaping."""
     data: PromptDataConfig = field(default_factory=PromptDataConfig)
@@ -220,7 +258,7 @@ class PPOConfig:
     critic_optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(learning_rate=5e-6, warmup_ratio=0.0, schedule="constant")
     )
-    """Optimizer of the critic."""
+    """Optimizer of the critic (unused with a critic-free ppo.advantage_estimator)."""
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/ppo"))
     """Output folder, seed, checkpointing, logging."""
     rollout: RolloutEngineConfig = field(default_factory=RolloutEngineConfig)
@@ -234,7 +272,13 @@ class PPOConfig:
             raise ValueError("sampling.temperature must be > 0 for PPO (greedy rollouts give no policy gradient)")
         if self.batch.rollout_batch_size % self.sampling.num_samples:
             raise ValueError("batch.rollout_batch_size must be a multiple of sampling.num_samples")
-        if self.critic_init == "reward" and self.reward.kind == "task":
+        estimator = self.ppo.advantage_estimator
+        if estimator in GROUP_ESTIMATORS and self.sampling.num_samples < 2:
+            raise ValueError(
+                f"ppo.advantage_estimator={estimator} compares the responses to one prompt: it needs "
+                f"sampling.num_samples >= 2, got {self.sampling.num_samples}"
+            )
+        if self.ppo.uses_critic and self.critic_init == "reward" and self.reward.kind == "task":
             raise ValueError(
                 "critic_init=reward needs a reward model (reward.kind model or sum); use critic_init=policy"
             )

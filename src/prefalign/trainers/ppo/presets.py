@@ -9,7 +9,10 @@ setting a preset changes has a source, so the table cannot drift from the code.
 
 Citations: Xu et al. (2024), "Is DPO Superior to PPO for LLM Alignment?" (App. A.2 lists the PPO
 settings; section 5 and Table 3 the three key factors); Ivison et al. (2024), "Unpacking DPO and PPO"
-(Table 9 and App. F the PPO settings, App. G the per-minibatch recomputation).
+(Table 9 and App. F the PPO settings, App. G the per-minibatch recomputation). The critic-free presets
+(``grpo``, ``rloo``, ``reinforce_pp``, ``remax``) cite their estimators' papers: Shao et al. (2024),
+"DeepSeekMath" (GRPO); Ahmadian et al. (2024), "Back to Basics" (RLOO); Hu (2025), "REINFORCE++";
+Li et al. (2023), "ReMax". They change the estimator and what it needs; the rest stays at the defaults.
 """
 
 from __future__ import annotations
@@ -126,6 +129,51 @@ _TINY: dict[str, Any] = {
 _TINY_SOURCE = "ours: a smoke run on a tiny random model that finishes in seconds"
 
 
+_GRPO: dict[str, Any] = {
+    "sampling": {"num_samples": 64},
+    "kl": {"coef": 0.04},
+    "ppo": {"advantage_estimator": "grpo"},
+    "batch": {"rollout_batch_size": 1024},
+    "actor_optim": {"learning_rate": 1e-6},
+}
+_DEEPSEEKMATH = "Shao et al. (2024) DeepSeekMath, section 4.2 (GRPO training of DeepSeekMath-RL)"
+_GRPO_SOURCES = {
+    "ppo.advantage_estimator": "Shao et al. (2024) DeepSeekMath, section 4.1.2 (outcome supervision: group-normalised "
+    "rewards as the advantage of every token)",
+    "sampling.num_samples": _DEEPSEEKMATH + ": 64 outputs sampled per question",
+    "kl.coef": _DEEPSEEKMATH + ": KL coefficient 0.04 (theirs a loss term, ours in the reward: see "
+    "prefalign.algorithms.critic_free)",
+    "batch.rollout_batch_size": _DEEPSEEKMATH + ": training batch 1,024",
+    "actor_optim.learning_rate": _DEEPSEEKMATH + ": policy learning rate 1e-6",
+}
+_RLOO: dict[str, Any] = {
+    "sampling": {"num_samples": 4},
+    "ppo": {"advantage_estimator": "rloo", "advantage_normalization": False},
+}
+_RLOO_SOURCES = {
+    "ppo.advantage_estimator": "Ahmadian et al. (2024) section 3.2 (REINFORCE with the leave-one-out baseline)",
+    "sampling.num_samples": "Ahmadian et al. (2024) section 5 (RLOO with k = 4, the larger of the two k they compare)",
+    "ppo.advantage_normalization": "Ahmadian et al. (2024) section 3.2 (the baseline alone, no whitening)",
+}
+_REINFORCE_PP: dict[str, Any] = {"ppo": {"advantage_estimator": "reinforce_pp"}}
+_REINFORCE_PP_SOURCES = {
+    "ppo.advantage_estimator": "Hu (2025) REINFORCE++, section 3 (token-level KL penalty in the rewards, returns "
+    "normalised over the global batch, PPO's clipped loss)",
+}
+_REMAX: dict[str, Any] = {"ppo": {"advantage_estimator": "remax", "advantage_normalization": False}}
+_REMAX_SOURCES = {
+    "ppo.advantage_estimator": "Li et al. (2023) ReMax, Algorithm 1 (one sampled and one greedy response per prompt; "
+    "the greedy response's reward is the baseline)",
+    "ppo.advantage_normalization": "Li et al. (2023) ReMax, Eq. 5 (the reward difference itself, no whitening)",
+}
+CRITIC_FREE = {"grpo": _GRPO, "rloo": _RLOO, "reinforce_pp": _REINFORCE_PP, "remax": _REMAX}
+_CRITIC_FREE_NOTE = (
+    "Left at the defaults (ours, not the paper's): the policy, reward and prompts, the sampling temperature, the "
+    "clip range 0.2 and one minibatch per rollout batch (one update per rollout, so the clipped loss is "
+    "REINFORCE's). No critic is built: critic_init and critic_optim are unused."
+)
+
+
 def _leaves(tree: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for key, value in tree.items():
@@ -141,6 +189,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ivison": _IVISON,
     "tiny": _TINY,
     **{name: merge(_XU, row) for name, row in TABLE3_ROWS.items()},
+    **CRITIC_FREE,
 }
 
 SOURCES: dict[str, dict[str, str]] = {
@@ -151,6 +200,10 @@ SOURCES: dict[str, dict[str, str]] = {
         name: {**_XU_SOURCES, **dict.fromkeys(_leaves(row), _TABLE3_SOURCE.format(row=name.removeprefix("table3-")))}
         for name, row in TABLE3_ROWS.items()
     },
+    "grpo": _GRPO_SOURCES,
+    "rloo": _RLOO_SOURCES,
+    "reinforce_pp": _REINFORCE_PP_SOURCES,
+    "remax": _REMAX_SOURCES,
 }
 
 NOTES: dict[str, str] = {
@@ -161,4 +214,5 @@ NOTES: dict[str, str] = {
     "learning rate after the warm-up (the paper gives only the warm-up). The critic's effective learning rate is "
     "1e-6 x 0.1 (see ppo.value_loss_coef).",
     "tiny": "Everything ours: a smoke run.",
+    **dict.fromkeys(CRITIC_FREE, _CRITIC_FREE_NOTE),
 }

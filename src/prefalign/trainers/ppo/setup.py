@@ -5,7 +5,8 @@
   head) initialised from the reward model (Ivison et al.), from the policy, or from a folder.
   Dropout is off in every model (RL needs the same log-probs in the rollout and the update).
 - Reward source: a :class:`~prefalign.rollout.experience.RolloutScorer` over a learned reward
-  model, a programmatic reward from :mod:`prefalign.rewards.registry`, or their weighted sum.
+  model (or an ensemble of them, :mod:`prefalign.rewards.ensemble`; the critic then starts from the
+  first member), a programmatic reward from :mod:`prefalign.rewards.registry`, or their weighted sum.
 - Prompts: HH-RLHF dialogue histories, synthetic instructions, or a file of prompts; a held-out
   part for validation.
 """
@@ -30,12 +31,12 @@ from prefalign.models.load import (
     ModelConfig,
     disable_dropout,
     load_causal_lm,
-    load_reward_model,
     load_tokenizer,
     load_value_model,
 )
 from prefalign.models.reference import ReferenceModel
-from prefalign.rewards.learned import LearnedReward, same_tokenizer
+from prefalign.rewards.ensemble import ensemble_members, is_ensemble_folder, load_learned_reward
+from prefalign.rewards.learned import same_tokenizer
 from prefalign.rewards.registry import task_reward
 from prefalign.rollout.experience import RolloutScorer
 from prefalign.trainers.checkpoint import save_hf_model
@@ -74,11 +75,11 @@ _TEMPLATES = (
 class PPOParts:
     tokenizer: PreTrainedTokenizerBase
     policy: torch.nn.Module  # prepared by accelerate (DDP-wrapped when distributed)
-    critic: torch.nn.Module  # prepared by accelerate
+    critic: torch.nn.Module | None  # prepared by accelerate; None for a critic-free advantage estimator
     reference: ReferenceModel
     scorer: RolloutScorer
     actor_optimizer: torch.optim.Optimizer
-    critic_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer | None
     actor_scheduler: Any
     critic_scheduler: Any
     sft_examples: list[Encoded]
@@ -158,7 +159,10 @@ def encode_prompts(
 
 
 def _critic_source(config: PPOConfig) -> ModelConfig:
-    if config.critic_init == "reward":
+    if config.critic_init == "reward":  # an ensemble's critic starts from its first member
+        if is_ensemble_folder(config.reward.model.name_or_path):
+            first = ensemble_members(config.reward.model.name_or_path)[0]
+            return dataclasses.replace(config.reward.model, name_or_path=str(first))
         return config.reward.model
     if config.critic_init == "policy":
         return dataclasses.replace(config.policy, lora=False)
@@ -170,13 +174,17 @@ def _critic_source(config: PPOConfig) -> ModelConfig:
 def build_scorer(config: PPOConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> RolloutScorer:
     parts = []
     rc = config.reward
-    if rc.kind in ("model", "sum"):
-        model = load_reward_model(rc.model, seed=config.run.seed).to(device)
-        disable_dropout(model)
-        rm_tokenizer = load_tokenizer(rc.model)
-        max_length = getattr(model.config, "max_position_embeddings", None)  # e.g. 512 for a MiniLM reward model
-        learned = LearnedReward(model, rm_tokenizer, config.batch.micro_batch_size, max_length=max_length)
-        parts.append((rc.model_weight, learned, same_tokenizer(rm_tokenizer, tokenizer)))
+    if rc.kind in ("model", "sum"):  # one reward model, or an ensemble folder combined by reward.ensemble
+        learned = load_learned_reward(
+            rc.model,
+            device,
+            config.batch.micro_batch_size,
+            rule=rc.ensemble,
+            uwo_lambda=rc.uwo_lambda,
+            seed=config.run.seed,
+        )
+        token_path = learned.tokenizer is not None and same_tokenizer(learned.tokenizer, tokenizer)
+        parts.append((rc.model_weight, learned, token_path))
     if rc.kind in ("task", "sum"):
         parts.append((rc.task_weight, task_reward(rc.task), False))
     return RolloutScorer(parts)
@@ -224,21 +232,20 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     else:
         reference = ReferenceModel.copy_of(policy)
     reference.model.to(acc.device)
-    critic = load_value_model(_critic_source(config), seed=config.run.seed)
-    if _is_encoder(critic):
-        raise ValueError(
-            f"the critic must be a causal (decoder) model; critic_init={config.critic_init!r} gives a "
-            f"{critic.config.model_type} encoder, whose value at a token would see later tokens: use critic_init=policy"
-        )
-    disable_dropout(critic)
+    critic = _load_critic(config) if config.ppo.uses_critic else None  # critic-free: none built, trained or saved
     scorer = build_scorer(config, tokenizer, acc.device)
     actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
-    critic_cfg = critic_optim_config(config)
-    critic_opt = build_optimizer(critic.parameters(), critic_cfg)
-    # one model per prepare call: accelerate's FSDP2 shards only one model per call (same result under DDP)
-    policy, actor_opt = acc.prepare(policy, actor_opt)
-    critic, critic_opt = acc.prepare(critic, critic_opt)
     steps = config.optimizer_steps
+    critic_opt = critic_scheduler = None
+    if critic is None:
+        policy, actor_opt = acc.prepare(policy, actor_opt)
+    else:
+        critic_cfg = critic_optim_config(config)
+        critic_opt = build_optimizer(critic.parameters(), critic_cfg)
+        # one model per prepare call: accelerate's FSDP2 shards only one model per call (same result under DDP)
+        policy, actor_opt = acc.prepare(policy, actor_opt)
+        critic, critic_opt = acc.prepare(critic, critic_opt)
+        critic_scheduler = build_scheduler(critic_opt, critic_cfg, steps)
     return PPOParts(
         tokenizer,
         policy,
@@ -248,9 +255,20 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         actor_opt,
         critic_opt,
         build_scheduler(actor_opt, config.actor_optim, steps),
-        build_scheduler(critic_opt, critic_cfg, steps),
+        critic_scheduler,
         _load_sft_examples(config, tokenizer),
     )
+
+
+def _load_critic(config: PPOConfig) -> torch.nn.Module:
+    critic = load_value_model(_critic_source(config), seed=config.run.seed)
+    if _is_encoder(critic):
+        raise ValueError(
+            f"the critic must be a causal (decoder) model; critic_init={config.critic_init!r} gives a "
+            f"{critic.config.model_type} encoder, whose value at a token would see later tokens: use critic_init=policy"
+        )
+    disable_dropout(critic)
+    return critic
 
 
 def sft_batches(ctx: Any, step: int) -> list[dict] | None:

@@ -9,7 +9,9 @@ Each step is six numbered stages, read top to bottom in :func:`ppo_step`:
    (Ivison et al. Eq. 4);
 4. advantages: GAE (Schulman et al. 2016, Eq. 16), whitened over the whole rollout batch when
    advantage normalisation is on (Xu et al. key factor 1); value targets normalised by running
-   statistics when value normalisation is on;
+   statistics when value normalisation is on. With a critic-free ``ppo.advantage_estimator`` (grpo,
+   rloo, reinforce_pp, remax; :mod:`prefalign.trainers.ppo.estimators`) there is no critic: no values
+   at stage 2, no value loss at stage 5, and for remax a greedy response per prompt scored at stage 2;
 5. update: clipped policy and value losses over minibatches (:mod:`prefalign.trainers.ppo.update`);
 6. reference EMA: ref <- (1 - rate) ref + rate policy every ``ema_interval`` steps (key factor 3).
 
@@ -67,6 +69,7 @@ from prefalign.trainers.gather import parameters_for_generation
 from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
 from prefalign.trainers.ppo.config import PRESETS, PPOConfig
+from prefalign.trainers.ppo.estimators import critic_free_advantages, greedy_scores
 from prefalign.trainers.ppo.rollout_engine import check_engine, engine_corrections, sample_rollout
 from prefalign.trainers.ppo.setup import build_parts, encode_prompts, load_prompt_sets, sft_batches
 from prefalign.trainers.ppo.state import PPOContext, PPOState
@@ -111,9 +114,14 @@ def stage_score(ctx: PPOContext, rollout: Rollout, prompts: list[Prompt], step: 
         out["old_logprobs"] = rollout_logprobs(policy, rollout, mb, temperature)
     out |= {
         "ref_logprobs": rollout_logprobs(parts.reference.model, rollout, mb, temperature, support=out["support"]),
-        "old_values": rollout_values(acc.unwrap_model(parts.critic), rollout, mb),
+        "old_values": torch.zeros(rollout.sequences.shape)  # critic-free: no values
+        if parts.critic is None
+        else rollout_values(acc.unwrap_model(parts.critic), rollout, mb),
         "raw_scores": parts.scorer(rollout, prompts),
     }
+    if cfg.ppo.advantage_estimator == "remax":  # the baseline: each prompt's greedy response, scored
+        out |= greedy_scores(ctx, rollout, prompts)
+        check_finite("greedy reward", gather_rows(out["greedy_raw_scores"], acc), step)
     check_finite("reward", gather_rows(out["raw_scores"], acc), step)
     return out
 
@@ -131,9 +139,14 @@ def stage_rewards(ctx: PPOContext, rollout: Rollout, scored: dict[str, torch.Ten
     return scores, token_rewards, kl
 
 
-def stage_advantages(ctx: PPOContext, token_rewards: torch.Tensor, old_values: torch.Tensor, mask: torch.Tensor):
-    """4. GAE advantages and value targets; returns (advantages, targets, values used, returns)."""
-    return advantages_and_targets(ctx, token_rewards, old_values, mask, update_stats=True)
+def stage_advantages(ctx: PPOContext, token_rewards: torch.Tensor, scored: dict[str, torch.Tensor], mask: torch.Tensor):
+    """4. Advantages and value targets; returns (advantages, targets, values used, returns). Critic-free
+    estimators have no values or targets (zeros)."""
+    if ctx.parts.critic is None:
+        advantages = critic_free_advantages(ctx, token_rewards, mask, scored)
+        zeros = torch.zeros_like(advantages)
+        return advantages, zeros, zeros, zeros
+    return advantages_and_targets(ctx, token_rewards, scored["old_values"], mask, update_stats=True)
 
 
 def _global_mean(x: torch.Tensor, acc: Accelerator) -> float:
@@ -143,18 +156,20 @@ def _global_mean(x: torch.Tensor, acc: Accelerator) -> float:
 def rollout_metrics(ctx: PPOContext, exp: Experience, values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
     acc, mask = ctx.accelerator, exp.response_mask
     raw = gather_rows(exp.raw_scores, acc)
-    ev = explained_variance(gather_rows(values, acc), gather_rows(returns, acc), gather_rows(mask, acc))
-    return {
+    metrics = {
         "reward/mean": float(raw.mean()),
         "reward/std": float(raw.std()) if raw.numel() > 1 else 0.0,
         "reward/shaped_mean": _global_mean(exp.scores, acc),
         "reward/kl_penalized_mean": _global_mean(exp.token_rewards.sum(dim=1), acc),
         "kl/mean": _global_mean(exp.kl.sum(dim=1), acc),
         "kl/coef": float(ctx.state.kl_controller.value),
-        "explained_variance": float(ev),
         "response_length": _global_mean(mask.sum(dim=1), acc),
         "truncated_fraction": _global_mean((~exp.ended_with_eos).float(), acc),
     }
+    if ctx.parts.critic is not None:  # critic-free estimators have no values to explain returns
+        ev = explained_variance(gather_rows(values, acc), gather_rows(returns, acc), gather_rows(mask, acc))
+        metrics["explained_variance"] = float(ev)
+    return metrics
 
 
 def build_experience(
@@ -163,7 +178,7 @@ def build_experience(
     """Stages 3 and 4 on a scored rollout: (the Experience the update reads, de-normalised values, returns)."""
     scores, token_rewards, kl = stage_rewards(ctx, rollout, scored)  # 3. KL-penalised rewards
     mask = rollout.response_mask
-    advantages, targets, values, returns = stage_advantages(ctx, token_rewards, scored["old_values"], mask)  # 4. GAE
+    advantages, targets, values, returns = stage_advantages(ctx, token_rewards, scored, mask)  # 4. advantages
     exp = Experience(
         rollout.sequences,
         rollout.attention_mask,
@@ -241,21 +256,22 @@ def validate(ctx: PPOContext) -> dict[str, float]:
 
 
 def _checkpoint_models(ctx: PPOContext) -> dict[str, torch.nn.Module]:
-    return {"policy": ctx.parts.policy, "critic": ctx.parts.critic, "reference": ctx.parts.reference.model}
+    models = {"policy": ctx.parts.policy, "critic": ctx.parts.critic, "reference": ctx.parts.reference.model}
+    return {name: model for name, model in models.items() if model is not None}  # critic-free: no critic
+
+
+def _optimization(ctx: PPOContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(optimizers, schedulers) by name: actor, and critic when there is one."""
+    p = ctx.parts
+    optimizers, schedulers = {"actor": p.actor_optimizer}, {"actor": p.actor_scheduler}
+    if p.critic is not None:
+        optimizers["critic"], schedulers["critic"] = p.critic_optimizer, p.critic_scheduler
+    return optimizers, schedulers
 
 
 def save_checkpoint(ctx: PPOContext, ckpt: Checkpointer, steps_done: int) -> None:
     state = {"step": steps_done, "trainer": ctx.state.state_dict(), "config": to_dict(ctx.config)}
     ckpt.save(steps_done, _checkpoint_models(ctx), state, *_optimization(ctx)[::-1])
-
-
-def _optimization(ctx: PPOContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(optimizers, schedulers) by name, as a checkpoint stores them."""
-    p = ctx.parts
-    return (
-        {"actor": p.actor_optimizer, "critic": p.critic_optimizer},
-        {"actor": p.actor_scheduler, "critic": p.critic_scheduler},
-    )
 
 
 def resume(ctx: PPOContext, ckpt: Checkpointer, keep_new_settings: bool = False) -> int:

@@ -36,12 +36,13 @@ from prefalign.trainers.common import accumulate_and_step, check_finite, global_
 
 @dataclass
 class UpdateParts:
-    """What stage 5 trains: the two models (as prepared by accelerate), their optimizers and schedulers."""
+    """What stage 5 trains: the two models (as prepared by accelerate), their optimizers and schedulers. The critic and
+    its optimizer are None for a critic-free advantage estimator: then only the actor is updated."""
 
     policy: torch.nn.Module
-    critic: torch.nn.Module
+    critic: torch.nn.Module | None
     actor_optimizer: torch.optim.Optimizer
-    critic_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer | None
     actor_scheduler: object
     critic_scheduler: object
 
@@ -205,6 +206,8 @@ def update_minibatch(
     )
     if grad is not None:
         sums.add("grad_norm/actor", grad, 1.0)
+    if parts.critic is None:  # critic-free advantage estimator
+        return
     critic_fn = _critic_loss_fn(parts, s, norm, sums, step, device)
     grad = accumulate_and_step(
         accelerator,

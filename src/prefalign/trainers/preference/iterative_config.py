@@ -11,6 +11,7 @@ from prefalign.data.config import DataConfig
 from prefalign.models.load import (
     ModelConfig,
 )
+from prefalign.rewards.ensemble import check_ensemble_settings
 from prefalign.rollout.generate import SamplingConfig
 from prefalign.trainers.common import (
     BatchConfig,
@@ -35,7 +36,14 @@ class IterRewardConfig:
     """Reward source: model (a learned reward model), task (a programmatic reward by name), code (the prompt's unit
     tests), or sum (model + task)."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="runs/reward-model"))
-    """The reward model folder (written by `prefalign rm`), for kind model or sum."""
+    """The reward model folder (written by `prefalign rm`), for kind model or sum; a folder written by `prefalign rm
+    --ensemble_size K` (with ensemble.json) is an ensemble, combined by `ensemble`."""
+    ensemble: str = "mean"
+    """How a reward-model ensemble's member scores combine (Coste et al. 2024): mean, wco (worst case: the minimum over
+    members) or uwo (uncertainty-weighted: mean - uwo_lambda * variance over members). Ignored for a single model."""
+    uwo_lambda: float = 0.5
+    """Lambda of the uwo combination (ours: Coste et al. tune it per setting; the variance is over members, divided by
+    K)."""
     task: str = "char_fraction:abcdefghijklmnopqrstuvwxyz"
     """Programmatic reward NAME[:ARGUMENT] from prefalign.rewards.registry, for kind task or sum."""
     model_weight: float = 1.0
@@ -50,6 +58,7 @@ class IterRewardConfig:
     def __post_init__(self) -> None:
         if self.kind not in REWARD_KINDS:
             raise ValueError(f"reward.kind must be one of {REWARD_KINDS}, got {self.kind!r}")
+        check_ensemble_settings("reward.", self.ensemble, self.uwo_lambda)
 
 
 @dataclass

@@ -14,10 +14,6 @@ from prefalign.data.config import DataConfig
 from prefalign.data.io import DropReport
 from prefalign.data.schema import PreferencePair, Prompt
 from prefalign.data.tokenize import encode_prompt
-from prefalign.models.load import (
-    load_reward_model,
-    load_tokenizer,
-)
 from prefalign.rewards.base import RewardFunction, SumOfRewards
 from prefalign.rollout.generate import generate
 from prefalign.trainers.preference.iterative_config import (
@@ -33,14 +29,12 @@ def build_reward(cfg: IterRewardConfig, device: torch.device | str = "cpu") -> R
 
         return CodeExecutionReward(pass_reward=cfg.code_pass_reward, fail_reward=0.0)
     parts, weights = [], []
-    if cfg.kind in ("model", "sum"):
-        from prefalign.models.load import disable_dropout
-        from prefalign.rewards.learned import LearnedReward
+    if cfg.kind in ("model", "sum"):  # one reward model, or an ensemble folder combined by cfg.ensemble
+        from prefalign.rewards.ensemble import load_learned_reward
 
-        model = load_reward_model(cfg.model).to(device)
-        disable_dropout(model)
-        max_length = getattr(model.config, "max_position_embeddings", None)  # e.g. 512 for a MiniLM reward model
-        parts.append(LearnedReward(model, load_tokenizer(cfg.model), cfg.micro_batch_size, max_length=max_length))
+        parts.append(
+            load_learned_reward(cfg.model, device, cfg.micro_batch_size, rule=cfg.ensemble, uwo_lambda=cfg.uwo_lambda)
+        )
         weights.append(cfg.model_weight)
     if cfg.kind in ("task", "sum"):
         from prefalign.rewards.registry import task_reward
