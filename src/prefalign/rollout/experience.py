@@ -1,8 +1,11 @@
 """From a :class:`~prefalign.rollout.generate.Rollout` to PPO's training record, :class:`Experience`.
 
 Stage 2 of the PPO loop ("score") runs here: one forward pass each of the policy (old
-log-probabilities), the reference (reference log-probabilities), the critic (values) and the
-reward source, micro-batch by micro-batch, without gradients. Nothing is computed twice.
+log-probabilities; skipped when the rollout carries the sampler's own, see
+:func:`prefalign.trainers.ppo.trainer.stage_score`), the reference (reference log-probabilities), the
+critic (values) and the reward source, without gradients, in groups of at most a micro-batch of rows
+of similar length (:mod:`prefalign.rollout.batching`); log-probabilities project only the response
+positions onto the vocabulary. Nothing is computed twice.
 
 Alignment (shared with :mod:`prefalign.models.logprobs`): for (N, T) ``sequences``,
 
@@ -32,6 +35,7 @@ from prefalign.models.logprobs import token_logprobs
 from prefalign.rewards.base import RewardFunction
 from prefalign.rewards.ensemble import EnsembleReward
 from prefalign.rewards.learned import LearnedReward
+from prefalign.rollout.batching import length_groups, row_lengths
 from prefalign.rollout.generate import Rollout
 
 
@@ -95,21 +99,23 @@ def aligned_values(critic: PreTrainedModel, input_ids: torch.Tensor, attention_m
 
 
 def map_micro_batches(
-    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    fn: Callable[..., torch.Tensor],
     sequences: torch.Tensor,
     attention_mask: torch.Tensor,
     response_mask: torch.Tensor,
     micro_batch_size: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """Apply ``fn(ids, attention_mask, response_mask) -> (n, w)`` to right-padded row chunks trimmed to
-    their own width; returns the (N, T) float32 result on the CPU, 0 outside the computed columns."""
+    """Apply ``fn(ids, attention_mask, response_mask, rows) -> (n, w)`` to groups of at most
+    ``micro_batch_size`` right-padded rows of similar length (``rows``: their (n,) indices; groups from
+    :func:`prefalign.rollout.batching.length_groups`), each trimmed to its own width; returns the (N, T)
+    float32 result on the CPU, 0 outside the computed columns."""
     out = torch.zeros(sequences.shape, dtype=torch.float32)
-    for start in range(0, sequences.shape[0], micro_batch_size):
-        stop = start + micro_batch_size
-        width = int(attention_mask[start:stop].sum(dim=1).max().item())
-        chunk = [t[start:stop, :width].to(device) for t in (sequences, attention_mask, response_mask)]
-        out[start:stop, :width] = fn(*chunk).float().cpu()
+    for group in length_groups(row_lengths(attention_mask), micro_batch_size):
+        rows = torch.tensor(group, dtype=torch.long)
+        width = int(attention_mask[rows].sum(dim=1).max().item())
+        chunk = [t[rows, :width].to(device) for t in (sequences, attention_mask, response_mask)]
+        out[rows, :width] = fn(*chunk, rows).float().cpu()
     return out
 
 
@@ -123,28 +129,17 @@ def rollout_logprobs(
     support: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(N, T) log-probabilities of the rollout's tokens under ``model`` (0 off the response); with
-    ``support`` (N, T, k), under the top-k mask of :func:`prefalign.models.logprobs.token_logprobs`."""
+    ``support`` (N, T, k), under the top-k mask of :func:`prefalign.models.logprobs.token_logprobs`.
+    Only response positions are projected onto the vocabulary; rows run in length groups."""
     device = next(model.parameters()).device
-    if support is None:
 
-        def fn(ids, mask, response):
-            return token_logprobs(model, ids, mask, response, temperature=temperature)
+    def fn(ids, mask, response, rows):
+        part = None if support is None else support[rows, : ids.shape[1]].to(device)
+        return token_logprobs(model, ids, mask, response, temperature=temperature, support=part, response_only=True)
 
-        return map_micro_batches(
-            fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device
-        )
-    out = torch.zeros(rollout.sequences.shape, dtype=torch.float32)
-    for start in range(0, len(rollout), micro_batch_size):
-        rows = slice(start, start + micro_batch_size)
-        width = int(rollout.attention_mask[rows].sum(dim=1).max().item())
-        ids, mask, response = (
-            t[rows, :width].to(device) for t in (rollout.sequences, rollout.attention_mask, rollout.response_mask)
-        )
-        logprobs = token_logprobs(
-            model, ids, mask, response, temperature=temperature, support=support[rows, :width].to(device)
-        )
-        out[rows, :width] = logprobs.float().cpu()
-    return out
+    return map_micro_batches(
+        fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device
+    )
 
 
 @torch.no_grad()
@@ -154,17 +149,18 @@ def rollout_logprobs_top_k(
     """The sampling policy's (N, T) log-probabilities under its own top-k mask, and that mask as (N, T, k) ids
     (the sampler's distribution: softmax over the k largest logits / temperature, as Hugging Face samples)."""
     device = next(model.parameters()).device
-    out = torch.zeros(rollout.sequences.shape, dtype=torch.float32)
     support = torch.zeros(*rollout.sequences.shape, top_k, dtype=torch.int32)  # a k over the vocabulary keeps all
-    for start in range(0, len(rollout), micro_batch_size):
-        rows = slice(start, start + micro_batch_size)
-        width = int(rollout.attention_mask[rows].sum(dim=1).max().item())
-        ids, mask, response = (
-            t[rows, :width].to(device) for t in (rollout.sequences, rollout.attention_mask, rollout.response_mask)
+
+    def fn(ids, mask, response, rows):
+        logprobs, ids_k = token_logprobs(
+            model, ids, mask, response, temperature=temperature, top_k=top_k, response_only=True
         )
-        logprobs, ids_k = token_logprobs(model, ids, mask, response, temperature=temperature, top_k=top_k)
-        out[rows, :width] = logprobs.float().cpu()
-        support[rows, :width, : ids_k.shape[-1]] = ids_k.to(torch.int32).cpu()
+        support[rows, : ids.shape[1], : ids_k.shape[-1]] = ids_k.to(torch.int32).cpu()
+        return logprobs
+
+    out = map_micro_batches(
+        fn, rollout.sequences, rollout.attention_mask, rollout.response_mask, micro_batch_size, device
+    )
     return out, support
 
 
@@ -173,7 +169,7 @@ def rollout_values(critic: PreTrainedModel, rollout: Rollout, micro_batch_size: 
     """(N, T) critic values V(s_t) on the response positions (0 elsewhere)."""
     device = next(critic.parameters()).device
 
-    def fn(ids, mask, response):
+    def fn(ids, mask, response, rows):
         return aligned_values(critic, ids, mask) * response
 
     return map_micro_batches(
@@ -201,7 +197,7 @@ class RolloutScorer:
         total = torch.zeros(len(rollout), dtype=torch.float32)
         for weight, fn, token_path in self.parts:
             if token_path and isinstance(fn, (LearnedReward, EnsembleReward)):
-                part = fn.score_tokens(rollout.sequences, rollout.attention_mask)
+                part = _score_in_length_groups(fn, rollout)
             else:
                 part = fn(row_prompts, rollout.response_texts)
             part = torch.as_tensor(part, dtype=torch.float32).cpu()
@@ -209,6 +205,16 @@ class RolloutScorer:
                 raise ValueError(f"reward {fn.name!r} returned shape {tuple(part.shape)}, expected ({len(rollout)},)")
             total += weight * part
         return total
+
+
+def _score_in_length_groups(fn: LearnedReward | EnsembleReward, rollout: Rollout) -> torch.Tensor:
+    """(N,) the learned reward of the rollout's token rows, run in groups of similar length (less padding)."""
+    scores = torch.zeros(len(rollout), dtype=torch.float32)
+    for group in length_groups(row_lengths(rollout.attention_mask), fn.micro_batch_size):
+        rows = torch.tensor(group, dtype=torch.long)
+        width = int(rollout.attention_mask[rows].sum(dim=1).max().item())
+        scores[rows] = fn.score_tokens(rollout.sequences[rows, :width], rollout.attention_mask[rows, :width])
+    return scores
 
 
 def apply_truncated_reward(

@@ -3,8 +3,9 @@
 Each step is six numbered stages, read top to bottom in :func:`ppo_step`:
 
 1. rollout: sample ``num_samples`` responses per prompt from the current policy (KV cache, batched);
-2. score: one no-grad pass each of the policy (old log-probs), the reference, the critic (values)
-   and the reward source (:mod:`prefalign.rollout.experience`);
+2. score: one no-grad pass each of the reference, the critic (values) and the reward source, and of
+   the policy (old log-probs) unless the rollout engine recorded them while sampling
+   (:mod:`prefalign.rollout.experience`);
 3. KL-penalised rewards: shaped score at the last response token, -beta * KL_t at every token
    (Ivison et al. Eq. 4);
 4. advantages: GAE (Schulman et al. 2016, Eq. 16), whitened over the whole rollout batch when
@@ -100,6 +101,12 @@ def stage_rollout(ctx: PPOContext, step: int) -> tuple[Rollout, list[Prompt]]:
     return rollout, [ctx.train_prompts[i] for i in rows]
 
 
+def rollout_has_sampler_logprobs(rollout: Rollout, temperature: float) -> bool:
+    """The rollout carries its sampler's log-probs at ``temperature`` (the built-in engine records them from
+    the generation logits, within 1e-5 of a policy forward, tested), so scoring skips the policy forward."""
+    return rollout.logprobs is not None and temperature > 0
+
+
 def stage_score(ctx: PPOContext, rollout: Rollout, prompts: list[Prompt], step: int) -> dict[str, torch.Tensor]:
     """2. Old and reference log-probs, values and raw scores: one forward pass of each model."""
     acc, cfg, parts = ctx.accelerator, ctx.config, ctx.parts
@@ -110,6 +117,8 @@ def stage_score(ctx: PPOContext, rollout: Rollout, prompts: list[Prompt], step: 
         out["old_logprobs"], out["support"] = rollout_logprobs_top_k(
             policy, rollout, mb, temperature, cfg.sampling.top_k
         )
+    elif rollout_has_sampler_logprobs(rollout, temperature):  # the sampler's own: no policy forward
+        out["old_logprobs"] = rollout.logprobs * rollout.response_mask
     else:
         out["old_logprobs"] = rollout_logprobs(policy, rollout, mb, temperature)
     out |= {

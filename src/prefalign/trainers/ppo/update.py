@@ -3,8 +3,9 @@
 For each of ``ppo_epochs`` passes, this process's rollout rows are shuffled (a generator seeded by
 run seed, step and epoch, so a resumed run shuffles identically) and cut into ``num_minibatches``
 minibatches; the global minibatch is the union of every process's share. Each minibatch gives one
-optimizer step of the actor and one of the critic. Within a minibatch, rows are processed
-``micro_batch_size`` at a time and gradients accumulate
+optimizer step of the actor and one of the critic. Within a minibatch, rows are processed in groups
+of at most ``micro_batch_size`` rows of similar length (:func:`prefalign.rollout.batching.length_groups`:
+little padding) and gradients accumulate
 (:func:`prefalign.trainers.common.accumulate_and_step`); every micro-batch loss is divided by the
 *global* normaliser of the minibatch (its response tokens for "token-mean", its sequences for the
 "seq-mean" modes), so the update does not depend on the micro-batch size or the process count.
@@ -30,6 +31,7 @@ from accelerate import Accelerator
 from prefalign.algorithms.masked import masked_sum
 from prefalign.algorithms.ppo import ppo_policy_loss, ppo_value_loss
 from prefalign.models.logprobs import token_logprobs
+from prefalign.rollout.batching import length_groups, row_lengths
 from prefalign.rollout.experience import Experience, aligned_values, rollout_logprobs, rollout_values
 from prefalign.trainers.common import accumulate_and_step, check_finite, global_sum
 
@@ -132,7 +134,14 @@ def _actor_loss_fn(parts: UpdateParts, s: UpdateSettings, norm: float, sft_norm:
         ids, mask, resp = micro.sequences.to(device), micro.attention_mask.to(device), micro.response_mask.to(device)
         support = None if micro.support is None else micro.support.to(device)
         logprobs, entropy = token_logprobs(
-            parts.policy, ids, mask, resp, temperature=s.temperature, return_entropy=True, support=support
+            parts.policy,
+            ids,
+            mask,
+            resp,
+            temperature=s.temperature,
+            return_entropy=True,
+            support=support,
+            response_only=True,
         )
         loss, stats = ppo_policy_loss(
             logprobs,
@@ -188,7 +197,7 @@ def update_minibatch(
     """One actor and one critic optimizer step on minibatch ``mb`` (this process's rows)."""
     device = accelerator.device
     norm = _normalizer(mb, s.aggregation, accelerator)
-    micro = [mb.select(range(i, min(i + s.micro_batch_size, len(mb)))) for i in range(0, len(mb), s.micro_batch_size)]
+    micro = [mb.select(rows) for rows in length_groups(row_lengths(mb.attention_mask), s.micro_batch_size)]
     actor_batches: list = list(micro)
     sft_norm = 1.0
     if sft_batch is not None:

@@ -1,0 +1,160 @@
+"""The built-in generation engine: a decode loop of its own for Llama-architecture causal LMs.
+
+What it does differently from Hugging Face ``generate`` (same model modules, same arithmetic per layer):
+
+* **Prefill once per prompt**, without padding: each distinct prompt of a chunk runs through the
+  model alone (one Hugging Face forward, logits for its last position only) and its keys and values
+  are copied into the rows of all of that prompt's samples. ``generate`` re-encodes every sample's
+  copy of the prompt, left-padded to the longest prompt of the batch.
+* **A static KV cache**: one (B, kv_heads, P + max_new_tokens, head_dim) buffer per layer and for
+  keys and values, allocated once per chunk; prompts are right-aligned at slot P (left padding
+  masked out), so step t writes every row's new key at slot P + t in one slice assignment. Nothing
+  is concatenated or copied as the sequences grow.
+* **A plain decode loop**: per token, the embedding, rotary embedding, per layer the two norms, the
+  q/k/v/o and MLP projections (the model's own modules, so LoRA adapters apply) and one
+  ``scaled_dot_product_attention`` on the key/value heads (grouped-query heads packed, as
+  Hugging Face does for one query token); no per-step mask building, logits processors or cache
+  objects.
+* **Sampling** (:mod:`prefalign.rollout.sampling`) on the logits the step produced: greedy argmax;
+  temperature scaling in place; top-k on the k largest logits only; the log-probability of each
+  chosen token under the full softmax at the sampling temperature is recorded (the rollout's
+  ``logprobs``), so PPO needs no separate forward pass for them.
+
+Supported: ``model_type`` in :data:`SUPPORTED_MODEL_TYPES` (Llama and the models that share its
+layer: SmolLM2, TinyLlama, Llama 2/3), also wrapped by peft (LoRA). Everything else goes to
+Hugging Face ``generate`` (:func:`prefalign.rollout.generate.generate` decides).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from prefalign.rollout.sampling import next_tokens
+
+SUPPORTED_MODEL_TYPES = ("llama",)
+
+
+def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The ``*ForCausalLM`` inside ``model`` (itself, or the base model of a peft wrapper)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports(model: torch.nn.Module) -> bool:
+    """Whether the built-in engine can run ``model`` (else use Hugging Face ``generate``)."""
+    lm = causal_lm(model)
+    config = getattr(lm, "config", None)
+    return (
+        config is not None
+        and getattr(config, "model_type", None) in SUPPORTED_MODEL_TYPES
+        and getattr(config, "pretraining_tp", 1) == 1
+        and hasattr(lm, "model")
+        and hasattr(lm, "lm_head")
+    )
+
+
+class StaticCache:
+    """Per layer, keys and values as (B, kv_heads, capacity, head_dim) buffers; prompts right-aligned at ``start``."""
+
+    def __init__(self, num_layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype, device):
+        shape = (rows, kv_heads, capacity, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+
+
+def _attend(attn, h: torch.Tensor, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: int, mask) -> torch.Tensor:
+    """Self-attention of one new token per row (h: (B, 1, hidden)) over cache slots 0..slot; writes slot."""
+    rows, dim = h.shape[0], attn.head_dim
+    q = attn.q_proj(h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hq, 1, D)
+    k = attn.k_proj(h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hkv, 1, D)
+    v = attn.v_proj(h).view(rows, 1, -1, dim).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    keys[:, :, slot] = k[:, :, 0]
+    values[:, :, slot] = v[:, :, 0]
+    q = q.reshape(rows, k.shape[1], -1, dim)  # (B, Hkv, group, D): the query heads of one KV head side by side
+    out = F.scaled_dot_product_attention(
+        q, keys[:, :, : slot + 1], values[:, :, : slot + 1], attn_mask=mask, scale=attn.scaling
+    )  # (B, Hkv, group, D)
+    return attn.o_proj(out.reshape(rows, 1, -1))
+
+
+def decode_step(lm, cache: StaticCache, tokens: torch.Tensor, positions: torch.Tensor, slot: int, mask) -> torch.Tensor:
+    """(B, V) next-token logits after feeding ``tokens`` (B,) at ``positions`` (B,) into cache ``slot``.
+
+    mask: (B, 1, 1, slot + 1) bool, True on the slots each row attends to (its prompt and its tokens).
+    The layer arithmetic is Hugging Face's ``LlamaDecoderLayer`` (pre-norm, residual first).
+    """
+    inner = lm.model
+    x = inner.embed_tokens(tokens[:, None])  # (B, 1, hidden)
+    cos, sin = inner.rotary_emb(x, positions[:, None])
+    for i, layer in enumerate(inner.layers):
+        x = x + _attend(layer.self_attn, layer.input_layernorm(x), cos, sin, cache.keys[i], cache.values[i], slot, mask)
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return lm.lm_head(inner.norm(x)[:, 0])
+
+
+def _prefill(lm, prompts: list[list[int]], owners: list[list[int]], rows: int, capacity: int, device):
+    """Run each distinct prompt once; returns (cache, (B, V) logits of each row's last prompt token, start slot)."""
+    start = max(len(p) for p in prompts)
+    cache = None
+    last = None
+    for prompt, row_ids in zip(prompts, owners):
+        ids = torch.tensor([prompt], dtype=torch.long, device=device)
+        out = lm(input_ids=ids, use_cache=True, logits_to_keep=1)
+        layers = (out.cache if hasattr(out, "cache") else out.past_key_values).layers
+        if cache is None:
+            k0 = layers[0].keys
+            cache = StaticCache(len(layers), rows, k0.shape[1], capacity, k0.shape[3], k0.dtype, device)
+            last = torch.empty(rows, out.logits.shape[-1], dtype=torch.float32, device=device)
+        index = torch.tensor(row_ids, device=device)
+        for i, layer in enumerate(layers):
+            cache.keys[i][index, :, start - len(prompt) : start] = layer.keys[0].to(cache.keys[i].dtype)
+            cache.values[i][index, :, start - len(prompt) : start] = layer.values[0].to(cache.values[i].dtype)
+        last[index] = out.logits[0, -1].float()
+    return cache, last, start
+
+
+@torch.no_grad()
+def generate_chunk(
+    model: torch.nn.Module,
+    rows: list[list[int]],
+    *,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    max_new_tokens: int,
+    eos_id: int | None,
+    pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample up to ``max_new_tokens`` tokens for each prompt row; rows with equal prompts share one prefill.
+
+    Returns (new tokens (B, L) long, their log-probabilities (B, L) float32 under the full softmax at
+    ``temperature`` (1 for greedy)); after a row's first EOS (``eos_id``; None: never stop) its
+    tokens are ``pad_id`` and log-probs 0, and the loop ends when every row has stopped.
+    """
+    lm = causal_lm(model)
+    device = lm.lm_head.weight.device
+    distinct: dict[tuple[int, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        distinct.setdefault(tuple(row), []).append(i)
+    prompts = [list(p) for p in distinct]
+    capacity = max(map(len, prompts)) + max_new_tokens
+    cache, logits, start = _prefill(lm, prompts, list(distinct.values()), len(rows), capacity, device)
+    lengths = torch.tensor([len(r) for r in rows], device=device)  # (B,)
+    slots = torch.arange(start + max_new_tokens, device=device)
+    mask = (slots[None, :] >= (start - lengths)[:, None])[:, None, None, :]  # (B, 1, 1, S): prompt slots and beyond
+    done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    tokens, logprobs = [], []
+    for step in range(max_new_tokens):
+        if step > 0:
+            logits = decode_step(lm, cache, tokens[-1], lengths + step - 1, start + step - 1, mask[..., : start + step])
+        token, logprob = next_tokens(logits, temperature, top_k, top_p)
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        tokens.append(token)
+        logprobs.append(torch.where(done, torch.zeros_like(logprob), logprob))
+        if eos_id is not None:
+            done |= token == eos_id
+            if bool(done.all()):
+                break
+    return torch.stack(tokens, dim=1).cpu(), torch.stack(logprobs, dim=1).cpu()
