@@ -25,8 +25,9 @@ The offline methods see only the static pairs, so one run serves both testbeds.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,35 @@ class PPOStage:
     """Validation evaluations spread over the run (the convergence series)."""
     curve_points: int = 5
     """Checkpoints spread over the run, each scored on held-out prompts for the over-optimisation curve."""
+    row_learning_rates: dict[str, float] = field(default_factory=dict)
+    """Actor learning rate of single rows, by study method (e.g. ppo_ema: 1e-5); a row not named here uses
+    actor_learning_rate."""
+    row_kl_coefs: dict[str, float] = field(default_factory=dict)
+    """KL coefficient of single rows, by study method; a row not named here uses kl_coef."""
+
+    def __post_init__(self) -> None:
+        for name, table in (("row_learning_rates", self.row_learning_rates), ("row_kl_coefs", self.row_kl_coefs)):
+            unknown = sorted(set(table) - set(PPO_ROWS))
+            if unknown:
+                raise ValueError(f"ppo.{name}: {unknown} are not PPO rows; choose from {sorted(PPO_ROWS)}")
+
+    def learning_rate(self, method: str) -> float:
+        """The actor learning rate of a row (its own, else the shared one)."""
+        return float(self.row_learning_rates.get(method, self.actor_learning_rate))
+
+    def kl(self, method: str) -> float:
+        """The KL coefficient of a row (its own, else the shared one)."""
+        return float(self.row_kl_coefs.get(method, self.kl_coef))
+
+    def for_row(self, method: str) -> PPOStage:
+        """These settings with the row's own learning rate and KL coefficient as the shared ones."""
+        return dataclasses.replace(
+            self,
+            actor_learning_rate=self.learning_rate(method),
+            kl_coef=self.kl(method),
+            row_learning_rates={},
+            row_kl_coefs={},
+        )
 
 
 def available(method: str) -> str | None:

@@ -205,7 +205,7 @@ def train_ppo(
 
     config = ppo_row_config(
         world,
-        stage,
+        stage.for_row(method),
         testbed,
         reward_model_dir,
         prompt_file,
@@ -223,6 +223,8 @@ def train_ppo(
         "samples": results["steps"] * config.batch.rollout_batch_size,
         "best_eval_reward": results.get("best_eval_reward"),
         "rollout_batch_size": config.batch.rollout_batch_size,
+        "actor_learning_rate": config.actor_optim.learning_rate,
+        "kl_coef": config.kl.coef,
         "advantage_normalization": config.ppo.advantage_normalization,
         "reference_ema": config.ppo.reference_ema,
         **{k: final[k] for k in ("reward/mean", "kl/mean", "eval/reward") if isinstance(final.get(k), (int, float))},

@@ -150,6 +150,7 @@ def ppo_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
                 check(train["advantage_normalization"]),
                 str(train["rollout_batch_size"]),
                 check(train["reference_ema"]),
+                f"{train.get('actor_learning_rate', float('nan')):g} / {train.get('kl_coef', float('nan')):g}",
                 f"{train['steps']} / {train['samples']}",
                 *[fmt(stats[k]) for k in ("gold/score", "gold/safety_rate", "rm/score", "kl/mean")],
             ]
@@ -157,7 +158,18 @@ def ppo_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
     return rows
 
 
-PPO_HEADER = ["PPO row", "adv. norm", "rollout batch", "ref. EMA", "steps / samples", "gold", "safety", "RM", "KL"]
+PPO_HEADER = [
+    "PPO row",
+    "adv. norm",
+    "rollout batch",
+    "ref. EMA",
+    "lr / KL",
+    "steps / samples",
+    "gold",
+    "safety",
+    "RM",
+    "KL",
+]
 
 
 def convergence_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
