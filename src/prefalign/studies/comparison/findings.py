@@ -218,3 +218,30 @@ NOTES = (
     "PPO rows: every row runs the same number of PPO steps, so the large-batch rows see more samples (as in "
     "`prefalign ppo-ablation`).",
 )
+
+
+def activation_lines(synthetic: dict[str, Any]) -> list[str]:
+    """The synthetic study under both hidden activations, per seed (Markdown lines; none without the comparison)."""
+    comparison = synthetic.get("activations")
+    if not comparison:
+        return []
+    a, b = comparison["activations"]
+    lines = [
+        f"Synthetic study under both activations ({a} / {b}), DPO per seed: mass on uncovered responses at the end "
+        "and at its peak during training (reference in brackets), unseen cells raised at the end; "
+        f"figure4 shows seed {comparison['figure_seed']}.",
+        "",
+        f"| seed | {a}: end / peak (ref.) | {a}: cells raised | {b}: end / peak (ref.) | {b}: cells raised "
+        "| disagree |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in comparison["per_seed"]:
+        cells = []
+        for name in (a, b):
+            r = row[name]
+            cells += [
+                f"{r['dpo_final_unseen']:.3f} / {r['dpo_peak_unseen']:.3f} ({r['reference_unseen']:.3f})",
+                str(r["dpo_cells_raised"]),
+            ]
+        lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {'yes' if row['disagree'] else ''} |")
+    return lines + [""]

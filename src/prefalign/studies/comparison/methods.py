@@ -122,12 +122,12 @@ class PPOStage:
     """Rollout batch of the large-batch rows (Xu et al.: 512)."""
     num_minibatches: int = 4
     """Optimizer steps per pass over a rollout batch (Xu et al.: 4)."""
-    actor_learning_rate: float = 2e-5
-    """Policy learning rate (constant)."""
+    actor_learning_rate: float = 1e-5
+    """Policy learning rate (constant) of every row without its own in row_learning_rates."""
     critic_learning_rate: float = 5e-4
     """Critic learning rate (constant)."""
-    kl_coef: float = 0.1
-    """KL penalty coefficient (Xu et al.: 0.1)."""
+    kl_coef: float = 0.2
+    """KL penalty coefficient of every row without its own in row_kl_coefs (Xu et al.: 0.1)."""
     ema_rate: float = 0.1
     """Reference EMA rate of the last row."""
     temperature: float = 1.0

@@ -27,6 +27,7 @@ import yaml
 from rich.table import Table
 
 from prefalign.atomic import write_json_atomic, write_text_atomic
+from prefalign.studies.comparison import findings as F
 from prefalign.studies.comparison.findings import NOTES, findings, fmt, tuning_lines, world_description
 from prefalign.studies.comparison.methods import LABELS, PPO_ROWS
 from prefalign.studies.comparison.summary import summarize, testbed_results
@@ -71,7 +72,8 @@ def synthetic_summary(synthetic: dict[str, Any] | None) -> dict[str, Any] | None
         "unseen_over_training": {str(r["seed"]): r.get("unseen_over_training") for r in synthetic["per_seed"]},
         "figure_seed": synthetic.get("figure_seed"),
         "check_lines": synthetic.get("check_lines", []),
-        "figures": ["synthetic/figure1.png", "synthetic/figure2.png"],
+        "figures": [f"synthetic/figure{k}.png" for k in (1, 2, 3, 4) if k < 4 or "activations" in synthetic],
+        "activations": synthetic.get("activations"),
     }
 
 
@@ -379,6 +381,7 @@ def report_markdown(results: dict[str, Any], figures: list[str]) -> str:
             parts += ["Notes:", "", *[f"- {note}" for note in NOTES], ""]
     if results.get("synthetic"):
         parts += ["Synthetic checks:", "", *[f"- {a}: {b}" for a, b in results["synthetic"]["check_lines"]], ""]
+        parts += F.activation_lines(results["synthetic"])
     parts += ["## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures], ""]
     parts += ["## Settings", "", "```yaml", yaml.safe_dump(results["config"], sort_keys=False).rstrip(), "```", ""]
     parts += [

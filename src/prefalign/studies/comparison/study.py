@@ -87,7 +87,9 @@ class StudyConfig:
     """Xu et al.'s factors one at a time: reference-EMA rates and rollout batch sizes (full preset)."""
     synthetic: bool = True
     """Also run the synthetic study of Xu et al. section 4."""
-    synthetic_settings: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(seeds=6, quiet=True))
+    synthetic_settings: SyntheticConfig = field(
+        default_factory=lambda: SyntheticConfig(seeds=6, quiet=True, compare_activation="relu")
+    )
     """Its settings (output_dir is set to <output_dir>/synthetic)."""
     output_dir: str = "runs/study"
     """Folder of the report, results.json, plots, logs and every run."""
