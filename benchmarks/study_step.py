@@ -16,7 +16,7 @@ It prints, per method:
   trainers, transformers' module plumbing, tokenisation, file writes). cProfile adds a cost per
   Python call, so the Python share is an upper bound.
 
-``--components`` also times each change of the speed work alone, before and after, in this process
+``--components`` instead times each change of the speed work alone, before and after, in this process
 (the optimizer step, the pre-training batch). ``--ab OLD/src --rounds 3`` times the DPO and PPO jobs
 with an older checkout's sources and with this one's, alternately (so both see the same load), and
 prints the medians and ratios. ``--json FILE`` writes the figures (``--compare A.json B.json``).
@@ -150,7 +150,7 @@ def bench_ppo(config, world, out: Path, rm_dir: str, steps: int) -> dict:
     return {**result, "split": split}
 
 
-def components(world, rounds: int = 30) -> dict:
+def components(world, rounds: int = 10) -> dict:
     """Each change of the issue-19 speed work, alone, as (before, after) milliseconds in this process."""
     from prefalign.models.load import load_causal_lm
     from prefalign.studies.comparison.tiny_world.prepare import pretraining_batch, pretraining_rows
@@ -161,22 +161,26 @@ def components(world, rounds: int = 30) -> dict:
         p.grad = torch.randn_like(p)
     out = {}
 
-    def per_call(fn) -> float:
-        fn()
-        started = time.perf_counter()
-        for _ in range(rounds):
-            fn()
-        return (time.perf_counter() - started) / rounds * 1000
+    def per_call(before, after) -> tuple[float, float]:
+        """Median ms per call of ``before`` and ``after``, timed in alternating blocks (both see the same load)."""
+        times: tuple[list[float], list[float]] = ([], [])
+        before(), after()
+        for _ in range(7):
+            for fn, out in ((before, times[0]), (after, times[1])):
+                started = time.perf_counter()
+                for _ in range(rounds):
+                    fn()
+                out.append((time.perf_counter() - started) / rounds * 1000)
+        return statistics.median(times[0]), statistics.median(times[1])
 
     loop = torch.optim.AdamW(params, lr=1e-6, foreach=False)
     fused = torch.optim.AdamW(params, lr=1e-6, fused=True)
-    out["AdamW step (per-tensor loop -> fused)"] = (per_call(loop.step), per_call(fused.step))
+    out["AdamW step (per-tensor loop -> fused)"] = per_call(loop.step, fused.step)
     tokenizer = model_tokenizer(world)
     lines = world.data.pretrain_text[:256]
     rows = pretraining_rows(tokenizer, lines)
-    out["pre-training batch (tokenise each step -> once)"] = (
-        per_call(lambda: pretraining_batch(tokenizer, lines)),
-        per_call(lambda: pretraining_batch(tokenizer, rows=rows)),
+    out["pre-training batch (tokenise each step -> once)"] = per_call(
+        lambda: pretraining_batch(tokenizer, lines), lambda: pretraining_batch(tokenizer, rows=rows)
     )
     print("\n== changes, one at a time (ms per call, before -> after, ratio)")
     for name, (before, after) in out.items():
@@ -243,7 +247,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--compare", nargs=2, default=None, metavar=("A", "B"), help="print B / A of two --json files")
     parser.add_argument("--no-profile", action="store_true", help="time only, without cProfile")
-    parser.add_argument("--components", action="store_true", help="also time each change alone (before / after)")
+    parser.add_argument("--components", action="store_true", help="instead, time each change alone (before / after)")
     parser.add_argument("--ab", default=None, metavar="SRC", help="A/B: time an older checkout's src against this one")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side in --ab")
     args = parser.parse_args()
@@ -262,16 +266,17 @@ def main() -> None:
     torch.set_num_threads(1)
     config = StudyConfig()
     world = prepare_tiny_world(config.world, progress=False)
-    out = Path(args.out)
-    rm = out / "reward_model"
-    if not (rm / "model" / "config.json").exists():
-        train_reward_model(world, config.reward_model, rm, 0, False, 1)
-    results = {
-        "dpo": bench_dpo(config, world, out),
-        "ppo": bench_ppo(config, world, out, str(rm / "model"), args.ppo_steps),
-    }
-    if args.components:
-        results["components"] = components(world)
+    if args.components:  # each change alone, no jobs
+        results = {"components": components(world)}
+    else:
+        out = Path(args.out)
+        rm = out / "reward_model"
+        if not (rm / "model" / "config.json").exists():
+            train_reward_model(world, config.reward_model, rm, 0, False, 1)
+        results = {
+            "dpo": bench_dpo(config, world, out),
+            "ppo": bench_ppo(config, world, out, str(rm / "model"), args.ppo_steps),
+        }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
