@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 
@@ -45,3 +46,46 @@ def test_the_report_marks_values_outside_the_grid():
     values = dict(used_values(dataclasses.asdict(dataclasses.replace(config, ppo=ppo)), ["ppo_baseline", "ppo_ema"]))
     assert values["ppo_baseline"].count("not a grid point") == 2
     assert "not a grid point" not in values["ppo_ema"]
+
+
+def _world_shape():
+    """What ppo_row_config reads of a tiny world: the SFT folder and the model's context length."""
+    from prefalign.models.load import ModelConfig
+
+    return SimpleNamespace(model_config=lambda which="sft": ModelConfig(name_or_path="sft"), config=StudyConfig().world)
+
+
+@pytest.mark.parametrize("preset", ["quick", "full"])
+def test_study_rows_carry_xu_table3_factors_and_the_full_preset_value_normalisation(tmp_path, preset):
+    from prefalign.studies.comparison.methods import PPO_ROWS
+    from prefalign.studies.comparison.online import ppo_row_config
+    from prefalign.studies.comparison.study import PRESETS
+    from prefalign.trainers.ppo.presets import TABLE3_ROWS
+
+    config = build_config(StudyConfig, presets=PRESETS, preset=preset)
+    table3 = ["ppo_baseline", "ppo_advnorm", "ppo_large_batch", "ppo_ema"]  # Xu et al.'s rows, in order
+    xu_rows = dict(zip(table3, TABLE3_ROWS.values()))
+    for method in table3:
+        row = PPO_ROWS[method]
+        ppo = ppo_row_config(
+            _world_shape(),
+            config.ppo.for_row(method),
+            "verifiable",
+            None,
+            tmp_path / "p.jsonl",
+            tmp_path,
+            row,
+            0,
+            False,
+            1,
+            4,
+        )
+        xu = xu_rows[method]
+        assert ppo.ppo.advantage_normalization == xu["ppo"]["advantage_normalization"]
+        assert ppo.ppo.reference_ema == xu["ppo"]["reference_ema"]
+        large = xu["batch"]["rollout_batch_size"] > TABLE3_ROWS["table3-baseline"]["batch"]["rollout_batch_size"]
+        assert ppo.batch.rollout_batch_size == (config.ppo.large_batch_size if large else config.ppo.small_batch_size)
+        assert ppo.ppo.value_normalization == (preset == "full")
+        assert (ppo.actor_optim.learning_rate, ppo.kl.coef) == (config.ppo.learning_rate(method), config.ppo.kl(method))
+    if preset == "full":
+        assert config.ppo.value_normalization_beta == 0.99995

@@ -138,6 +138,11 @@ class PPOStage:
     """Validation evaluations spread over the run (the convergence series)."""
     curve_points: int = 5
     """Checkpoints spread over the run, each scored on held-out prompts for the over-optimisation curve."""
+    value_normalization: bool = False
+    """Critic on returns normalised by running statistics, in every row (Xu et al. App. A.2 and the xu preset: on in
+    every Table 3 row; the full preset turns it on)."""
+    value_normalization_beta: float | None = None
+    """Rate of those statistics (None: exact cumulative mean / std; the xu preset: 0.99995, ReaLHF's)."""
     row_learning_rates: dict[str, float] = field(default_factory=dict)
     """Actor learning rate of single rows, by study method (e.g. ppo_ema: 1e-5); a row not named here uses
     actor_learning_rate."""

@@ -128,6 +128,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "pretrain": {"steps": 800},
         },
         "reward_model": {"epochs": 4.0},
+        # the PPO rows as Xu et al. define them: value normalisation in every row, with the xu preset's rate
+        "ppo": {"value_normalization": True, "value_normalization_beta": 0.99995},
         "sweeps": {"ema_rates": [0.0, 0.001, 0.01, 0.1], "rollout_batches": [16, 32, 64, 128]},
         "synthetic_settings": {"seeds": 20},
         "output_dir": "runs/study-full",
