@@ -89,3 +89,14 @@ def test_study_rows_carry_xu_table3_factors_and_the_full_preset_value_normalisat
         assert (ppo.actor_optim.learning_rate, ppo.kl.coef) == (config.ppo.learning_rate(method), config.ppo.kl(method))
     if preset == "full":
         assert config.ppo.value_normalization_beta == 0.99995
+
+
+def test_every_ema_sweep_point_runs_at_the_all_factors_rows_values():
+    from prefalign.studies.comparison.sweeps import point_stage
+
+    config = StudyConfig()
+    ppo = dataclasses.replace(config.ppo, row_learning_rates={"ppo_ema": 3e-5}, row_kl_coefs={"ppo_ema": 0.05})
+    config = dataclasses.replace(config, ppo=ppo)
+    for rate in (0.0, 0.01):
+        method, stage = point_stage(config, "ema", rate, "same_steps")
+        assert (stage.learning_rate(method), stage.kl(method)) == (3e-5, 0.05)
