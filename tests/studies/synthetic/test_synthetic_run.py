@@ -125,9 +125,10 @@ def test_run_synthetic_is_reproducible_and_writes_its_files(tmp_path):
         "figure1.png",
         "figure2.json",
         "figure2.png",
+        "figure3.png",
         "results.json",
     ]
-    for name in ("figure1.png", "figure2.png"):
+    for name in ("figure1.png", "figure2.png", "figure3.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     strict = lambda text: json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))  # noqa: E731
     results = strict((folder / "results.json").read_text())

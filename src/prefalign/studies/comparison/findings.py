@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from prefalign.studies.comparison.methods import LABELS
+from prefalign.studies.comparison.methods import LABELS, PPO_ROWS
 
 #: (comparison key, what the papers found) for the "agrees with the papers?" section
 PAPER_CLAIMS = (
@@ -135,11 +135,38 @@ def tuning_lines(results: dict[str, Any]) -> list[str]:
         f"rate {t['ppo_learning_rates']}, KL coefficient {t['ppo_kl_coefs']}; scored by greedy gold reward on the "
         "validation split, one seed "
         f"({t['seed']}), preference testbed.",
-        f"Values used here: DPO learning rate {c['offline']['learning_rate']:g}, beta {c['offline']['beta']:g}; "
-        f"DPO-Iter learning rate {c['iterative']['learning_rate']:g}, beta {c['iterative']['beta']:g}; PPO actor "
-        f"learning rate {c['ppo']['actor_learning_rate']:g}, KL coefficient {c['ppo']['kl_coef']:g}.",
+        "Values used here (a value outside its grid is marked *not a grid point*): "
+        + "; ".join(f"{LABELS[m]} {text}" for m, text in used_values(c, results["methods"])),
         f"Chosen by: {t['chosen_from'] or 'not tuned (the values above are the presets defaults)'}.",
     ]
+
+
+def used_values(c: dict[str, Any], methods: list[str]) -> list[tuple[str, str]]:
+    """(method, 'learning rate X, beta/KL Y') of each tuned method, from the run's settings, with grid membership."""
+    t = c["tuning"]
+
+    def mark(value: float, grid: list[float]) -> str:
+        on = any(math.isclose(value, g, rel_tol=1e-9) for g in grid)
+        return f"{value:g}" if on else f"{value:g} (not a grid point)"
+
+    out = []
+    for m in methods:
+        if m in PPO_ROWS:
+            lr = c["ppo"].get("row_learning_rates", {}).get(m, c["ppo"]["actor_learning_rate"])
+            kl = c["ppo"].get("row_kl_coefs", {}).get(m, c["ppo"]["kl_coef"])
+            text = f"learning rate {mark(lr, t['ppo_learning_rates'])}, KL {mark(kl, t['ppo_kl_coefs'])}"
+        elif m == "dpo_iter":
+            i = c["iterative"]
+            text = f"learning rate {mark(i['learning_rate'], t['dpo_learning_rates'])}, "
+            text += f"beta {mark(i['beta'], t['dpo_betas'])}"
+        elif m in ("rrhf", "pro"):
+            text = f"learning rate {mark(c['offline']['rank_learning_rate'], t['dpo_learning_rates'])}"
+        else:
+            o = c["offline"]
+            text = f"learning rate {mark(o['learning_rate'], t['dpo_learning_rates'])}, "
+            text += f"beta {mark(o['beta'], t['dpo_betas'])}"
+        out.append((m, text))
+    return out
 
 
 def world_description(results: dict[str, Any]) -> list[str]:
@@ -193,3 +220,30 @@ NOTES = (
     "PPO rows: every row runs the same number of PPO steps, so the large-batch rows see more samples (as in "
     "`prefalign ppo-ablation`).",
 )
+
+
+def activation_lines(synthetic: dict[str, Any]) -> list[str]:
+    """The synthetic study under both hidden activations, per seed (Markdown lines; none without the comparison)."""
+    comparison = synthetic.get("activations")
+    if not comparison:
+        return []
+    a, b = comparison["activations"]
+    lines = [
+        f"Synthetic study under both activations ({a} / {b}), DPO per seed: mass on uncovered responses at the end "
+        "and at its peak during training (reference in brackets), unseen cells raised at the end; "
+        f"figure4 shows seed {comparison['figure_seed']}.",
+        "",
+        f"| seed | {a}: end / peak (ref.) | {a}: cells raised | {b}: end / peak (ref.) | {b}: cells raised "
+        "| disagree |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in comparison["per_seed"]:
+        cells = []
+        for name in (a, b):
+            r = row[name]
+            cells += [
+                f"{r['dpo_final_unseen']:.3f} / {r['dpo_peak_unseen']:.3f} ({r['reference_unseen']:.3f})",
+                str(r["dpo_cells_raised"]),
+            ]
+        lines.append(f"| {row['seed']} | " + " | ".join(cells) + f" | {'yes' if row['disagree'] else ''} |")
+    return lines + [""]

@@ -25,8 +25,9 @@ The offline methods see only the static pairs, so one run serves both testbeds.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +132,12 @@ class PPOStage:
     """Rollout batch of the large-batch rows (Xu et al.: 512)."""
     num_minibatches: int = 4
     """Optimizer steps per pass over a rollout batch (Xu et al.: 4)."""
-    actor_learning_rate: float = 2e-5
-    """Policy learning rate (constant)."""
+    actor_learning_rate: float = 1e-5
+    """Policy learning rate (constant) of every row without its own in row_learning_rates."""
     critic_learning_rate: float = 5e-4
     """Critic learning rate (constant)."""
-    kl_coef: float = 0.1
-    """KL penalty coefficient (Xu et al.: 0.1)."""
+    kl_coef: float = 0.2
+    """KL penalty coefficient of every row without its own in row_kl_coefs (Xu et al.: 0.1)."""
     ema_rate: float = 0.1
     """Reference EMA rate of the last row."""
     temperature: float = 1.0
@@ -155,6 +156,40 @@ class PPOStage:
     from other seeds (ours: Coste et al. use five; three bound the study's time)."""
     uwo_lambda: float = 0.5
     """Lambda of ppo_uwo's combination, mean - lambda * variance over members (ours: Coste et al. tune it)."""
+    value_normalization: bool = False
+    """Critic on returns normalised by running statistics, in every row (Xu et al. App. A.2 and the xu preset: on in
+    every Table 3 row; the full preset turns it on)."""
+    value_normalization_beta: float | None = None
+    """Rate of those statistics (None: exact cumulative mean / std; the xu preset: 0.99995, ReaLHF's)."""
+    row_learning_rates: dict[str, float] = field(default_factory=dict)
+    """Actor learning rate of single rows, by study method (e.g. ppo_ema: 1e-5); a row not named here uses
+    actor_learning_rate."""
+    row_kl_coefs: dict[str, float] = field(default_factory=dict)
+    """KL coefficient of single rows, by study method; a row not named here uses kl_coef."""
+
+    def __post_init__(self) -> None:
+        for name, table in (("row_learning_rates", self.row_learning_rates), ("row_kl_coefs", self.row_kl_coefs)):
+            unknown = sorted(set(table) - set(PPO_ROWS))
+            if unknown:
+                raise ValueError(f"ppo.{name}: {unknown} are not PPO rows; choose from {sorted(PPO_ROWS)}")
+
+    def learning_rate(self, method: str) -> float:
+        """The actor learning rate of a row (its own, else the shared one)."""
+        return float(self.row_learning_rates.get(method, self.actor_learning_rate))
+
+    def kl(self, method: str) -> float:
+        """The KL coefficient of a row (its own, else the shared one)."""
+        return float(self.row_kl_coefs.get(method, self.kl_coef))
+
+    def for_row(self, method: str) -> PPOStage:
+        """These settings with the row's own learning rate and KL coefficient as the shared ones."""
+        return dataclasses.replace(
+            self,
+            actor_learning_rate=self.learning_rate(method),
+            kl_coef=self.kl(method),
+            row_learning_rates={},
+            row_kl_coefs={},
+        )
 
 
 def available(method: str) -> str | None:

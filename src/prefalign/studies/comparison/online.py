@@ -158,7 +158,13 @@ def ppo_row_config(
         ),
         sampling=SamplingConfig(temperature=stage.temperature, max_new_tokens=max_new_tokens, num_samples=1),
         kl=KLConfig(coef=stage.kl_coef),
-        ppo=PPOAlgoConfig(gamma=1.0, lam=1.0, ema_rate=stage.ema_rate),
+        ppo=PPOAlgoConfig(
+            gamma=1.0,
+            lam=1.0,
+            ema_rate=stage.ema_rate,
+            value_normalization=stage.value_normalization,
+            value_normalization_beta=stage.value_normalization_beta,
+        ),
         batch=PPOBatchConfig(
             rollout_batch_size=stage.small_batch_size,
             num_minibatches=stage.num_minibatches,
@@ -206,7 +212,7 @@ def train_ppo(
 
     config = ppo_row_config(
         world,
-        stage,
+        stage.for_row(method),
         testbed,
         reward_model_dir,
         prompt_file,
@@ -225,9 +231,12 @@ def train_ppo(
         "samples": results["steps"] * config.batch.rollout_batch_size,
         "best_eval_reward": results.get("best_eval_reward"),
         "rollout_batch_size": config.batch.rollout_batch_size,
+        "actor_learning_rate": config.actor_optim.learning_rate,
+        "kl_coef": config.kl.coef,
         "advantage_normalization": config.ppo.advantage_normalization,
         "reference_ema": config.ppo.reference_ema,
         "advantage_estimator": config.ppo.advantage_estimator,
+        "value_normalization": config.ppo.value_normalization,
         **{k: final[k] for k in ("reward/mean", "kl/mean", "eval/reward") if isinstance(final.get(k), (int, float))},
     }
     return str(Path(config.run.output_dir) / "model"), summary

@@ -27,6 +27,7 @@ import yaml
 from rich.table import Table
 
 from prefalign.atomic import write_json_atomic, write_text_atomic
+from prefalign.studies.comparison import findings as F
 from prefalign.studies.comparison.beyond import runs_in
 from prefalign.studies.comparison.findings import NOTES, findings, fmt, tuning_lines, world_description
 from prefalign.studies.comparison.methods import LABELS, PPO_ROWS
@@ -72,7 +73,8 @@ def synthetic_summary(synthetic: dict[str, Any] | None) -> dict[str, Any] | None
         "unseen_over_training": {str(r["seed"]): r.get("unseen_over_training") for r in synthetic["per_seed"]},
         "figure_seed": synthetic.get("figure_seed"),
         "check_lines": synthetic.get("check_lines", []),
-        "figures": ["synthetic/figure1.png", "synthetic/figure2.png"],
+        "figures": [f"synthetic/figure{k}.png" for k in (1, 2, 3, 4) if k < 4 or "activations" in synthetic],
+        "activations": synthetic.get("activations"),
     }
 
 
@@ -151,6 +153,8 @@ def ppo_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
                 check(train["advantage_normalization"]),
                 str(train["rollout_batch_size"]),
                 check(train["reference_ema"]),
+                check(train.get("value_normalization")),
+                f"{train.get('actor_learning_rate', float('nan')):g} / {train.get('kl_coef', float('nan')):g}",
                 f"{train['steps']} / {train['samples']}",
                 *[fmt(stats[k]) for k in ("gold/score", "gold/safety_rate", "rm/score", "kl/mean")],
             ]
@@ -158,7 +162,19 @@ def ppo_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
     return rows
 
 
-PPO_HEADER = ["PPO row", "adv. norm", "rollout batch", "ref. EMA", "steps / samples", "gold", "safety", "RM", "KL"]
+PPO_HEADER = [
+    "PPO row",
+    "adv. norm",
+    "rollout batch",
+    "ref. EMA",
+    "value norm",
+    "lr / KL",
+    "steps / samples",
+    "gold",
+    "safety",
+    "RM",
+    "KL",
+]
 
 
 def convergence_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
@@ -368,6 +384,7 @@ def report_markdown(results: dict[str, Any], figures: list[str]) -> str:
             parts += ["Notes:", "", *[f"- {note}" for note in NOTES], ""]
     if results.get("synthetic"):
         parts += ["Synthetic checks:", "", *[f"- {a}: {b}" for a, b in results["synthetic"]["check_lines"]], ""]
+        parts += F.activation_lines(results["synthetic"])
     parts += ["## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures], ""]
     parts += ["## Settings", "", "```yaml", yaml.safe_dump(results["config"], sort_keys=False).rstrip(), "```", ""]
     parts += [

@@ -88,7 +88,9 @@ class StudyConfig:
     """Xu et al.'s factors one at a time: reference-EMA rates and rollout batch sizes (full preset)."""
     synthetic: bool = True
     """Also run the synthetic study of Xu et al. section 4."""
-    synthetic_settings: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(seeds=6, quiet=True))
+    synthetic_settings: SyntheticConfig = field(
+        default_factory=lambda: SyntheticConfig(seeds=6, quiet=True, compare_activation="relu")
+    )
     """Its settings (output_dir is set to <output_dir>/synthetic)."""
     output_dir: str = "runs/study"
     """Folder of the report, results.json, plots, logs and every run."""
@@ -127,6 +129,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "pretrain": {"steps": 800},
         },
         "reward_model": {"epochs": 4.0},
+        # the PPO rows as Xu et al. define them: value normalisation in every row, with the xu preset's rate
+        "ppo": {"value_normalization": True, "value_normalization_beta": 0.99995},
         "sweeps": {"ema_rates": [0.0, 0.001, 0.01, 0.1], "rollout_batches": [16, 32, 64, 128]},
         "synthetic_settings": {"seeds": 20},
         "output_dir": "runs/study-full",
@@ -228,6 +232,50 @@ def run_all_jobs(config: StudyConfig, world, clock: StageClock, methods: list[st
     return per_seed
 
 
+SYNTHETIC_LABEL = "synthetic study (Xu et al. section 4)"
+
+
+def _synthetic_settings(config: StudyConfig, out: Path) -> SyntheticConfig:
+    return dataclasses.replace(config.synthetic_settings, output_dir=str(out / "synthetic"), quiet=True)
+
+
+def _timed_synthetic(settings: SyntheticConfig, threads: int | None) -> tuple[dict[str, Any], float]:
+    from prefalign.studies.synthetic.run import run_synthetic
+
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    return run_synthetic(settings), time.perf_counter() - started
+
+
+def _start_synthetic(config: StudyConfig, out: Path):
+    """With two or more workers: the synthetic study in a process of its own, started now (a future), else None."""
+    if not config.synthetic or config.workers < 2:
+        return None
+    import concurrent.futures
+    import multiprocessing
+
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    future = pool.submit(_timed_synthetic, _synthetic_settings(config, out), config.threads)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _finish_synthetic(config: StudyConfig, out: Path, future, clock: StageClock) -> dict[str, Any] | None:
+    """The synthetic study's results: from the process started by :func:`_start_synthetic`, or run here."""
+    if not config.synthetic:
+        return None
+    if future is None:
+        return clock.run(SYNTHETIC_LABEL, run_synthetic_here, _synthetic_settings(config, out), config.threads)
+    results, seconds = future.result()
+    clock.record(SYNTHETIC_LABEL + ", beside the tiny world's build", seconds)
+    return results
+
+
+def run_synthetic_here(settings: SyntheticConfig, threads: int | None) -> dict[str, Any]:
+    return _timed_synthetic(settings, threads)[0]
+
+
 def _run_study(config: StudyConfig) -> dict[str, Any]:
     from prefalign.config import save_yaml
     from prefalign.studies.comparison.report import assemble_results, write_report
@@ -247,6 +295,7 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
     first, second = _phases(config, [config.first_seed + k for k in range(config.seeds)], methods)
     jobs = len(first) + len(second) + config.seeds * (1 + len(offline))  # + the SFT's and offline runs' evaluations
     clock = StageClock(1 + jobs + int(config.synthetic), out / "study.log")
+    synthetic_job = _start_synthetic(config, out)  # on the second core while the world is built (it needs no world)
     world = clock.run("tiny world: data, pre-training, SFT", prepare_tiny_world, config.world, progress=config.progress)
     per_seed = run_all_jobs(config, world, clock, methods)
     from prefalign.studies.comparison.sweeps import run_sweeps, sweep_keys
@@ -254,12 +303,7 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
     seeds = [config.first_seed + k for k in range(config.seeds)]
     clock.total += len(sweep_keys(config, seeds))
     sweeps = run_sweeps(config, seeds, clock)
-    synthetic = None
-    if config.synthetic:
-        from prefalign.studies.synthetic.run import run_synthetic
-
-        settings = dataclasses.replace(config.synthetic_settings, output_dir=str(out / "synthetic"), quiet=True)
-        synthetic = clock.run("synthetic study (Xu et al. section 4)", run_synthetic, settings)
+    synthetic = _finish_synthetic(config, out, synthetic_job, clock)
     results = assemble_results(
         config, world, per_seed, synthetic, skipped, clock.seconds, time.perf_counter() - clock.started
     )

@@ -43,9 +43,10 @@ def sweep_keys(config, seeds: list[int]) -> list[tuple]:
 
 def point_stage(config, kind: str, value: float, schedule: str):
     """(method row, PPO settings) of one sweep point."""
-    ppo = config.ppo
-    if kind == "ema":
+    if kind == "ema":  # every rate, 0 included, at the all-factors row's learning rate and KL coefficient
+        ppo = config.ppo.for_row("ppo_ema")
         return ("ppo_ema" if value > 0 else "ppo_large_batch"), dataclasses.replace(ppo, ema_rate=value or ppo.ema_rate)
+    ppo = config.ppo.for_row("ppo_advnorm")
     steps = ppo.steps if schedule == "same_steps" else max(1, ppo.steps * ppo.small_batch_size // int(value))
     # the advantage-normalisation row takes the small batch: set it to the swept one
     return "ppo_advnorm", dataclasses.replace(ppo, small_batch_size=int(value), steps=steps)

@@ -38,7 +38,9 @@ def grid(config, method: str) -> list[tuple[float, float]]:
 def with_point(config, method: str, lr: float, second: float):
     """The study's settings with one grid point applied to the method's stage."""
     if method in PPO_ROWS:
-        return dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, actor_learning_rate=lr, kl_coef=second))
+        ppo = config.ppo
+        rates, kls = {**ppo.row_learning_rates, method: lr}, {**ppo.row_kl_coefs, method: second}
+        return dataclasses.replace(config, ppo=dataclasses.replace(ppo, row_learning_rates=rates, row_kl_coefs=kls))
     if method == "dpo_iter":
         return dataclasses.replace(
             config, iterative=dataclasses.replace(config.iterative, learning_rate=lr, beta=second)

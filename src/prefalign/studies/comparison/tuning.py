@@ -33,9 +33,12 @@ class TuningConfig:
     chosen_from: str = (
         "`prefalign study --tuning.run True --output_dir runs/study-tuning` (seed 1000, preference testbed, 64 "
         "validation prompts): DPO lr 1e-4 / beta 0.3 (validation gold 0.785; 3e-4 fell to 0.41-0.64), DPO-Iter lr 3e-5 "
-        "/ beta 0.1 (0.701; 1e-4 collapsed to 0.49-0.51, 3e-4 to 0.00-0.16). PPO keeps lr 2e-5 / KL 0.1 (not a grid "
-        "point): the grid's best for the baseline, 1e-5 / 0.2 (0.798), was within the validation noise (about 0.04) "
-        "of 1e-5 / 0.05 (0.780) and 3e-5 / 0.05-0.2 (0.759-0.763) and came in after the measured run had started; "
-        "1e-4 / 0.05 collapsed to 0.469 (KL 4.3)"
+        "/ beta 0.1 (0.701; 1e-4 collapsed to 0.49-0.51, 3e-4 to 0.00-0.16). PPO, per row "
+        "(`prefalign study --tuning.run True --methods ppo_baseline ppo_ema`): baseline lr 1e-5 / KL 0.2 (0.798; "
+        "1e-5 / 0.05 0.780, 3e-5 0.759-0.763, 1e-4 / 0.05 collapsed to 0.469 at KL 4.3), PPO with all three factors "
+        "lr 1e-5 / KL 0.2 (0.781; 1e-5 / 0.05 0.766, 3e-5 / 0.2 0.762, 3e-5 / 0.05 0.638, 1e-4 0.13-0.47 at KL "
+        "4.6-13); both are grid choices, within the validation noise (about 0.04) of their neighbours. The full "
+        "preset's other PPO rows (+ adv. norm., + large batch) and RRHF / PRO / the DPO variants were not given a "
+        "grid of their own: they use these values"
     )
     """Where the presets' values come from (the tuning command and what it found), shown in the report."""

@@ -116,14 +116,15 @@ def _heatmap(axis, matrix: np.ndarray, unseen: np.ndarray, title: str, cmap: str
                 else (matrix[i, j] - vmin) / (vmax - vmin)
             )
             axis.text(
-                j, i, labels[i][j], ha="center", va="center", fontsize=7, color="white" if strength > 0.6 else "black"
+                j, i, labels[i][j], ha="center", va="center", fontsize=10, color="white" if strength > 0.6 else "black"
             )
             if unseen[i, j]:
                 axis.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="grey", lw=0))
         axis.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
-    axis.set_title(title, fontsize=10)
-    axis.set_xlabel("response")
-    axis.set_ylabel("prompt")
+    axis.set_title(title, fontsize=13)
+    axis.set_xlabel("response", fontsize=12)
+    axis.set_ylabel("prompt", fontsize=12)
+    axis.tick_params(labelsize=10)
     axis.set_xticks(range(matrix.shape[1]))
     axis.set_yticks(range(size))
     axis.figure.colorbar(image, ax=axis, shrink=0.75, pad=0.03)
@@ -154,8 +155,8 @@ def plot_figure1(data: dict[str, Any], path: str | Path) -> Path:
 
     unseen = np.asarray(data["unseen"], dtype=bool)
     counts, wins = np.asarray(data["pair_counts"]), np.asarray(data["win_counts"])
-    fig, axes = plt.subplots(1, 5, figsize=(25, 5))  # fixed margins: constrained layout would draw twice
-    fig.subplots_adjust(left=0.025, right=0.99, bottom=0.1, top=0.86, wspace=0.12)
+    fig, axes = plt.subplots(1, 5, figsize=(30, 6.5))  # fixed margins: constrained layout would draw twice
+    fig.subplots_adjust(left=0.025, right=0.99, bottom=0.1, top=0.86, wspace=0.14)
     coverage_labels = [[f"{w}/{c}" if c else "" for w, c in zip(wr, cr)] for wr, cr in zip(wins, counts)]
     _heatmap(axes[0], counts, unseen, "(a) data coverage (wins/pairs)", "Greens", coverage_labels, 0, counts.max() + 1)
     for axis, key, title in zip(axes[1:4], ("reference", "ppo", "dpo"), ("(b) reference", "(c) PPO", "(d) DPO")):
@@ -176,7 +177,7 @@ def plot_figure1(data: dict[str, Any], path: str | Path) -> Path:
     )
     fig.suptitle(
         f"Synthetic scenario, seed {data['seed']}: hatched = unseen in the preference data, framed = optimal response",
-        fontsize=11,
+        fontsize=14,
     )
     try:
         return save_figure_atomic(fig, path)
@@ -192,7 +193,7 @@ def plot_summary(summary: dict[str, Any], methods: Sequence[str], path: str | Pa
     import matplotlib.pyplot as plt
 
     metrics = ("unseen_mass", "optimal_mass", "cells_raised")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(15, 4.8))
     for axis, metric in zip(axes, metrics):
         stats = [summary[method][metric] for method in methods]
         axis.bar(
@@ -203,10 +204,11 @@ def plot_summary(summary: dict[str, Any], methods: Sequence[str], path: str | Pa
             color=["#999999", "#1f77b4", "#d62728", "#2ca02c"][: len(methods)],
         )
         axis.set_xticks(range(len(methods)))
-        axis.set_xticklabels(methods, fontsize=8)
-        axis.set_title(metric.replace("_", " "), fontsize=10)
+        axis.set_xticklabels(methods, fontsize=11)
+        axis.tick_params(axis="y", labelsize=10)
+        axis.set_title(metric.replace("_", " "), fontsize=13)
     level, seeds = summary["confidence_level"], summary["num_seeds"]
-    fig.suptitle(f"mean and {level:.0%} t-interval over {seeds} seeds", fontsize=10)
+    fig.suptitle(f"mean and {level:.0%} t-interval over {seeds} seeds", fontsize=13)
     fig.tight_layout()
     try:
         return save_figure_atomic(fig, path)

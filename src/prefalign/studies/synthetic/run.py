@@ -14,7 +14,9 @@ seeds, mean and t-interval of:
 
 plus the counter-example of Table 1. It prints rich tables and writes to ``output_dir``:
 ``figure1.png`` (+ ``figure1.json``, its numbers), ``figure2.png`` (+ ``figure2.json``, the
-summary bars) and ``results.json`` (config, per-seed numbers, summary, checks), atomically.
+summary bars), ``figure3.png`` (uncovered mass over training, per seed), with ``compare_activation``
+``figure4.png`` (both activations side by side) and ``results.json`` (config, per-seed numbers,
+summary, checks), atomically.
 
 The pieces live in ``synthetic_scenario`` (data, models, metrics), ``synthetic_training``
 (reward model, DPO, PPO), ``synthetic_theory`` (Eq. 8, counter-example, theorem check) and
@@ -28,12 +30,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from prefalign.studies.synthetic.figures import compare_activations, plot_unseen_over_training
 from prefalign.studies.synthetic.report import (
     figure1_data,
     mean_confidence_interval,
@@ -149,6 +152,9 @@ class SyntheticConfig:
     """Label smoothing of the theorem check's exact minimisation (> 0 so the minimum exists)."""
     figure_seed: int | None = None
     """Seed drawn in Figure 1; None = first_seed."""
+    compare_activation: Literal["tanh", "relu"] | None = None
+    """Also run every seed with this hidden activation (results under <output_dir>/<activation>/); figure4.png
+    shows both side by side for a seed where they disagree on DPO's raise of uncovered mass."""
     output_dir: str = "runs/synthetic"
     """Folder for figure1.png/json, figure2.png/json and results.json."""
     num_threads: int = 1
@@ -357,6 +363,7 @@ def run_synthetic(config: SyntheticConfig | None = None) -> dict[str, Any]:
                     "unseen_over_training",
                 )
             }
+            | {"dpo_policy": run["tables"]["dpo"].tolist(), "unseen": run["scenario"].unseen.tolist()}
             for run in per_seed
         ],
         "counter_example": counter,
@@ -374,6 +381,11 @@ def run_synthetic(config: SyntheticConfig | None = None) -> dict[str, Any]:
         {method: summary[method] for method in METHODS}
         | {"confidence_level": config.confidence, "num_seeds": config.seeds},
     )
+    plot_unseen_over_training(results["per_seed"], config.raised_margin, output / "figure3.png")
+    if config.compare_activation and config.compare_activation != config.activation:
+        other = replace(config, activation=config.compare_activation, compare_activation=None, quiet=True)
+        other = run_synthetic(replace(other, output_dir=str(output / config.compare_activation)))
+        results["activations"] = compare_activations(results, other, figure_seed, output / "figure4.png")
     results["run_time_s"] = time.perf_counter() - start
     write_json_atomic(output / "results.json", results)
     if not config.quiet:

@@ -106,12 +106,16 @@ def settings_hash(config: TinyWorldConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pretraining_batch(tokenizer, lines: list[str]) -> dict[str, torch.Tensor]:
-    """(B, T) input ids, attention mask and labels (-100 on padding) of ``<|im_start|> line <|im_end|>``."""
-    rows = [
-        [tokenizer.bos_token_id, *tokenizer(line, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
-        for line in lines
-    ]
+def pretraining_rows(tokenizer, lines: list[str]) -> list[list[int]]:
+    """Token ids of ``<|im_start|> line <|im_end|>`` for every line (one batched tokenizer call)."""
+    encoded = tokenizer(lines, add_special_tokens=False)["input_ids"]
+    return [[tokenizer.bos_token_id, *ids, tokenizer.eos_token_id] for ids in encoded]
+
+
+def pretraining_batch(tokenizer, lines: list[str] | None = None, rows: list[list[int]] | None = None):
+    """(B, T) input ids, attention mask and labels (-100 on padding) of ``<|im_start|> line <|im_end|>``
+    (from ``lines``, or from their ``rows`` of :func:`pretraining_rows`)."""
+    rows = pretraining_rows(tokenizer, lines or []) if rows is None else rows
     ids = pad_sequences(rows, tokenizer.pad_token_id)
     mask = pad_sequences([[1] * len(r) for r in rows], 0)
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
@@ -129,9 +133,10 @@ def pretrain(config: TinyWorldConfig, text: list[str], output: Path, progress: b
         output, is_main=True, total_steps=cfg.steps, description="pre-training", tensorboard=False, progress=progress
     )
     model.train()
+    encoded = pretraining_rows(tokenizer, text)  # once, not 256 tokenizer calls a step
     try:
         for step in range(cfg.steps):
-            batch = pretraining_batch(tokenizer, [text[i] for i in plan.step_indices(step)])
+            batch = pretraining_batch(tokenizer, rows=[encoded[i] for i in plan.step_indices(step)])
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm or float("inf"))
