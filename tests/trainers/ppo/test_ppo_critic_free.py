@@ -85,16 +85,18 @@ def test_no_critic_is_built_trained_or_saved_and_a_resume_is_exact(tmp_path):
     run_ppo(tiny_config(parts, merge(overrides, {"run": {"resume": True}})))
     for run in (whole, parts):
         checkpoint = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-        assert sorted(p.name for p in checkpoint.glob("*.safetensors")) == [
-            "policy.safetensors",
-            "reference.safetensors",
-        ]
+        # prepared models go through accelerate's save_state (one file per model), frozen ones beside it
+        assert sorted(p.name for p in checkpoint.glob("*.safetensors")) == ["reference.safetensors"]
+        assert sorted(p.name for p in (checkpoint / "accelerate").glob("model*.safetensors")) == ["model.safetensors"]
         state = torch.load(checkpoint / "state.pt", weights_only=False)
-        assert set(state["optimizers"]) == set(state["schedulers"]) == {"actor"}
+        assert state["layout"]["prepared_models"] == ["policy"]
+        assert set(state["schedulers"]) == {"actor"}
     rows = read_metrics(whole / "metrics.jsonl")
     assert all("value_loss" not in r and "explained_variance" not in r and "grad_norm/critic" not in r for r in rows)
     assert all("policy_loss" in r for r in rows)
-    a, b = (load_file(str(r / "checkpoints" / "step-00000003" / "policy.safetensors")) for r in (whole, parts))
+    a, b = (
+        load_file(str(r / "checkpoints" / "step-00000003" / "accelerate" / "model.safetensors")) for r in (whole, parts)
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((parts / "results.json").read_text())["finished"]
 
