@@ -10,7 +10,8 @@ Stages, in order (each one's wall time goes into the report):
    from the learned reward model; ``verifiable``, reward from the gold test cases): DPO-Iter and PPO
    in the rows of Xu et al. Table 3, each with its convergence series and over-optimisation curve;
    the offline methods' and the SFT model's evaluation;
-4. the synthetic study of Xu et al. section 4 (``run_synthetic``);
+4. the synthetic study of Xu et al. section 4 (``run_synthetic``, also with the other hidden activation; with two
+   or more workers it runs in a process of its own beside stage 1, since it needs no tiny world);
 5. the report (:mod:`prefalign.studies.comparison.report`): ``report.md``, ``results.json``, PNG plots,
    ``study.log`` (stages and times), ``console.log`` (everything printed), and the same tables in
    the terminal.
