@@ -28,6 +28,7 @@ from rich.table import Table
 
 from prefalign.atomic import write_json_atomic, write_text_atomic
 from prefalign.studies.comparison import findings as F
+from prefalign.studies.comparison import ivison as IV
 from prefalign.studies.comparison.findings import NOTES, findings, fmt, tuning_lines, world_description
 from prefalign.studies.comparison.methods import LABELS, PPO_ROWS
 from prefalign.studies.comparison.summary import summarize, testbed_results
@@ -309,6 +310,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 difference_rows(results, tb),
             ),
         ]
+    out += [(IV.TITLE, IV.HEADER, IV.rows(results))]
     out += [
         (
             "Data and reward model (Ivison et al. Tables 1/2: data quality, RM accuracy)",
