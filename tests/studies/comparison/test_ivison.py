@@ -38,6 +38,36 @@ def _delta(rows, reference):
     return [a - b for a, b in zip(rows, reference)]
 
 
+def test_table_pairs_each_row_with_its_reference_by_seed():
+    config = StudyConfig(methods=["dpo", "ppo_ema"], ivison=ivison.IvisonConfig(run=True))
+    golds = {"dpo": [0.5, 0.7, 0.6], "ppo_ema": [0.4, 0.9, 0.65]}
+    own = {"weak_data": [0.3, 0.6, 0.2], "small_rm": [0.35, 0.5, 0.7], "generic_prompts": [0.45, 0.8, 0.1]}
+    per_seed = {
+        s: {
+            "reward_model": {"eval/accuracy": 0.7 + 0.01 * s},
+            "testbeds": {"preference": {"runs": {m: {"metrics": {"gold/score": g[s]}} for m, g in golds.items()}}},
+        }
+        for s in range(3)
+    }
+    extra = {"chosen_gold": 0.4, "standard_chosen_gold": 0.8, "parameters": 10, "standard_parameters": 20}
+    variants = {
+        v: {s: {"gold": g[s], **extra, "reward_model": {"eval/accuracy": 0.6}} for s in range(3)}
+        for v, g in own.items()
+    }
+    rows = {r["factor"]: r for r in ivison.table(config, per_seed, variants)["rows"]}
+    assert rows["base"]["gold_per_seed"] == golds["dpo"] and rows["algorithm"]["gold_per_seed"] == golds["ppo_ema"]
+    assert rows["preference data"]["delta_vs_base_per_seed"] == pytest.approx([-0.2, -0.1, -0.4])
+    assert rows["algorithm"]["delta_vs_base_per_seed"] == pytest.approx([-0.1, 0.2, 0.05])
+    assert rows["reward-model size"]["delta_vs_base_per_seed"] == pytest.approx([-0.15, -0.2, 0.1])
+    assert rows["reward-model size"]["delta_vs_reference_per_seed"] == pytest.approx([-0.05, -0.4, 0.05])
+    assert rows["policy prompts"]["delta_vs_reference_per_seed"] == pytest.approx([0.05, -0.1, -0.55])
+    delta = rows["policy prompts"]["delta_vs_reference"]
+    assert delta["mean"] == pytest.approx(-0.2) and delta["low"] < -0.2 < delta["high"] and delta["n"] == 3
+    assert rows["preference data"]["gold"]["mean"] == pytest.approx(1.1 / 3)
+    table = ivison.rows({"ivison": {"rows": list(rows.values())}})
+    assert [r[0] for r in table] == list(rows) and table[0][3] == "-"
+
+
 @pytest.mark.slow
 def test_minimal_block_deltas_are_the_paired_differences_of_its_rows(tmp_path):
     world = {**MINIMAL["world"], "model": {**MINIMAL["world"]["model"], "num_layers": 2}}
