@@ -214,27 +214,48 @@ def _delta(golds: list[float], reference: list[float]) -> tuple[list[float], dic
 
 
 def table(config, per_seed: dict[int, Any], variants: dict[str, dict[int, dict]]) -> dict[str, Any]:
-    """The rows of the block (factor, setting, per-seed golds, gold summary, paired deltas)."""
+    """The rows of the block (factor, setting, per-seed golds, gold summary, paired deltas) and what tells the two
+    data sets and the two reward models apart (measured)."""
     seeds = sorted(per_seed)
     study_gold = lambda m: [float(per_seed[s]["testbeds"][TESTBED]["runs"][m]["metrics"]["gold/score"]) for s in seeds]  # noqa: E731
-    own_gold = lambda v: [variants[v][s]["gold"] for s in seeds]  # noqa: E731
+    own = lambda v, k: [variants[v][s][k] for s in seeds]  # noqa: E731
+    accuracy = lambda runs: summarize([float(r.get("eval/accuracy", float("nan"))) for r in runs], (0.0, 1.0))  # noqa: E731
+    data = {"standard_chosen_gold": own("weak_data", "standard_chosen_gold")[0]}
+    data["weak_chosen_gold"] = own("weak_data", "chosen_gold")[0]
+    rms = {"standard_parameters": own("small_rm", "standard_parameters")[0]}
+    rms["small_parameters"] = own("small_rm", "parameters")[0]
+    rms["standard_accuracy"] = accuracy([per_seed[s]["reward_model"] for s in seeds])
+    rms["small_accuracy"] = accuracy(own("small_rm", "reward_model"))
     base, ppo = study_gold("dpo"), study_gold(PPO_ROW)
-    iv, data_config = config.ivison, config.world.data
-    layers = config.world.model.num_layers
+    iv, layers = config.ivison, config.world.model.num_layers
+    standard = f"generator correct {config.world.data.preference_correct_rate:g}"
     rows = [
-        ("base", "DPO, standard pairs", base, None),
+        ("base", f"DPO, standard pairs ({standard}; chosen gold {data['standard_chosen_gold']:.3f})", base, None),
         (
             "preference data",
-            f"DPO, weaker generator (correct {iv.weak_correct_rate:g} vs {data_config.preference_correct_rate:g})",
-            own_gold("weak_data"),
+            f"DPO, weaker generator (correct {iv.weak_correct_rate:g}; chosen gold {data['weak_chosen_gold']:.3f})",
+            own("weak_data", "gold"),
             base,
         ),
-        ("algorithm", f"PPO ({PPO_ROW}) on the same data (RM {layers} layers, matched prompts)", ppo, base),
-        ("reward-model size", f"PPO, RM {iv.small_rm_layers} layer(s) instead of {layers}", own_gold("small_rm"), ppo),
+        (
+            "algorithm",
+            f"PPO ({PPO_ROW}) on the same data (RM {layers} layers, {rms['standard_parameters']:,} parameters, "
+            f"held-out accuracy {rms['standard_accuracy']['mean']:.3f}; matched prompts)",
+            ppo,
+            base,
+        ),
+        (
+            "reward-model size",
+            f"PPO, RM {iv.small_rm_layers} layer(s), {rms['small_parameters']:,} parameters, held-out accuracy "
+            f"{rms['small_accuracy']['mean']:.3f}",
+            own("small_rm", "gold"),
+            ppo,
+        ),
         (
             "policy prompts",
-            f"PPO, generic prompts ({'/'.join(iv.generic_operations)}, unsafe {iv.generic_unsafe_fraction:g})",
-            own_gold("generic_prompts"),
+            f"PPO, generic prompts ({'/'.join(iv.generic_operations)} only, unsafe {iv.generic_unsafe_fraction:g}; "
+            f"evaluation: every operation, unsafe {config.world.data.unsafe_fraction:g})",
+            own("generic_prompts", "gold"),
             ppo,
         ),
     ]
@@ -246,26 +267,7 @@ def table(config, per_seed: dict[int, Any], variants: dict[str, dict[int, dict]]
         if reference is not None:
             row["delta_vs_reference_per_seed"], row["delta_vs_reference"] = _delta(golds, reference)
         out.append(row)
-    first = lambda v, k: [variants[v][s][k] for s in seeds]  # noqa: E731
-    return {
-        "testbed": TESTBED,
-        "seeds": seeds,
-        "rows": out,
-        "data_quality": {
-            "standard_chosen_gold": first("weak_data", "standard_chosen_gold")[0],
-            "weak_chosen_gold": first("weak_data", "chosen_gold")[0],
-        },
-        "reward_models": {
-            "standard_parameters": first("small_rm", "standard_parameters")[0],
-            "small_parameters": first("small_rm", "parameters")[0],
-            "small_accuracy": summarize(
-                [r.get("eval/accuracy", float("nan")) for r in first("small_rm", "reward_model")], (0.0, 1.0)
-            ),
-            "standard_accuracy": summarize(
-                [float(per_seed[s]["reward_model"].get("eval/accuracy", float("nan"))) for s in seeds], (0.0, 1.0)
-            ),
-        },
-    }
+    return {"testbed": TESTBED, "seeds": seeds, "rows": out, "data_quality": data, "reward_models": rms}
 
 
 def run_ivison(config, per_seed: dict[int, Any], clock) -> dict[str, Any] | None:

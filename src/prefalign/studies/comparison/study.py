@@ -37,6 +37,7 @@ import torch
 
 from prefalign.studies.comparison.convergence import ConvergenceConfig
 from prefalign.studies.comparison.ivison import IvisonConfig
+from prefalign.studies.comparison.ivison import check as check_ivison
 from prefalign.studies.comparison.methods import (
     METHODS,
     OFFLINE,
@@ -118,6 +119,8 @@ class StudyConfig:
             raise ValueError(f"sweeps.testbed {self.sweeps.testbed!r} is not among the testbeds {self.testbeds}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.ivison.run:
+            check_ivison(self)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
