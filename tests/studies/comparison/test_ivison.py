@@ -64,8 +64,11 @@ def test_table_pairs_each_row_with_its_reference_by_seed():
     delta = rows["policy prompts"]["delta_vs_reference"]
     assert delta["mean"] == pytest.approx(-0.2) and delta["low"] < -0.2 < delta["high"] and delta["n"] == 3
     assert rows["preference data"]["gold"]["mean"] == pytest.approx(1.1 / 3)
+    ranks = {f: rows[f]["rank"] for f in ("preference data", "policy prompts", "reward-model size", "algorithm")}
+    assert ranks == {"preference data": 1, "policy prompts": 2, "reward-model size": 3, "algorithm": 4}
+    assert "rank" not in rows["base"]
     table = ivison.rows({"ivison": {"rows": list(rows.values())}})
-    assert [r[0] for r in table] == list(rows) and table[0][3] == "-"
+    assert [r[0] for r in table] == list(rows) and table[0][3] == "-" and table[1][5] == "1"
 
 
 @pytest.mark.slow
@@ -100,6 +103,7 @@ def test_minimal_block_deltas_are_the_paired_differences_of_its_rows(tmp_path):
         assert row["delta_vs_base"]["low"] <= mean <= row["delta_vs_base"]["high"]
         assert row["gold"]["mean"] == pytest.approx(sum(row["gold_per_seed"]) / 2)
     assert rows["base"]["delta_vs_base"] is None
+    assert sorted(r["rank"] for f, r in rows.items() if f != "base") == [1, 2, 3, 4]
     assert block["data_quality"]["weak_chosen_gold"] < block["data_quality"]["standard_chosen_gold"]
     sizes = block["reward_models"]
     assert 0 < sizes["small_parameters"] < sizes["standard_parameters"]

@@ -267,6 +267,10 @@ def table(config, per_seed: dict[int, Any], variants: dict[str, dict[int, dict]]
         if reference is not None:
             row["delta_vs_reference_per_seed"], row["delta_vs_reference"] = _delta(golds, reference)
         out.append(row)
+    # Ivison et al.'s ranking: the factors ordered by the size of their own effect (|mean delta vs reference|)
+    ranked = sorted(out[1:], key=lambda r: -abs(r["delta_vs_reference"]["mean"]))
+    for i, row in enumerate(ranked, 1):
+        row["rank"] = i
     return {"testbed": TESTBED, "seeds": seeds, "rows": out, "data_quality": data, "reward_models": rms}
 
 
@@ -296,12 +300,26 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     if not block:
         return []
     return [
-        [r["factor"], r["setting"], fmt(r["gold"]), fmt(r.get("delta_vs_base")), fmt(r.get("delta_vs_reference"))]
+        [
+            r["factor"],
+            r["setting"],
+            fmt(r["gold"]),
+            fmt(r.get("delta_vs_base")),
+            fmt(r.get("delta_vs_reference")),
+            str(r.get("rank", "-")),
+        ]
         for r in block["rows"]
     ]
 
 
-HEADER = ["factor", "setting", "gold", "Δ vs base (DPO, standard pairs)", "Δ vs the factor's reference"]
+HEADER = [
+    "factor",
+    "setting",
+    "gold",
+    "Δ vs base (DPO, standard pairs)",
+    "Δ vs the factor's reference",
+    "rank by |Δ vs reference|",
+]
 TITLE = (
     "Ivison et al. Tables 1-3 layout: factors from one base (preference testbed); held-out gold, paired deltas "
     "over seeds with 95% intervals"
