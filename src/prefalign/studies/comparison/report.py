@@ -19,7 +19,6 @@ settings give the same ``results.json`` apart from that key.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,12 @@ from rich.table import Table
 
 from prefalign.atomic import write_json_atomic, write_text_atomic
 from prefalign.studies.comparison import findings as F
+from prefalign.studies.comparison import ivison as IV
 from prefalign.studies.comparison.beyond import runs_in
 from prefalign.studies.comparison.findings import NOTES, findings, fmt, tuning_lines, world_description
 from prefalign.studies.comparison.methods import LABELS, PPO_ROWS
 from prefalign.studies.comparison.summary import summarize, testbed_results
+from prefalign.studies.comparison.synthetic_tables import synthetic_rows, synthetic_summary
 from prefalign.studies.comparison.tiny_world.prepare import count_parameters
 from prefalign.trainers.logging import console
 
@@ -46,36 +47,6 @@ MAIN_COLUMNS = (
     ("pass@1", "pass@1"),
     ("pass@5", "pass@5"),
 )
-
-
-def synthetic_summary(synthetic: dict[str, Any] | None) -> dict[str, Any] | None:
-    if synthetic is None:
-        return None
-    summary = synthetic["summary"]
-    keep = ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo")
-    peaks = {m: summary.get(f"{m}_unseen_peak_per_seed", {}) for m in ("dpo", "ppo")}
-    bounds = {"unseen_mass": (0.0, 1.0), "optimal_mass": (0.0, 1.0), "cells_raised": (0.0, math.inf)}
-    clipped = {
-        m: {
-            k: {**v, "low": max(v["low"], bounds[k][0]), "high": min(v["high"], bounds[k][1])} if k in bounds else v
-            for k, v in summary[m].items()
-        }
-        for m in keep
-        if m in summary and m != "dpo_minus_ppo"
-    }
-    return {
-        "num_seeds": summary["num_seeds"],
-        **{m: summary[m] for m in keep if m in summary},
-        **clipped,  # intervals of masses and counts clipped to their range
-        "unseen_peak_per_seed": peaks,
-        "unseen_peak_above_reference": {m: summary.get(f"{m}_unseen_peak_above_reference") for m in ("dpo", "ppo")},
-        "cells_raised_per_seed": {m: summary.get(f"{m}_cells_raised_per_seed", {}) for m in ("dpo", "ppo")},
-        "unseen_over_training": {str(r["seed"]): r.get("unseen_over_training") for r in synthetic["per_seed"]},
-        "figure_seed": synthetic.get("figure_seed"),
-        "check_lines": synthetic.get("check_lines", []),
-        "figures": [f"synthetic/figure{k}.png" for k in (1, 2, 3, 4) if k < 4 or "activations" in synthetic],
-        "activations": synthetic.get("activations"),
-    }
 
 
 def assemble_results(
@@ -245,33 +216,6 @@ def data_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def synthetic_rows(results: dict[str, Any]) -> list[list[str]]:
-    syn = results.get("synthetic")
-    if not syn:
-        return []
-    rows = []
-    for m in ("reference", "dpo", "ppo", "kl_optimum", "dpo_minus_ppo"):
-        if m not in syn:
-            continue
-        peaks = syn.get("unseen_peak_per_seed", {}).get(m) or {}
-        above = (syn.get("unseen_peak_above_reference") or {}).get(m)
-        peak = (
-            f"{max(peaks.values()):.3f} (seed {max(peaks, key=peaks.get)}); {above}/{len(peaks)} seeds"
-            if peaks
-            else "-"
-        )
-        raised = (syn.get("cells_raised_per_seed") or {}).get(m) or {}
-        rows.append(
-            [
-                m,
-                *[fmt(syn[m][k]) for k in ("unseen_mass", "optimal_mass", "cells_raised")],
-                peak,
-                ", ".join(f"{s}:{c}" for s, c in raised.items()) or "-",
-            ]
-        )
-    return rows
-
-
 def timing_rows(results: dict[str, Any]) -> list[list[str]]:
     t = results["timings"]
     rows = [[name, f"{sec:.1f}"] for name, sec in t["stages"].items()]
@@ -310,6 +254,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 difference_rows(results, tb),
             ),
         ]
+    out += [(IV.TITLE, IV.HEADER, IV.rows(results))]
     out += [
         (
             "Data and reward model (Ivison et al. Tables 1/2: data quality, RM accuracy)",

@@ -37,6 +37,8 @@ import torch
 
 from prefalign.studies.comparison.beyond import ENSEMBLE_ROWS, runs_in
 from prefalign.studies.comparison.convergence import ConvergenceConfig
+from prefalign.studies.comparison.ivison import IvisonConfig
+from prefalign.studies.comparison.ivison import check as check_ivison
 from prefalign.studies.comparison.methods import (
     METHODS,
     OFFLINE,
@@ -87,6 +89,8 @@ class StudyConfig:
     """The validation split of the policy prompts, the learning-rate / beta / KL grids and the values they chose."""
     sweeps: SweepConfig = field(default_factory=SweepConfig)
     """Xu et al.'s factors one at a time: reference-EMA rates and rollout batch sizes (full preset)."""
+    ivison: IvisonConfig = field(default_factory=IvisonConfig)
+    """Ivison et al.'s factors from one base: data quality, algorithm, RM size, policy prompts (full preset)."""
     synthetic: bool = True
     """Also run the synthetic study of Xu et al. section 4."""
     synthetic_settings: SyntheticConfig = field(
@@ -116,6 +120,8 @@ class StudyConfig:
             raise ValueError(f"sweeps.testbed {self.sweeps.testbed!r} is not among the testbeds {self.testbeds}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.ivison.run:
+            check_ivison(self)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -133,6 +139,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # the PPO rows as Xu et al. define them: value normalisation in every row, with the xu preset's rate
         "ppo": {"value_normalization": True, "value_normalization_beta": 0.99995},
         "sweeps": {"ema_rates": [0.0, 0.001, 0.01, 0.1], "rollout_batches": [16, 32, 64, 128]},
+        "ivison": {"run": True},
         "synthetic_settings": {"seeds": 20},
         "output_dir": "runs/study-full",
     },
@@ -304,11 +311,17 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
     seeds = [config.first_seed + k for k in range(config.seeds)]
     clock.total += len(sweep_keys(config, seeds))
     sweeps = run_sweeps(config, seeds, clock)
+    from prefalign.studies.comparison.ivison import keys as ivison_keys
+    from prefalign.studies.comparison.ivison import run_ivison
+
+    clock.total += len(ivison_keys(config, seeds))
+    ivison = run_ivison(config, per_seed, clock)
     synthetic = _finish_synthetic(config, out, synthetic_job, clock)
     results = assemble_results(
         config, world, per_seed, synthetic, skipped, clock.seconds, time.perf_counter() - clock.started
     )
     results["sweeps"] = sweeps
+    results["ivison"] = ivison
     write_report(results, out)
     return results
 
