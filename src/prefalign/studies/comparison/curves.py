@@ -49,14 +49,16 @@ def ppo_curve(
     """Curve points of a PPO run from its saved checkpoints (``samples`` = steps x rollout batch)."""
     from safetensors.torch import load_model
 
-    folders = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if (p / "policy.safetensors").exists())
+    from prefalign.trainers.checkpoint import checkpoint_model_files
+
+    folders = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if (p / "state.pt").exists())
     if not folders:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to draw the over-optimisation curve from")
 
     def loader(folder: Path):
         def load():
             model = load_causal_lm(ModelConfig(name_or_path=sft_dir))
-            load_model(model, str(folder / "policy.safetensors"))
+            load_model(model, str(checkpoint_model_files(folder)["policy"]))
             return model
 
         return load
