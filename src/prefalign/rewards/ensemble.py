@@ -36,7 +36,7 @@ from prefalign.data.collate import pad_sequences
 from prefalign.data.schema import Prompt
 from prefalign.models.heads import sequence_scores
 from prefalign.models.load import ModelConfig, disable_dropout, load_reward_model, load_tokenizer
-from prefalign.rewards.learned import LearnedReward, same_tokenizer
+from prefalign.rewards.learned import LearnedReward, same_tokenizer, trimmed_micro_batches
 
 ENSEMBLE_RULES = ("mean", "wco", "uwo")
 ENSEMBLE_FILE = "ensemble.json"
@@ -116,13 +116,7 @@ class EnsembleReward:
         if not self.shared:
             raise ValueError("the ensemble's members do not share a tokenizer: score texts, not token ids")
         out = []
-        for start in range(0, input_ids.shape[0], self.micro_batch_size):
-            ids = input_ids[start : start + self.micro_batch_size]
-            mask = attention_mask[start : start + self.micro_batch_size]
-            width = int(mask.sum(dim=1).max().item())
-            if bool(mask[:, width:].any()):
-                width = mask.shape[1]  # left-padded rows: keep every column
-            ids, mask = ids[:, :width], mask[:, :width]
+        for ids, mask in trimmed_micro_batches(input_ids, attention_mask, self.micro_batch_size):
             chunk = [sequence_scores(m.model, ids.to(m.device), mask.to(m.device)).float().cpu() for m in self.members]
             out.append(torch.stack(chunk))  # (K, b)
         return torch.cat(out, dim=1)

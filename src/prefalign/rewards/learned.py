@@ -30,6 +30,16 @@ from prefalign.data.tokenize import encode_prompt, encode_response
 from prefalign.models.heads import sequence_scores
 
 
+def trimmed_micro_batches(input_ids: torch.Tensor, attention_mask: torch.Tensor, size: int):
+    """(ids, mask) micro-batches of ``size`` rows, right-padded columns past the longest row dropped."""
+    for start in range(0, input_ids.shape[0], size):
+        ids, mask = input_ids[start : start + size], attention_mask[start : start + size]
+        width = int(mask.sum(dim=1).max().item())
+        if bool(mask[:, width:].any()):
+            width = mask.shape[1]  # left-padded rows: keep every column
+        yield ids[:, :width], mask[:, :width]
+
+
 class LearnedReward:
     """Reward-model scores, computed ``micro_batch_size`` sequences at a time, without gradients."""
 
@@ -59,14 +69,8 @@ class LearnedReward:
     def score_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B,) float32 scores of (B, T) sequences (either padding side), on the CPU."""
         out = []
-        for start in range(0, input_ids.shape[0], self.micro_batch_size):
-            ids = input_ids[start : start + self.micro_batch_size]
-            mask = attention_mask[start : start + self.micro_batch_size]
-            width = int(mask.sum(dim=1).max().item())
-            if bool(mask[:, width:].any()):
-                width = mask.shape[1]  # left-padded rows: keep every column
-            scores = sequence_scores(self.model, ids[:, :width].to(self.device), mask[:, :width].to(self.device))
-            out.append(scores.float().cpu())
+        for ids, mask in trimmed_micro_batches(input_ids, attention_mask, self.micro_batch_size):
+            out.append(sequence_scores(self.model, ids.to(self.device), mask.to(self.device)).float().cpu())
         return torch.cat(out)
 
     def encode(self, prompt: Prompt, response: str) -> list[int]:
