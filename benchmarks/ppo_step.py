@@ -53,6 +53,7 @@ from prefalign.rollout.batching import contiguous_groups
 from prefalign.rollout.experience import rollout_logprobs
 from prefalign.rollout.generate import generate
 from prefalign.trainers.common import make_accelerator
+from prefalign.trainers.ppo import rollout_engine as rollout_engine_module
 from prefalign.trainers.ppo import trainer as ppo_module
 from prefalign.trainers.ppo import update as update_module
 from prefalign.trainers.ppo.trainer import PRESETS, PPOConfig, build_context, ppo_step
@@ -109,7 +110,7 @@ def benchmark_config(args: argparse.Namespace) -> PPOConfig:
 def use_baseline() -> None:
     """The peer's work: HF generate (so no sampler log-probs: a separate policy forward scores them),
     micro-batches of consecutive rows padded to their longest, the full-width vocabulary projection."""
-    ppo_module.generate = partial(generate, engine="hf")
+    rollout_engine_module.generate = partial(generate, engine="hf")  # what stage_rollout's sample_rollout calls
     consecutive = lambda lengths, size, *_: contiguous_groups(len(lengths), size)  # noqa: E731
     experience_module.length_groups = update_module.length_groups = consecutive
     real = logprobs_module.token_logprobs
