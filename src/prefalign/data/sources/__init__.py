@@ -90,7 +90,8 @@ def load_preference_data(
         pairs = PREFERENCE_SOURCES[name](path, strict=strict, report=report, limit=limit, seed=seed, **options)
         return pairs, report
     _check_user_source(name_or_path)
-    common = dict(
+    return load_pairs(
+        name_or_path,
         columns=columns,
         metadata_columns=metadata_columns,
         strict=strict,
@@ -98,8 +99,8 @@ def load_preference_data(
         limit=limit,
         seed=seed,
         split=split,
-    )
-    return load_pairs(name_or_path, **common, **options), report
+        **options,
+    ), report
 
 
 def load_sft_data(
@@ -119,7 +120,8 @@ def load_sft_data(
     if name is None:
         _check_user_source(name_or_path)
         report = DropReport()
-        common = dict(
+        return load_sft_examples(
+            name_or_path,
             columns=columns,
             metadata_columns=metadata_columns,
             strict=strict,
@@ -127,8 +129,8 @@ def load_sft_data(
             limit=limit,
             seed=seed,
             split=split,
-        )
-        return load_sft_examples(name_or_path, **common, **options), report
+            **options,
+        ), report
     pairs, report = load_preference_data(name, path=path, strict=strict, **options)
     examples = safe_sft_examples(pairs) if name == "safe-rlhf" else hh_sft_examples(pairs)
     report.kept += len(examples) - len(pairs)
@@ -164,7 +166,8 @@ def load_prompt_data(
     if name is None:
         _check_user_source(name_or_path)
         report = DropReport()
-        common = dict(
+        return load_prompts(
+            name_or_path,
             columns=columns,
             metadata_columns=metadata_columns,
             strict=strict,
@@ -172,8 +175,8 @@ def load_prompt_data(
             limit=limit,
             seed=seed,
             split=split,
-        )
-        return load_prompts(name_or_path, **common, **options), report
+            **options,
+        ), report
     pairs, report = load_preference_data(name, path=path, strict=strict, **options)
     prompts = prompts_from_pairs(pairs)
     if len(prompts) < len(pairs):
