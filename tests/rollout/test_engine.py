@@ -100,14 +100,44 @@ def test_top_k_and_top_p_keep_hugging_faces_sets():
 
 def test_samples_of_a_prompt_share_one_prefill_and_seed_reproduces():
     model, tok = gqa_model(seed=0)
-    calls = []
-    model.model.register_forward_hook(lambda *_: calls.append(1))  # the full-model forward: prefill only
+    rows = []  # the full-model forward runs only for the prefill: the rows it was given
+    model.model.register_forward_hook(
+        lambda m, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, num_samples=4)
     a = generate(model, tok, PROMPTS[:3], sampling, 12, generator_seed=9, engine="builtin")
-    assert len(calls) == 3
+    assert sum(rows) == 3  # each distinct prompt once, not once per sample
     b = generate(model, tok, PROMPTS[:3], sampling, 12, generator_seed=9, engine="builtin")
     assert torch.equal(a.sequences, b.sequences) and torch.equal(a.logprobs, b.logprobs)
     assert len({tuple(r) for r in a.sequences.tolist()}) > 3  # the samples of a prompt differ
+
+
+@pytest.mark.parametrize("overhead", [1, 10**6])
+def test_grouped_prefill_equals_one_prompt_at_a_time(monkeypatch, overhead):
+    """Right-padded prompts sharing a forward give each prompt the keys, values and logits it gets alone."""
+    model, _ = gqa_model(seed=3)
+    prompts = PROMPTS + [[70, 71, 72], [73, 74, 75, 76, 77, 78, 79, 80, 81]]
+    owners = [[i] for i in range(len(prompts))]
+    capacity = max(map(len, prompts)) + 4
+    calls = []
+    model.model.register_forward_hook(lambda *_: calls.append(1))
+    monkeypatch.setattr(engine, "prefill_overhead_tokens", lambda lm: overhead)
+    with torch.no_grad():
+        grouped = engine._prefill(model, prompts, owners, len(prompts), capacity, "cpu")
+        alone = [engine._prefill(model, [p], [[0]], 1, capacity, "cpu") for p in prompts]
+    assert (len(calls) - len(prompts) == 1) == (overhead > 1)  # a large per-call cost puts all in one forward
+    start = grouped[2]
+    for i, (p, (cache, logits, own_start)) in enumerate(zip(prompts, alone)):
+        torch.testing.assert_close(grouped[1][i], logits[0], atol=1e-6, rtol=0)
+        for layer in range(len(cache.keys)):
+            for ours, theirs in ((grouped[0].keys, cache.keys), (grouped[0].values, cache.values)):
+                torch.testing.assert_close(
+                    ours[layer][i, :, start - len(p) : start],
+                    theirs[layer][0, :, own_start - len(p) : own_start],
+                    atol=1e-6,
+                    rtol=0,
+                )
+                assert not ours[layer][i, :, : start - len(p)].any()  # slots before the prompt stay empty
 
 
 def test_lora_policy_greedy_equal():
