@@ -153,3 +153,21 @@ def test_tokenizer_round_trips_every_word_and_renders_chatml():
         "assistant",
     ]
     assert encode_response(tokenizer, "1 3")[-1] == tokenizer.eos_token_id
+
+
+def test_rollout_kl_from_the_samplers_logprobs_equals_two_forward_passes():
+    import dataclasses
+
+    from prefalign.models.tiny import tiny_model_and_tokenizer
+    from prefalign.rollout.generate import SamplingConfig, generate
+    from prefalign.studies.comparison.tiny_world.evaluate import rollout_kl
+
+    policy, tok = tiny_model_and_tokenizer(seed=1)
+    reference, _ = tiny_model_and_tokenizer(seed=2)
+    prompts = [[5, 6, 7], [8, 9, 10, 11], [12], [13, 14]]
+    sampled = generate(policy, tok, prompts, SamplingConfig(max_new_tokens=8, num_samples=3), 5, generator_seed=0)
+    assert sampled.logprobs is not None
+    with_sampler = rollout_kl(policy, reference, sampled, 4)
+    forward_only = rollout_kl(policy, reference, dataclasses.replace(sampled, logprobs=None), 4)
+    assert with_sampler.shape == (12,) and with_sampler.abs().max() > 0.1  # the two models differ
+    torch.testing.assert_close(with_sampler, forward_only, atol=1e-4, rtol=0)

@@ -60,12 +60,21 @@ class EvalConfig:
 
 @torch.no_grad()
 def rollout_kl(policy, reference, rollout: Rollout, micro_batch_size: int) -> torch.Tensor:
-    """(N,) summed log pi - log pi_ref over each sampled response."""
+    """(N,) summed log pi - log pi_ref over each response sampled at temperature 1.
+
+    log pi comes from the sampler where the built-in engine recorded it (``rollout.logprobs``: the full
+    softmax at temperature 1, equal to a forward pass to 1e-5, tested), else from a forward pass of
+    ``policy``; log pi_ref always from a forward pass of ``reference``.
+    """
     out = []
     for start in range(0, len(rollout), micro_batch_size):
         part = rollout.select(list(range(start, min(start + micro_batch_size, len(rollout)))))
         args = (part.sequences, part.attention_mask, part.response_mask)
-        out.append(sequence_logprobs(policy, *args) - sequence_logprobs(reference, *args))
+        if part.logprobs is not None:
+            own = (part.logprobs * part.response_mask).sum(dim=1)
+        else:
+            own = sequence_logprobs(policy, *args)
+        out.append(own - sequence_logprobs(reference, *args))
     return torch.cat(out)
 
 
