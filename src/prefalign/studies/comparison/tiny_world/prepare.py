@@ -38,11 +38,7 @@ from prefalign.trainers.common import BatchConfig, BatchPlan, OptimConfig, RunCo
 from prefalign.trainers.logging import MetricLogger, console
 
 #: bump when the generators, tokenizer or training code change what a cached folder holds
-CACHE_VERSION = 2
-#: torch threads of a world's build (pre-training and SFT), whatever the caller's: fixed, so a world depends on
-#: its settings alone (it is cached by them); pre-training runs about 1.45x faster on 2 threads than on 1
-#: (version 1 built on the caller's threads)
-BUILD_THREADS = 2
+CACHE_VERSION = 1
 
 
 @dataclass
@@ -189,16 +185,11 @@ def prepare_tiny_world(
     folder.mkdir(parents=True, exist_ok=True)
     save_yaml(config, folder / "config.yaml")
     data_seconds = time.perf_counter() - started
-    threads = torch.get_num_threads()
-    torch.set_num_threads(BUILD_THREADS)
-    try:
-        t0 = time.perf_counter()
-        pretrained = pretrain(config, data.pretrain_text, folder / "pretrained", progress)
-        t1 = time.perf_counter()
-        sft = run_sft_stage(config, data, pretrained, folder / "sft", progress)
-        t2 = time.perf_counter()
-    finally:
-        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    pretrained = pretrain(config, data.pretrain_text, folder / "pretrained", progress)
+    t1 = time.perf_counter()
+    sft = run_sft_stage(config, data, pretrained, folder / "sft", progress)
+    t2 = time.perf_counter()
     info = {
         "settings_hash": settings_hash(config),
         "config": dataclasses.asdict(config),
