@@ -145,3 +145,21 @@ def test_evaluation_task_as_reward_and_prompt_source():
     reference = train[0].metadata["reference"]
     scores = reward(train[:1] * 2, [f"The answer is {reference}.", "I do not know."])
     assert scores.tolist() == [1.0, 0.0]
+
+
+def test_learned_reward_text_encoding_batched_and_cached_equals_one_by_one(tok):
+    from prefalign.data.tokenize import encode_prompt, encode_response
+
+    rm = load_reward_model(ModelConfig("tiny-random"), seed=5)
+    learned = LearnedReward(rm, tok, micro_batch_size=2, max_length=14)
+    prompts = [Prompt(user_prompt(t)) for t in ("hello", "a much longer request, please", "hello", "x")]
+    responses = ["abc", "de f g h", "", "a very long answer that gets cut"]
+    rows = learned.encode_many(prompts, responses)
+    for p, r, row in zip(prompts, responses, rows):
+        full = encode_prompt(tok, p.messages) + encode_response(tok, r)
+        assert row == full[-14:]  # the same ids, cut from the start to max_length
+        assert row == learned.encode(p, r)
+    assert len(learned._prompt_cache) == 3  # "hello" rendered once
+    assert any(len(encode_prompt(tok, p.messages) + encode_response(tok, r)) > 14 for p, r in zip(prompts, responses))
+    with pytest.raises(ValueError, match="4 prompts but 3 responses"):
+        learned.encode_many(prompts, responses[:3])

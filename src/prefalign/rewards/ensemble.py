@@ -128,7 +128,7 @@ class EnsembleReward:
         if not self.shared:
             return torch.stack([m(prompts, responses) for m in self.members])
         first = self.members[0]
-        rows = [first.encode(p, r) for p, r in zip(prompts, responses)]  # tokenised once for every member
+        rows = first.encode_many(prompts, responses)  # tokenised once for every member
         pad = first.tokenizer.pad_token_id if first.tokenizer.pad_token_id is not None else 0
         ids = pad_sequences(rows, pad)
         mask = pad_sequences([[1] * len(r) for r in rows], 0)

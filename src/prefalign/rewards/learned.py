@@ -29,6 +29,9 @@ from prefalign.data.schema import Prompt
 from prefalign.data.tokenize import encode_prompt, encode_response
 from prefalign.models.heads import sequence_scores
 
+#: distinct prompts whose rendering :class:`LearnedReward` keeps (the cache is emptied when full)
+PROMPT_CACHE_SIZE = 100_000
+
 
 def trimmed_micro_batches(input_ids: torch.Tensor, attention_mask: torch.Tensor, size: int):
     """(ids, mask) micro-batches of ``size`` rows, right-padded columns past the longest row dropped."""
@@ -60,6 +63,7 @@ class LearnedReward:
         self.name = name
         self.model.requires_grad_(False)
         self.model.eval()
+        self._prompt_cache: dict[tuple, list[int]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -73,16 +77,40 @@ class LearnedReward:
             out.append(sequence_scores(self.model, ids.to(self.device), mask.to(self.device)).float().cpu())
         return torch.cat(out)
 
-    def encode(self, prompt: Prompt, response: str) -> list[int]:
-        ids = encode_prompt(self.tokenizer, prompt.messages) + encode_response(self.tokenizer, response)
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The prompt rendered by the chat template, remembered per distinct conversation (rendering a template
+        costs about a millisecond, and a study scores every prompt many times)."""
+        key = tuple((m.role, m.content) for m in prompt.messages)
+        ids = self._prompt_cache.get(key)
+        if ids is None:
+            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
+                self._prompt_cache.clear()
+            ids = self._prompt_cache[key] = encode_prompt(self.tokenizer, prompt.messages)
+        return ids
+
+    def _join(self, prompt_ids: list[int], response_ids: list[int]) -> list[int]:
+        ids = prompt_ids + response_ids
         if self.max_length is not None and len(ids) > self.max_length:
             ids = ids[len(ids) - self.max_length :]  # keep the response and the turns nearest it
         return ids
 
-    def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
+    def encode(self, prompt: Prompt, response: str) -> list[int]:
+        return self._join(self._prompt_ids(prompt), encode_response(self.tokenizer, response))
+
+    def encode_many(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` of each pair; the responses tokenised in one batched tokenizer call (the same ids)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        rows = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        if not responses:
+            return []
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {self.tokenizer.name_or_path!r} has no EOS token")
+        eos = [self.tokenizer.eos_token_id]
+        tokenised = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+        return [self._join(self._prompt_ids(p), list(r) + eos) for p, r in zip(prompts, tokenised)]
+
+    def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
+        rows = self.encode_many(prompts, responses)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = pad_sequences(rows, pad)
         mask = pad_sequences([[1] * len(r) for r in rows], 0)
