@@ -124,9 +124,7 @@ def _prefill(lm, prompts: list[list[int]], owners: list[list[int]], rows: int, c
     last = None
     for group in length_groups(lengths, max_rows=len(prompts), overhead_tokens=prefill_overhead_tokens(lm)):
         width = lengths[group[0]]  # groups come longest first
-        ids = torch.zeros(len(group), width, dtype=torch.long, device=device)
-        for j, i in enumerate(group):
-            ids[j, : lengths[i]] = torch.tensor(prompts[i], dtype=torch.long, device=device)
+        ids = torch.tensor([prompts[i] + [0] * (width - lengths[i]) for i in group], dtype=torch.long, device=device)
         out = lm.model(input_ids=ids, use_cache=True)
         ends = torch.tensor([lengths[i] - 1 for i in group], device=device)
         hidden = out.last_hidden_state[torch.arange(len(group), device=device), ends]  # (g, hidden), final norm applied
@@ -136,13 +134,19 @@ def _prefill(lm, prompts: list[list[int]], owners: list[list[int]], rows: int, c
             k0 = layers[0].keys
             cache = StaticCache(len(layers), rows, k0.shape[1], capacity, k0.shape[3], k0.dtype, device)
             last = torch.empty(rows, logits.shape[-1], dtype=torch.float32, device=device)
-        for j, i in enumerate(group):
-            n = lengths[i]
-            index = torch.tensor(owners[i], device=device)
-            for layer_cache, layer in zip(zip(cache.keys, cache.values), layers):
-                layer_cache[0][index, :, start - n : start] = layer.keys[j, :, :n].to(layer_cache[0].dtype)
-                layer_cache[1][index, :, start - n : start] = layer.values[j, :, :n].to(layer_cache[1].dtype)
-            last[index] = logits[j]
+        # every cache row of the group's prompts: its prompt's position j in the group and its length n
+        targets = torch.tensor([r for i in group for r in owners[i]], device=device)
+        source = torch.tensor([j for j, i in enumerate(group) for _ in owners[i]], device=device)
+        n = torch.tensor([lengths[i] for i in group for _ in owners[i]], device=device)
+        # slot start - width + t holds position t - (width - n) of the prompt (nothing when that is negative)
+        position = torch.arange(width, device=device)[None, :] - (width - n)[:, None]  # (R, width)
+        valid = (position >= 0)[:, None, :, None]
+        for buffers, name in ((cache.keys, "keys"), (cache.values, "values")):
+            for buffer, layer in zip(buffers, layers):
+                kv = getattr(layer, name)[source]  # (R, H, width, D)
+                index = position.clamp(min=0)[:, None, :, None].expand(-1, kv.shape[1], -1, kv.shape[3])
+                buffer[targets, :, start - width : start] = (kv.gather(2, index) * valid).to(buffer.dtype)
+        last[targets] = logits[source]
     return cache, last, start
 
 
