@@ -86,6 +86,11 @@ def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_pa
             assert 0.0 <= tb["summary"][method]["pass@5"]["mean"] <= 1.0
         for method in QUICK_METHODS:
             assert tb["convergence"][method]["seeds"] == 2
+        # the SFT model is evaluated once: per seed only the seed's reward model's score differs
+        sft = [first["per_seed"][str(s)]["testbeds"][testbed]["sft_metrics"] for s in (0, 1)]
+        assert {k for k in sft[0] if sft[0][k] != sft[1][k]} <= {"rm/score"} and sft[0]["rm/score"] != sft[1][
+            "rm/score"
+        ]
         for method in ("dpo_iter", "ppo_baseline", "ppo_ema"):
             points = tb["curves"][method]
             assert points[0]["step"] == 0 and points[0]["kl"]["mean"] == pytest.approx(0.0, abs=1e-6)

@@ -7,7 +7,9 @@ A job is one of
   serves both testbeds), then its held-out evaluation and convergence;
 - ``("online", seed, method, testbed)``: PPO (a Table 3 row) or DPO-Iter in a testbed, then its
   evaluation, convergence and over-optimisation curve;
-- ``("sft", seed)``: the SFT model's evaluation under the seed's reward model.
+- ``("evaluate", seed, model_dir)``: an offline run's model evaluated under the seed's reward model;
+- ``("evaluate_sft", seeds)``: the SFT model evaluated once, its responses scored by every seed's
+  reward model.
 
 Jobs of the first phase (reward models, offline methods) depend on nothing; the second phase's
 need the seed's reward model. Every job is a function of the study's settings and its own key
@@ -116,6 +118,25 @@ def job_evaluate(config, world, seed: int, model_dir: str) -> dict[str, Any]:
     return _evaluate(config, world, model_dir, seed)
 
 
+def job_evaluate_sft(config, world, seeds: tuple[int, ...]) -> dict[int, dict[str, Any]]:
+    """The SFT model's evaluation for every seed: its responses and metrics do not depend on the seed (fixed
+    sampling seed), only ``rm/score`` does (the seed's reward model), so the model is evaluated once and its
+    greedy responses scored by each seed's reward model."""
+    from prefalign.studies.comparison.tiny_world.evaluate import load_learned_reward
+
+    prompts = world.data.eval_prompts
+    ev = _evaluate(config, world, str(world.sft_dir), seeds[0])
+    out = {}
+    for seed in seeds:
+        metrics = dict(ev["metrics"])
+        if seed != seeds[0]:
+            metrics["rm/score"] = float(
+                load_learned_reward(rm_dir(config, seed))(prompts, ev["greedy_responses"]).mean()
+            )
+        out[seed] = {"metrics": metrics, "examples": ev["examples"]}
+    return out
+
+
 def job_online(config, world, seed: int, method: str, testbed: str) -> dict[str, Any]:
     from prefalign.studies.comparison import convergence, curves
     from prefalign.studies.comparison.online import train_iterative, train_ppo
@@ -161,6 +182,7 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "reward_ensemble": job_reward_ensemble,
     "offline": job_offline,
     "evaluate": job_evaluate,
+    "evaluate_sft": job_evaluate_sft,
     "online": job_online,
 }
 
@@ -176,7 +198,28 @@ def run_job(config, key: tuple, fn: Callable | None = None) -> tuple[tuple, dict
 
 
 def job_label(key: tuple) -> str:
+    if key[0] == "evaluate_sft":
+        return f"SFT model evaluate (seeds {', '.join(map(str, key[1]))})"
     return " ".join(str(k) for k in (key[1], *key[2:], key[0] if key[0] != "online" else ""))
+
+
+_POOLS: dict[int, concurrent.futures.ProcessPoolExecutor] = {}
+
+
+def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """The ``workers`` processes shared by every :func:`run_jobs` call until :func:`close_pools` (a worker imports
+    torch and transformers and loads the tiny world once, not once per phase of the study)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        pool = _POOLS[workers] = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
+    return pool
+
+
+def close_pools() -> None:
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 
 
 def run_jobs(
@@ -189,11 +232,26 @@ def run_jobs(
         for key in keys:
             on_done(*run_job(config, key, fn))
         return
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
-        futures = [pool.submit(run_job, config, key, fn) for key in keys]
+    pool = worker_pool(config.workers)
+    futures = [pool.submit(run_job, config, key, fn) for key in keys]
+    try:
         for future in concurrent.futures.as_completed(futures):
             on_done(*future.result())
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
 
 
-__all__ = ["OFFLINE", "JOBS", "run_job", "run_jobs", "policy_split", "world_for", "rm_dir", "seed_dir", "job_label"]
+__all__ = [
+    "OFFLINE",
+    "JOBS",
+    "run_job",
+    "run_jobs",
+    "close_pools",
+    "policy_split",
+    "world_for",
+    "rm_dir",
+    "seed_dir",
+    "job_label",
+]

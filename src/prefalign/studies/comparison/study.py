@@ -209,13 +209,15 @@ def run_all_jobs(config: StudyConfig, world, clock: StageClock, methods: list[st
             per_seed[seed]["offline"][key[2]] = result
         elif kind == "evaluate":
             evaluations[(seed, key[2])] = result
+        elif kind == "evaluate_sft":
+            evaluations.update({(s, str(world.sft_dir)): r for s, r in result.items()})
         else:
             per_seed[seed]["testbeds"].setdefault(key[3], {})[key[2]] = result
 
     first, second = _phases(config, seeds, methods)
     run_jobs(config, first, done)
     sft = str(world.sft_dir)
-    evals = [("evaluate", s, sft) for s in seeds]
+    evals = [("evaluate_sft", tuple(seeds))]
     evals += [("evaluate", s, per_seed[s]["offline"][m]["model_dir"]) for s in seeds for m in per_seed[s]["offline"]]
     run_jobs(config, second + evals, done)
     out = Path(config.output_dir)
@@ -301,7 +303,7 @@ def _run_study(config: StudyConfig) -> dict[str, Any]:
     methods = [m for m in config.methods if m not in skipped]
     offline = [m for m in methods if m in OFFLINE]
     first, second = _phases(config, [config.first_seed + k for k in range(config.seeds)], methods)
-    jobs = len(first) + len(second) + config.seeds * (1 + len(offline))  # + the SFT's and offline runs' evaluations
+    jobs = len(first) + len(second) + 1 + config.seeds * len(offline)  # + the SFT's and offline runs' evaluations
     clock = StageClock(1 + jobs + int(config.synthetic), out / "study.log")
     synthetic_job = _start_synthetic(config, out)  # on the second core while the world is built (it needs no world)
     world = clock.run("tiny world: data, pre-training, SFT", prepare_tiny_world, config.world, progress=config.progress)
@@ -340,5 +342,8 @@ def run_study(config: StudyConfig | None = None) -> dict[str, Any]:
     try:
         return _run_study(config)
     finally:
+        from prefalign.studies.comparison.runner import close_pools
+
+        close_pools()
         write_text_atomic(Path(config.output_dir) / "console.log", console.export_text(clear=True))
         console.record = recording

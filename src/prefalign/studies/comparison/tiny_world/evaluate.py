@@ -2,7 +2,8 @@
 
 For a policy folder (any HF causal LM with the world's tokenizer), :func:`evaluate_policy` reports:
 
-- from one **greedy** response per prompt (the headline numbers, as in the papers' pass@1 with
+- from one **greedy** response per prompt (returned as ``greedy_responses``, so other reward models
+  can score them) (the headline numbers, as in the papers' pass@1 with
   greedy decoding): the gold reward (``gold/score``), the safety rate on unsafe prompts
   (``gold/safety_rate``), exact accuracy, helpfulness and over-refusal on safe prompts, and the
   learned reward model's mean score (``rm/score``) when a reward model is given;
@@ -144,7 +145,7 @@ def evaluate_policy(
         {"prompt": p.messages[-1].content, "greedy": g, "sampled": sampled.response_texts[j]}
         for p, g, j in zip(prompts[:12], greedy.response_texts[:12], first)
     ]
-    return {"metrics": metrics, "examples": examples}
+    return {"metrics": metrics, "examples": examples, "greedy_responses": greedy.response_texts}
 
 
 @torch.no_grad()
