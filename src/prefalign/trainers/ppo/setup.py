@@ -1,8 +1,9 @@
 """Building what a PPO run trains and reads: models, optimizers, reward source and prompts.
 
-- Policy: ``config.policy`` (usually an SFT model). Reference: a frozen copy of it (for a LoRA
-  policy, the base model loaded again without adapters). Critic: a value model (per-token scalar
-  head) initialised from the reward model (Ivison et al.), from the policy, or from a folder.
+- Policy: ``config.policy`` (usually an SFT model). Reference: a frozen copy of it; for a LoRA policy
+  (``ppo.reference_from_adapters``, :func:`use_adapters_off`) the policy's own base with its adapters
+  disabled, no second model, or else a frozen copy with the starting adapters merged. Critic: a value
+  model (per-token scalar head) initialised from the reward model (Ivison et al.), from the policy, or from a folder.
   Dropout is off in every model (RL needs the same log-probs in the rollout and the update).
 - Reward source: a :class:`~prefalign.rollout.experience.RolloutScorer` over a learned reward
   model (or an ensemble of them, :mod:`prefalign.rewards.ensemble`; the critic then starts from the
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from prefalign.models.load import (
     load_tokenizer,
     load_value_model,
 )
-from prefalign.models.reference import ReferenceModel
+from prefalign.models.reference import AdaptersOffReference, ReferenceModel, adapters_off_obstacle
 from prefalign.rewards.ensemble import ensemble_members, is_ensemble_folder, load_learned_reward
 from prefalign.rewards.learned import same_tokenizer
 from prefalign.rewards.registry import task_reward
@@ -42,6 +44,7 @@ from prefalign.rollout.experience import RolloutScorer
 from prefalign.trainers.checkpoint import save_hf_model
 from prefalign.trainers.common import OptimConfig, build_optimizer, build_scheduler
 from prefalign.trainers.engines import refuse_deepspeed_for_two_models
+from prefalign.trainers.logging import console
 from prefalign.trainers.ppo.config import PPOConfig, PromptDataConfig
 from prefalign.trainers.ppo.update import UpdateParts
 
@@ -93,6 +96,14 @@ class PPOParts:
             self.actor_scheduler,
             self.critic_scheduler,
         )
+
+    def checkpoint_models(self) -> dict[str, torch.nn.Module]:
+        """The models a checkpoint holds: policy, critic (none when critic-free), reference (none when it is the
+        policy's base with adapters off: its weights are the policy's)."""
+        models = {"policy": self.policy, "critic": self.critic}
+        if not self.reference.shares_policy:
+            models["reference"] = self.reference.model
+        return {name: model for name, model in models.items() if model is not None}
 
     def save_policy(self, acc: Accelerator, path: Path) -> None:
         """The policy as an ordinary HF folder (atomic; gathered first under ZeRO-3 / FSDP); all processes call it."""
@@ -227,11 +238,10 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     refuse_deepspeed_for_two_models(acc, "PPO")
     policy = load_causal_lm(config.policy, seed=config.run.seed)
     disable_dropout(policy)
-    if config.policy.lora:
-        reference = ReferenceModel(load_causal_lm(dataclasses.replace(config.policy, lora=False), seed=config.run.seed))
-    else:
-        reference = ReferenceModel.copy_of(policy)
-    reference.model.to(acc.device)
+    adapters_off = use_adapters_off(config, policy, acc.is_main_process)
+    reference = None if adapters_off else _reference_copy(policy)
+    if reference is not None:
+        reference.model.to(acc.device)
     critic = _load_critic(config) if config.ppo.uses_critic else None  # critic-free: none built, trained or saved
     scorer = build_scorer(config, tokenizer, acc.device)
     actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
@@ -246,6 +256,8 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         policy, actor_opt = acc.prepare(policy, actor_opt)
         critic, critic_opt = acc.prepare(critic, critic_opt)
         critic_scheduler = build_scheduler(critic_opt, critic_cfg, steps)
+    if adapters_off:  # the prepared policy's own module (DDP / DeepSpeed wrappers unwrapped)
+        reference = AdaptersOffReference(acc.unwrap_model(policy))
     return PPOParts(
         tokenizer,
         policy,
@@ -258,6 +270,37 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         critic_scheduler,
         _load_sft_examples(config, tokenizer),
     )
+
+
+def use_adapters_off(config: PPOConfig, policy: torch.nn.Module, verbose: bool = False) -> bool:
+    """Whether the reference is the LoRA ``policy``'s base with adapters off (``ppo.reference_from_adapters``).
+
+    auto: where valid (:func:`~prefalign.models.reference.adapters_off_obstacle`: adapters starting at zero on a
+    frozen base; the EMA is refused with LoRA by the config); on: the same, refused with the reason where not
+    valid; off: never. Outside LoRA, never.
+    """
+    setting = config.ppo.reference_from_adapters
+    if setting == "off" or not config.policy.lora:
+        return False
+    obstacle = adapters_off_obstacle(policy)
+    if obstacle is None:
+        return True
+    if setting == "on":
+        raise ValueError(
+            f"ppo.reference_from_adapters=on: {obstacle}, so the base with adapters off is not the starting policy; "
+            "use auto or off (a separate frozen copy of the starting policy)"
+        )
+    if verbose:
+        console.print(f"[yellow]reference: a separate copy of the starting policy ({obstacle})")
+    return False
+
+
+def _reference_copy(policy: torch.nn.Module) -> ReferenceModel:
+    """A separate frozen copy of the starting policy; a LoRA policy's copy has its adapters merged (for adapters
+    at zero: exactly the base model's weights)."""
+    if hasattr(policy, "merge_and_unload"):
+        return ReferenceModel(copy.deepcopy(policy).merge_and_unload())
+    return ReferenceModel.copy_of(policy)
 
 
 def _load_critic(config: PPOConfig) -> torch.nn.Module:

@@ -265,8 +265,7 @@ def validate(ctx: PPOContext) -> dict[str, float]:
 
 
 def _checkpoint_models(ctx: PPOContext) -> dict[str, torch.nn.Module]:
-    models = {"policy": ctx.parts.policy, "critic": ctx.parts.critic, "reference": ctx.parts.reference.model}
-    return {name: model for name, model in models.items() if model is not None}  # critic-free: no critic
+    return ctx.parts.checkpoint_models()
 
 
 def _optimization(ctx: PPOContext) -> tuple[dict[str, Any], dict[str, Any]]:
