@@ -271,6 +271,10 @@ class PPOConfig:
     """Optimizer of the critic (unused with a critic-free ppo.advantage_estimator)."""
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/ppo"))
     """Output folder, seed, checkpointing, logging."""
+    critic_deepspeed_config: str | None = None
+    """Under DeepSpeed (accelerate launch with a DeepSpeed config), a DeepSpeed JSON config for the critic's own engine,
+    e.g. another ZeRO stage or offload; default: a copy of the launcher's config (the policy's). The launcher's auto
+    fields are filled the same way in both."""
     rollout: RolloutEngineConfig = field(default_factory=RolloutEngineConfig)
     """Who samples the rollouts (builtin or vllm) and the correction for a separate engine's samples."""
     stop_after: int | None = None
@@ -294,6 +298,11 @@ class PPOConfig:
             )
         if self.ppo.reference_ema and self.policy.lora:
             raise ValueError("the reference EMA needs a fully trained policy (policy.lora=False)")
+        if self.critic_deepspeed_config is not None and not self.ppo.uses_critic:
+            raise ValueError(
+                f"critic_deepspeed_config is set, but ppo.advantage_estimator={self.ppo.advantage_estimator} trains no "
+                "critic"
+            )
         if self.ppo.reference_from_adapters == "on" and not self.policy.lora:
             raise ValueError(
                 "ppo.reference_from_adapters=on needs a LoRA policy (policy.lora=True): a fully trained policy has no "

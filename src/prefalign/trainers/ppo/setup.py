@@ -43,7 +43,7 @@ from prefalign.rewards.registry import task_reward
 from prefalign.rollout.experience import RolloutScorer
 from prefalign.trainers.checkpoint import save_hf_model
 from prefalign.trainers.common import OptimConfig, build_optimizer, build_scheduler
-from prefalign.trainers.engines import refuse_deepspeed_for_two_models
+from prefalign.trainers.engines import engine_accelerators, is_deepspeed, prepare_engine
 from prefalign.trainers.logging import console
 from prefalign.trainers.ppo.config import PPOConfig, PromptDataConfig
 from prefalign.trainers.ppo.update import UpdateParts
@@ -86,6 +86,7 @@ class PPOParts:
     actor_scheduler: Any
     critic_scheduler: Any
     sft_examples: list[Encoded]
+    critic_accelerator: Accelerator | None = None  # under DeepSpeed: the critic's own engine's Accelerator
 
     def update_parts(self) -> UpdateParts:
         return UpdateParts(
@@ -95,7 +96,12 @@ class PPOParts:
             self.critic_optimizer,
             self.actor_scheduler,
             self.critic_scheduler,
+            self.critic_accelerator,
         )
+
+    def companion_accelerators(self) -> dict[str, Accelerator]:
+        """Accelerators beside the run's that prepared a model (the critic's under DeepSpeed), for checkpoints."""
+        return {} if self.critic_accelerator is None else {"critic": self.critic_accelerator}
 
     def checkpoint_models(self) -> dict[str, torch.nn.Module]:
         """The models a checkpoint holds: policy, critic (none when critic-free), reference (none when it is the
@@ -235,7 +241,13 @@ def critic_optim_config(config: PPOConfig) -> OptimConfig:
 
 def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     tokenizer = load_tokenizer(config.policy)
-    refuse_deepspeed_for_two_models(acc, "PPO")
+    # under DeepSpeed one engine (and Accelerator) per trained model: policy, and critic where there is one
+    names = ("policy", "critic") if config.ppo.uses_critic else ("policy",)
+    if config.critic_deepspeed_config is not None and not is_deepspeed(acc):
+        raise ValueError("critic_deepspeed_config is set, but this run is not launched under DeepSpeed")
+    if config.critic_deepspeed_config is not None and not Path(config.critic_deepspeed_config).is_file():
+        raise FileNotFoundError(f"critic_deepspeed_config {config.critic_deepspeed_config!r} is not a file")
+    engines = engine_accelerators(acc, names, {"critic": config.critic_deepspeed_config})
     policy = load_causal_lm(config.policy, seed=config.run.seed)
     disable_dropout(policy)
     adapters_off = use_adapters_off(config, policy, acc.is_main_process)
@@ -247,14 +259,15 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
     steps = config.optimizer_steps
     critic_opt = critic_scheduler = None
-    if critic is None:
-        policy, actor_opt = acc.prepare(policy, actor_opt)
-    else:
+    mb = config.batch.micro_batch_size
+    # one model per prepare call: accelerate's FSDP2 shards only one model per call (same result under DDP)
+    policy, actor_opt = prepare_engine(acc, "policy", mb, config.actor_optim.max_grad_norm, policy, actor_opt)
+    if critic is not None:
         critic_cfg = critic_optim_config(config)
         critic_opt = build_optimizer(critic.parameters(), critic_cfg)
-        # one model per prepare call: accelerate's FSDP2 shards only one model per call (same result under DDP)
-        policy, actor_opt = acc.prepare(policy, actor_opt)
-        critic, critic_opt = acc.prepare(critic, critic_opt)
+        critic, critic_opt = prepare_engine(
+            engines["critic"], "critic", mb, critic_cfg.max_grad_norm, critic, critic_opt
+        )
         critic_scheduler = build_scheduler(critic_opt, critic_cfg, steps)
     if adapters_off:  # the prepared policy's own module (DDP / DeepSpeed wrappers unwrapped)
         reference = AdaptersOffReference(acc.unwrap_model(policy))
@@ -269,6 +282,7 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         build_scheduler(actor_opt, config.actor_optim, steps),
         critic_scheduler,
         _load_sft_examples(config, tokenizer),
+        engines["critic"] if critic is not None and engines["critic"] is not acc else None,
     )
 
 
