@@ -202,3 +202,50 @@ def test_ppo_prepares_policy_and_critic_on_their_own_engines(tmp_path, monkeypat
     state.deepspeed_plugins._set_selected(True)
     parts = build_parts(critic_free, main)
     assert [e[:3] for e in log if e[0] == "prepare"] == [("prepare", "main", None)] and parts.critic_accelerator is None
+
+
+def test_generation_gathers_by_the_engine_s_own_zero_stage():
+    """After the critic's prepare its plugin is the active one; the policy's gather must follow the policy's stage."""
+    from prefalign.trainers.gather import _zero3
+
+    state, _, accs = _two(files={"critic": str(RECIPES / "ds_zero2.json")})
+    state.select_deepspeed_plugin("critic")  # ZeRO-2 active
+    engine = SimpleNamespace(zero_optimization_stage=lambda: 3)
+    assert _zero3(accs["policy"], engine) and not _zero3(
+        accs["policy"], SimpleNamespace(zero_optimization_stage=lambda: 2)
+    )
+    assert not _zero3(accs["policy"])  # without an engine: the active plugin's stage
+    state.select_deepspeed_plugin("policy")
+    assert _zero3(accs["policy"])
+
+
+def test_the_gpu_smoke_ppo_cases_are_valid_commands(tmp_path, capsys):
+    """benchmarks/gpu_smoke.sh's PPO-under-DeepSpeed cases (they run only on a GPU): their arguments parse, and the
+    resumed half names the same settings plus --run.resume."""
+    import importlib.util
+    import subprocess
+
+    import yaml
+
+    from prefalign.cli import main as cli
+
+    root = RECIPES.parents[1]
+    assert subprocess.run(["bash", "-n", str(root / "benchmarks" / "gpu_smoke.sh")]).returncode == 0
+    spec = importlib.util.spec_from_file_location("gpu_smoke", root / "benchmarks" / "gpu_smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    calls: list[list[str]] = []
+
+    def fake_cli(args):
+        calls.append(args)
+        return 0
+
+    critic = str(RECIPES / "ds_zero2.json")
+    assert smoke.run_ppo_cli(fake_cli, tmp_path / "run", 4, "builtin", critic, resume_check=True) == 0
+    assert calls[0][-2:] == ["--stop_after", "2"] and calls[1][-2:] == ["--run.resume", "True"]
+    assert calls[0][:-2] == calls[1][:-2]
+    capsys.readouterr()
+    assert cli([*calls[0], "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["critic_deepspeed_config"] == critic and printed["stop_after"] == 2
+    assert printed["ppo"]["advantage_estimator"] == "gae"  # a critic: two DeepSpeed engines
