@@ -163,6 +163,11 @@ def test_accumulation_marks_the_boundary_for_any_number_of_micro_batches():
     assert [e[2] for e in log if e[0] == "backward"] == [False, False, True]  # engine.step only at the last
     assert acc.sync_gradients is True
     assert torch.allclose(weight.detach(), torch.full((2,), 1 - 0.1 * 6))
+    # SFT / RM / DPO: the engine configured for exactly its micro-batches per step; the same single boundary
+    engines.configure_deepspeed(acc, 2, 3, None)
+    log.clear()
+    accumulate_and_step(acc, weight, optimizer, None, [1.0, 2.0, 3.0], lambda x: (weight * x).sum(), None)
+    assert [e[2] for e in log if e[0] == "backward"] == [False, False, True] and engine_loss_scale(acc, 3) == 3.0
 
 
 def test_ppo_prepares_policy_and_critic_on_their_own_engines(tmp_path, monkeypatch):

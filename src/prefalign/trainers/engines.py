@@ -3,15 +3,20 @@
 ``make_accelerator`` leaves DeepSpeed and FSDP to the launcher (``recipes/accelerate/``). Our loops keep their
 own batching (:class:`~prefalign.trainers.common.BatchPlan`, micro-batches with ``no_sync``, one optimizer step
 per global batch), which FSDP follows as it follows DDP. DeepSpeed instead owns the accumulation and the
-clipping: its engine steps the optimizer itself at every ``gradient_accumulation_steps``-th backward and divides
-each loss by that number. So, under DeepSpeed:
+clipping: its engine clips and steps the optimizer at an accumulation boundary and divides each loss by its
+``gradient_accumulation_steps``. accelerate 1.16 hands the engine ``sync_gradients`` as that boundary at every
+``accelerator.backward`` (``DeepSpeedEngineWrapper.backward``: ``set_gradient_accumulation_boundary``, then
+``engine.step()`` when True), and ``sync_gradients`` stays True outside ``accelerator.accumulate``: left alone,
+every micro-batch would be an optimizer step. So, under DeepSpeed:
 
+- :func:`prefalign.trainers.common.accumulate_and_step` sets ``sync_gradients`` False for all but the last
+  micro-batch of an optimizer step, so the engine steps once per global batch;
 - :func:`configure_deepspeed` writes the micro-batch size, the number of micro-batches per process per optimizer
   step and the clipping norm into the DeepSpeed config before ``accelerator.prepare`` (the recipes leave them
   ``auto``);
 - :func:`engine_loss_scale` undoes the engine's division by that number, since our micro-batch losses are
-  already shares of the global loss; a step with another number of micro-batches is refused, because the engine
-  would then step in the middle of a global batch.
+  already shares of the global loss; a step with another number of micro-batches is refused (the division
+  would be wrong), except for an engine configured for one micro-batch per step (PPO), which divides by 1.
 
 PPO with a critic trains two models, and one Accelerator carries one DeepSpeed engine (its ``backward``, clipping
 norm and ``save_state`` go to that engine). :func:`engine_accelerators` therefore follows accelerate's "multiple
