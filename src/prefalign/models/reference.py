@@ -115,8 +115,11 @@ class AdaptersOffReference(ReferenceModel):
 
     shares_policy = True
 
-    def __init__(self, policy: torch.nn.Module):  # no super().__init__: it would freeze the adapters
-        obstacle = adapters_off_obstacle(policy)
+    def __init__(self, policy: torch.nn.Module, checked: bool = False):
+        """``checked``: :func:`adapters_off_obstacle` already found none on the policy before it was prepared (its
+        parameters may be sharded now: FSDP2's DTensors, ZeRO-3's partitions). No ``super().__init__``: it would
+        freeze the adapters."""
+        obstacle = None if checked else adapters_off_obstacle(policy)
         if obstacle is not None:
             raise ValueError(f"the reference cannot be the policy with adapters off: {obstacle}")
         self.model = _AdaptersOff(policy)

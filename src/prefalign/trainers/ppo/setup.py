@@ -270,7 +270,7 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         )
         critic_scheduler = build_scheduler(critic_opt, critic_cfg, steps)
     if adapters_off:  # the prepared policy's own module (DDP / DeepSpeed wrappers unwrapped)
-        reference = AdaptersOffReference(acc.unwrap_model(policy))
+        reference = AdaptersOffReference(acc.unwrap_model(policy), checked=True)  # checked before prepare
     return PPOParts(
         tokenizer,
         policy,
