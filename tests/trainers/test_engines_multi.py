@@ -254,3 +254,29 @@ def test_the_gpu_smoke_ppo_cases_are_valid_commands(tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["critic_deepspeed_config"] == critic and printed["stop_after"] == 2
     assert printed["ppo"]["advantage_estimator"] == "gae"  # a critic: two DeepSpeed engines
+
+
+def test_a_deepspeed_checkpoint_refuses_other_zero_stages(tmp_path):
+    """The layout records each engine's ZeRO stage; a resume with another (e.g. a changed critic_deepspeed_config)
+    stops with both named instead of failing inside DeepSpeed's loader."""
+    from prefalign.trainers.checkpoint import Checkpointer
+
+    def engine_acc(stage: int):
+        return SimpleNamespace(
+            distributed_type=DistributedType.DEEPSPEED,
+            deepspeed_config={"zero_optimization": {"stage": stage}},
+            num_processes=2,
+            _models=[],
+            unwrap_model=lambda m: m,
+        )
+
+    saved = Checkpointer(tmp_path, engine_acc(3), companions={"critic": engine_acc(3)})
+    layout = {"format": "deepspeed", "num_processes": 2, "prepared_models": [], "companions": {"critic": []}}
+    layout["zero_stages"] = saved._zero_stages()
+    assert layout["zero_stages"] == {"accelerate": 3, "accelerate-critic": 3}
+    saved._check_layout(tmp_path, layout, {})  # the same stages: accepted
+    changed = Checkpointer(tmp_path, engine_acc(3), companions={"critic": engine_acc(2)})
+    with pytest.raises(
+        ValueError, match=r"ZeRO stages \{'accelerate': 3, 'accelerate-critic': 3\}.*'accelerate-critic': 2"
+    ):
+        changed._check_layout(tmp_path, layout, {})

@@ -126,6 +126,16 @@ class Checkpointer:
             raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
         return path
 
+    def _zero_stages(self) -> dict[str, int]:
+        """Each prepared engine's ZeRO stage by state folder (DeepSpeed only; empty otherwise)."""
+        if checkpoint_format(self.accelerator) != "deepspeed":
+            return {}
+        stages = {}
+        for folder, accelerator in self._state_folders().items():
+            config = getattr(accelerator, "deepspeed_config", None) or {}
+            stages[folder] = config.get("zero_optimization", {}).get("stage")
+        return stages
+
     def _state_folders(self) -> dict[str, Accelerator]:
         """Where each Accelerator's save_state goes inside a checkpoint: the run's, then the companions'."""
         return {STATE_DIR: self.accelerator} | {f"{STATE_DIR}-{k}": c for k, c in self.companions.items()}
@@ -182,6 +192,7 @@ class Checkpointer:
                 "format": checkpoint_format(acc),
                 "prepared_models": prepared,
                 "companions": companions,
+                "zero_stages": self._zero_stages(),
             }
             extra = {
                 "schedulers": {k: s.state_dict() for k, s in (schedulers or {}).items()},
@@ -237,6 +248,12 @@ class Checkpointer:
                 f"checkpoint {path} holds DeepSpeed ZeRO shards for {layout['num_processes']} processes, this run has "
                 f"{acc.num_processes}: convert it with DeepSpeed's ds_to_universal first, or resume on "
                 f"{layout['num_processes']} processes"
+            )
+        saved, now = layout.get("zero_stages", {}), self._zero_stages()
+        if saved and saved != now:
+            raise ValueError(
+                f"checkpoint {path} holds DeepSpeed states of ZeRO stages {saved}, this run has {now}: resume with the "
+                "DeepSpeed configs it was written with (the launcher's and critic_deepspeed_config)"
             )
 
     def load(
