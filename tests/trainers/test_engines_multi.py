@@ -188,6 +188,7 @@ def test_ppo_prepares_policy_and_critic_on_their_own_engines(tmp_path, monkeypat
     ctx = build_context(config, main)
     prepares = [e[:3] for e in log if e[0] == "prepare"]
     assert prepares == [("prepare", "main", "policy"), ("prepare", "second", "critic")]
+    assert state.active_name() == "policy"  # the launcher's plugin is active again after the critic's prepare
     parts = ctx.parts
     assert parts.critic_accelerator.label == "second"
     assert parts.companion_accelerators() == {"critic": parts.critic_accelerator}

@@ -149,6 +149,17 @@ def engine_accelerators(
     return out
 
 
+def select_engine(accelerator: Accelerator, name: str) -> None:
+    """Make ``name``'s DeepSpeed plugin the active one (where the state holds several); e.g. the launcher's again
+    after the other models were prepared, so later readers of ``state.deepspeed_plugin`` see the first model's."""
+    if is_deepspeed(accelerator) and isinstance(accelerator.state.deepspeed_plugins, dict):
+        if name not in accelerator.state.deepspeed_plugins:
+            raise ValueError(
+                f"no DeepSpeed plugin named {name!r} (the state has {sorted(accelerator.state.deepspeed_plugins)})"
+            )
+        accelerator.state.select_deepspeed_plugin(name)
+
+
 def prepare_engine(
     accelerator: Accelerator, name: str, micro_batch_size: int, max_grad_norm: float | None, *objects: Any
 ) -> tuple:
@@ -156,10 +167,6 @@ def prepare_engine(
     plugin is selected first (when the state holds several) and its ``auto`` fields filled: ``micro_batch_size``,
     one micro-batch per engine step (``accumulate_and_step`` marks the real boundary) and its clipping norm."""
     if is_deepspeed(accelerator):
-        plugins = accelerator.state.deepspeed_plugins
-        if isinstance(plugins, dict):
-            if name not in plugins:
-                raise ValueError(f"no DeepSpeed plugin named {name!r} (the state has {sorted(plugins)})")
-            accelerator.state.select_deepspeed_plugin(name)
+        select_engine(accelerator, name)
         configure_deepspeed(accelerator, micro_batch_size, 1, max_grad_norm)
     return accelerator.prepare(*objects)

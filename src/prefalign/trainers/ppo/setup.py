@@ -43,7 +43,7 @@ from prefalign.rewards.registry import task_reward
 from prefalign.rollout.experience import RolloutScorer
 from prefalign.trainers.checkpoint import save_hf_model
 from prefalign.trainers.common import OptimConfig, build_optimizer, build_scheduler
-from prefalign.trainers.engines import engine_accelerators, is_deepspeed, prepare_engine
+from prefalign.trainers.engines import engine_accelerators, is_deepspeed, prepare_engine, select_engine
 from prefalign.trainers.logging import console
 from prefalign.trainers.ppo.config import PPOConfig, PromptDataConfig
 from prefalign.trainers.ppo.update import UpdateParts
@@ -269,6 +269,7 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
             engines["critic"], "critic", mb, critic_cfg.max_grad_norm, critic, critic_opt
         )
         critic_scheduler = build_scheduler(critic_opt, critic_cfg, steps)
+        select_engine(acc, "policy")  # the launcher's plugin active again for the rest of the run
     if adapters_off:  # the prepared policy's own module (DDP / DeepSpeed wrappers unwrapped)
         reference = AdaptersOffReference(acc.unwrap_model(policy), checked=True)  # checked before prepare
     return PPOParts(
