@@ -44,13 +44,27 @@ def write_pairs(path: Path, count: int = 64) -> Path:
     return path
 
 
-def ppo_args(out: Path, steps: int, engine: str) -> list[str]:
-    return [
+def ppo_args(out: Path, steps: int, engine: str, critic_deepspeed_config: str | None = None) -> list[str]:
+    """PPO with a critic (GAE); ``critic_deepspeed_config``: the critic's own DeepSpeed config (under DeepSpeed)."""
+    args = [
         "ppo", "--preset", "tiny", "--policy.name_or_path", MODEL, "--critic_init", "policy",
         "--batch.steps", str(steps), "--batch.rollout_batch_size", "32", "--batch.micro_batch_size", "8",
         "--sampling.max_new_tokens", "48", "--rollout.engine", engine, "--run.eval_every", "0",
         "--run.output_dir", str(out),
     ]  # fmt: skip
+    if critic_deepspeed_config is not None:
+        args += ["--critic_deepspeed_config", critic_deepspeed_config]
+    return args
+
+
+def run_ppo_cli(cli, run: Path, steps: int, engine: str, critic_config: str | None, resume_check: bool) -> int:
+    """The PPO run; with ``resume_check`` it stops after half the steps (a checkpoint: under DeepSpeed one
+    save_state per engine) and resumes to the end, as a job that hit its time limit would."""
+    args = ppo_args(run, steps, engine, critic_config)
+    if not resume_check or steps < 2:
+        return cli(args)
+    code = cli([*args, "--stop_after", str(steps // 2)])
+    return code if code != 0 else cli([*args, "--run.resume", "True"])
 
 
 def dpo_args(out: Path, steps: int, data: Path) -> list[str]:
@@ -80,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--engine", choices=["builtin", "vllm"], default="builtin")
+    parser.add_argument("--critic-deepspeed-config", help="PPO: the critic's own DeepSpeed JSON config")
+    parser.add_argument("--resume-check", action="store_true", help="PPO: stop half way, then resume")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if torch.cuda.is_available():
@@ -87,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = args.out / "run"
     started = time.perf_counter()
     if args.trainer == "ppo":
-        code = cli(ppo_args(run, args.steps, args.engine))
+        code = run_ppo_cli(cli, run, args.steps, args.engine, args.critic_deepspeed_config, args.resume_check)
         per_step_samples = 32
     else:
         code = cli(dpo_args(run, args.steps, write_pairs(args.out / "pairs.jsonl")))
@@ -102,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         "trainer": args.trainer,
         "engine": str(state.distributed_type).split(".")[-1] + (f"+{args.engine}" if args.trainer == "ppo" else ""),
         "steps": len(rows),
+        "resumed": bool(args.resume_check and args.trainer == "ppo"),
         "seconds": round(seconds, 1),
         "seconds_per_step": round(statistics.median(times), 3) if times else None,
         "samples_per_s": round(per_step_samples / statistics.median(times), 2) if times else None,

@@ -6,9 +6,11 @@
 #   STEPS=6 OUT=/tmp/smoke bash benchmarks/gpu_smoke.sh
 #
 # Needs a CUDA GPU; ZeRO-3 needs `pip install deepspeed`, the vLLM case `pip install 'prefalign[vllm]'`
-# (a case whose package is missing is reported as skipped). PPO under DeepSpeed is refused by design (two
-# trained models; see README), so PPO runs under FSDP2, plain, and with vLLM. Cases run one after the other;
-# one failing does not stop the others, and the script exits non-zero if any failed.
+# (a case whose package is missing is reported as skipped). PPO with a critic runs under ZeRO-3 with one
+# DeepSpeed engine per trained model (stopped half way and resumed, so each engine's checkpoint is saved and
+# loaded), and with the critic's engine on ZeRO-2 (--critic_deepspeed_config); also under FSDP2, plain, and with
+# vLLM. Cases run one after the other; one failing does not stop the others, and the script exits non-zero if any
+# failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -46,8 +48,11 @@ run_case() {  # name, accelerate config ("" for none), trainer, extra args...
 
 if has deepspeed; then
   run_case dpo-zero3 recipes/accelerate/zero3.yaml dpo
+  run_case ppo-zero3 recipes/accelerate/zero3.yaml ppo --resume-check
+  run_case ppo-zero3-critic-zero2 recipes/accelerate/zero3.yaml ppo \
+    --critic-deepspeed-config recipes/accelerate/ds_zero2.json
 else
-  summary+=("dpo-zero3: skipped (deepspeed not installed)")
+  summary+=("dpo-zero3, ppo-zero3, ppo-zero3-critic-zero2: skipped (deepspeed not installed)")
 fi
 run_case dpo-fsdp2 recipes/accelerate/fsdp2.yaml dpo
 run_case ppo-fsdp2 recipes/accelerate/fsdp2.yaml ppo

@@ -91,3 +91,28 @@ def test_a_checkpoint_of_another_layout_is_refused(tmp_path):
         ckpt.load(path, {"policy": model})
     with pytest.raises(ValueError, match="missing from the checkpoint's models"):
         ckpt.save(2, {"other": torch.nn.Linear(1, 1)}, {"step": 2})
+
+
+def test_a_companion_accelerator_saves_and_loads_its_own_models(tmp_path):
+    """PPO's critic under DeepSpeed is prepared by a second Accelerator; here two CPU Accelerators stand in."""
+    acc, second = Accelerator(cpu=True), Accelerator(cpu=True)
+    policy, policy_opt, policy_sched = _prepared(acc)
+    critic, critic_opt, critic_sched = _prepared(second)
+    for parts in ((policy, policy_opt, policy_sched), (critic, critic_opt, critic_sched)):
+        _train_step(*parts)
+    models = {"policy": policy, "critic": critic}
+    ckpt = Checkpointer(tmp_path, acc, companions={"critic": second})
+    path = ckpt.save(1, models, {"step": 1}, {"policy": policy_sched, "critic": critic_sched})
+    assert (path / "accelerate-critic" / "model.safetensors").exists() and not (path / "critic.safetensors").exists()
+    expected = {k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in models.items()}
+    moments = critic_opt.state_dict()["state"][0]["exp_avg"].clone()
+    _train_step(policy, policy_opt, policy_sched)
+    _train_step(critic, critic_opt, critic_sched)
+    state = ckpt.load(path, models, {"policy": policy_opt, "critic": critic_opt}, {"critic": critic_sched})
+    assert state["layout"]["companions"] == {"critic": ["critic"]}
+    for key, model in models.items():
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(tensor, expected[key][name]), f"{key}.{name}"
+    assert torch.equal(critic_opt.state_dict()["state"][0]["exp_avg"], moments)
+    with pytest.raises(ValueError, match="saved models of separate engines"):  # resumed with one engine for both
+        Checkpointer(tmp_path, acc).load(path, {"policy": policy})

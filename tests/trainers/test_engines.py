@@ -14,7 +14,6 @@ from prefalign.trainers.engines import (
     configure_deepspeed,
     engine_loss_scale,
     micro_batches_per_step,
-    refuse_deepspeed_for_two_models,
 )
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "accelerate"
@@ -84,6 +83,3 @@ def test_other_engines_are_left_alone():
     acc = _fake_accelerator(DistributedType.MULTI_GPU)
     configure_deepspeed(acc, 4, 4, 1.0)
     assert acc.state.deepspeed_plugin.deepspeed_config == {} and engine_loss_scale(acc, 7) == 1.0
-    refuse_deepspeed_for_two_models(acc, "PPO")
-    with pytest.raises(ValueError, match="PPO trains two models.*fsdp2.yaml"):
-        refuse_deepspeed_for_two_models(_fake_accelerator(DistributedType.DEEPSPEED), "PPO")

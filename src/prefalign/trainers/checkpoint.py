@@ -2,7 +2,8 @@
 
 A checkpoint is a folder ``<output_dir>/checkpoints/step-00000012/`` holding
 
-- ``accelerate/``: what ``Accelerator.save_state`` writes for the models and optimizers that went through
+- ``accelerate/`` (and ``accelerate-<name>/`` for each further Accelerator, e.g. PPO's critic engine under
+  DeepSpeed): what ``Accelerator.save_state`` writes for the models and optimizers that went through
   ``accelerator.prepare``: under DDP (or one process) full state dicts (``model.safetensors``,
   ``model_1.safetensors``, ... in the order of preparation, saved *unwrapped*, without DDP's ``module.``
   prefix, so a checkpoint made on one process loads on two and back), ``optimizer*.bin``; under DeepSpeed
@@ -99,9 +100,20 @@ def _apply_settings(optimizers: dict[str, Any], schedulers: dict[str, Any], fres
 class Checkpointer:
     """Save and restore a run's checkpoints under ``<output_dir>/checkpoints`` (see the module docstring)."""
 
-    def __init__(self, output_dir: str | Path, accelerator: Accelerator, keep: int = 2, seed: int = 0):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        accelerator: Accelerator,
+        keep: int = 2,
+        seed: int = 0,
+        companions: dict[str, Accelerator] | None = None,
+    ):
+        """``companions``: further Accelerators that prepared models of the run (under DeepSpeed one per trained
+        model: :func:`prefalign.trainers.engines.engine_accelerators`); each saves its engine's state into
+        ``accelerate-<name>/`` beside ``accelerate/``."""
         self.root = Path(output_dir) / "checkpoints"
         self.accelerator = accelerator
+        self.companions = dict(companions or {})
         self.keep = max(1, keep)
         self.seed = seed
 
@@ -114,11 +126,25 @@ class Checkpointer:
             raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
         return path
 
-    def _prepared_names(self, models: dict[str, torch.nn.Module]) -> list[str]:
-        """The names of ``models`` in the accelerator's order of preparation (its ``_models``)."""
+    def _zero_stages(self) -> dict[str, int]:
+        """Each prepared engine's ZeRO stage by state folder (DeepSpeed only; empty otherwise)."""
+        if checkpoint_format(self.accelerator) != "deepspeed":
+            return {}
+        stages = {}
+        for folder, accelerator in self._state_folders().items():
+            config = getattr(accelerator, "deepspeed_config", None) or {}
+            stages[folder] = config.get("zero_optimization", {}).get("stage")
+        return stages
+
+    def _state_folders(self) -> dict[str, Accelerator]:
+        """Where each Accelerator's save_state goes inside a checkpoint: the run's, then the companions'."""
+        return {STATE_DIR: self.accelerator} | {f"{STATE_DIR}-{k}": c for k, c in self.companions.items()}
+
+    def _prepared_names(self, models: dict[str, torch.nn.Module], accelerator: Accelerator | None = None) -> list[str]:
+        """The names of ``models`` in an accelerator's order of preparation (its ``_models``; default the run's)."""
         unwrap = self.accelerator.unwrap_model
         by_id = {id(unwrap(m)): k for k, m in models.items()}
-        names = [by_id.get(id(unwrap(m))) for m in self.accelerator._models]
+        names = [by_id.get(id(unwrap(m))) for m in (accelerator or self.accelerator)._models]
         if None in names:
             raise ValueError(
                 "a model prepared by this run's accelerator is missing from the checkpoint's models "
@@ -147,20 +173,26 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         prepared = self._prepared_names(models)
-        handle = acc.register_save_state_pre_hook(self._unwrapped_weights)
-        try:
-            acc.save_state(str(tmp / STATE_DIR))
-        finally:
-            handle.remove()
-        own = {k: o for k, o in (optimizers or {}).items() if not any(o is p for p in acc._optimizers)}
+        companions = {name: self._prepared_names(models, c) for name, c in self.companions.items()}
+        for folder, accelerator in self._state_folders().items():
+            handle = accelerator.register_save_state_pre_hook(self._unwrapped_weights)
+            try:
+                accelerator.save_state(str(tmp / folder))
+            finally:
+                handle.remove()
+        held = [o for a in (acc, *self.companions.values()) for o in a._optimizers]
+        own = {k: o for k, o in (optimizers or {}).items() if not any(o is p for p in held)}
+        everywhere = set(prepared).union(*companions.values())
         if acc.is_main_process:
             for key, model in models.items():
-                if key not in prepared:
+                if key not in everywhere:
                     save_model(acc.unwrap_model(model), str(tmp / f"{key}.safetensors"))
             layout = {
                 "num_processes": acc.num_processes,
                 "format": checkpoint_format(acc),
                 "prepared_models": prepared,
+                "companions": companions,
+                "zero_stages": self._zero_stages(),
             }
             extra = {
                 "schedulers": {k: s.state_dict() for k, s in (schedulers or {}).items()},
@@ -205,11 +237,23 @@ class Checkpointer:
             raise ValueError(
                 f"checkpoint {path} saved prepared models {layout['prepared_models']}, this run has {prepared}"
             )
+        companions = {name: self._prepared_names(models, c) for name, c in self.companions.items()}
+        if companions != layout.get("companions", {}):
+            raise ValueError(
+                f"checkpoint {path} saved models of separate engines {layout.get('companions', {})}, this run has "
+                f"{companions}: resume it with the accelerate config it was written with"
+            )
         if layout["format"] == "deepspeed" and layout["num_processes"] != acc.num_processes:
             raise ValueError(
                 f"checkpoint {path} holds DeepSpeed ZeRO shards for {layout['num_processes']} processes, this run has "
                 f"{acc.num_processes}: convert it with DeepSpeed's ds_to_universal first, or resume on "
                 f"{layout['num_processes']} processes"
+            )
+        saved, now = layout.get("zero_stages", {}), self._zero_stages()
+        if saved and saved != now:
+            raise ValueError(
+                f"checkpoint {path} holds DeepSpeed states of ZeRO stages {saved}, this run has {now}: resume with the "
+                "DeepSpeed configs it was written with (the launcher's and critic_deepspeed_config)"
             )
 
     def load(
@@ -234,13 +278,15 @@ class Checkpointer:
             raise ValueError(f"checkpoint {path} was written by an older prefalign (no accelerate state); start afresh")
         self._check_layout(path, state["layout"], models)
         fresh = _capture_settings(optimizers, schedulers)
-        handle = acc.register_load_state_pre_hook(self._unwrapped_models)
-        try:
-            acc.load_state(str(path / STATE_DIR))
-        finally:
-            handle.remove()
+        for folder, accelerator in self._state_folders().items():
+            handle = accelerator.register_load_state_pre_hook(self._unwrapped_models)
+            try:
+                accelerator.load_state(str(path / folder))
+            finally:
+                handle.remove()
+        everywhere = set(state["layout"]["prepared_models"]).union(*state["layout"].get("companions", {}).values())
         for key, model in models.items():
-            if key in state["layout"]["prepared_models"]:
+            if key in everywhere:
                 continue
             file = path / f"{key}.safetensors"
             if not file.exists():

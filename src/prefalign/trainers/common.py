@@ -335,18 +335,26 @@ def accumulate_and_step(
 
     ``loss_fn(batch)`` must return this micro-batch's share of the *global* loss (its sum of terms
     divided by the global count), so the accumulated gradient equals the full-batch gradient. DDP
-    averages gradients over processes; the loss is scaled by the process count to undo that.
+    averages gradients over processes; the loss is scaled by the process count to undo that. Under DeepSpeed the
+    last micro-batch is marked as the accumulation boundary, where the engine clips and steps.
     """
-    from prefalign.trainers.engines import engine_loss_scale
+    from prefalign.trainers.engines import engine_loss_scale, is_deepspeed
 
     scale = accelerator.num_processes * engine_loss_scale(accelerator, len(batches))
-    for i, batch in enumerate(batches):
-        last = i == len(batches) - 1
-        context = accelerator.no_sync(model) if not last else _null()
-        with context:
-            with accelerator.autocast():
-                loss = loss_fn(batch) * scale
-            accelerator.backward(loss)
+    deepspeed = is_deepspeed(accelerator)
+    try:
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            context = accelerator.no_sync(model) if not last else _null()
+            with context:
+                with accelerator.autocast():
+                    loss = loss_fn(batch) * scale
+                if deepspeed:  # the engine steps at the boundary marked here (accelerate hands it sync_gradients)
+                    accelerator.sync_gradients = last
+                accelerator.backward(loss)
+    finally:
+        if deepspeed:
+            accelerator.sync_gradients = True
     grad_norm = None
     if max_grad_norm is not None:
         norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)  # DeepSpeed: its own clipping's norm

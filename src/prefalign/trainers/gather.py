@@ -31,9 +31,16 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 
-def _zero3(accelerator: Accelerator) -> bool:
+def _zero3(accelerator: Accelerator, model: torch.nn.Module | None = None) -> bool:
+    """Whether ``model`` (a DeepSpeed engine) is partitioned by ZeRO-3: the engine's own stage, since with one plugin
+    per trained model (PPO's policy and critic) the active plugin may be another model's; else the active plugin's."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return False
+    stage = getattr(model, "zero_optimization_stage", None)
+    if callable(stage):
+        return stage() == 3
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    return accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3
+    return plugin is not None and plugin.zero_stage == 3
 
 
 def _zero3_offload(engine):
@@ -89,7 +96,7 @@ def parameters_for_generation(accelerator: Accelerator, model: torch.nn.Module) 
 
     Gathering is a collective: every process must enter the block, also one with nothing to generate."""
     unwrapped = accelerator.unwrap_model(model)
-    if _zero3(accelerator):
+    if _zero3(accelerator, model):
         with _zero3_gathered(model):
             yield unwrapped
         return

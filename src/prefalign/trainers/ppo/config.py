@@ -164,6 +164,12 @@ class PPOAlgoConfig:
     trail the policy by about 10 PPO steps, so the KL penalty still anchors each step yet moves with the policy."""
     ema_interval: int = 1
     """Apply the reference EMA every this many PPO steps. Our choice (every step): Xu et al. give no interval."""
+    reference_from_adapters: str = "auto"
+    """With a LoRA policy, the reference as the policy's own base with its adapters disabled (peft's disable_adapter()),
+    so no second copy of the model is built, held or checkpointed: on, off (a separate frozen copy of the starting
+    policy) or auto (on where valid: policy.lora, and the adapters start at zero with the base frozen, so base with
+    adapters off is the starting policy; otherwise the separate copy). on refuses where it is not valid. The reference
+    EMA is refused with LoRA either way."""
     ppo_epochs: int = 1
     """Passes over each rollout batch (inner epochs)."""
     recompute_old: bool = False
@@ -190,6 +196,10 @@ class PPOAlgoConfig:
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(
                 f"ppo.advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {self.advantage_estimator!r}"
+            )
+        if self.reference_from_adapters not in ("auto", "on", "off"):
+            raise ValueError(
+                f"ppo.reference_from_adapters must be auto, on or off, got {self.reference_from_adapters!r}"
             )
         if not self.uses_critic:
             for name in ("value_normalization", "recompute_old"):
@@ -261,6 +271,10 @@ class PPOConfig:
     """Optimizer of the critic (unused with a critic-free ppo.advantage_estimator)."""
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/ppo"))
     """Output folder, seed, checkpointing, logging."""
+    critic_deepspeed_config: str | None = None
+    """Under DeepSpeed (accelerate launch with a DeepSpeed config), a DeepSpeed JSON config for the critic's own engine,
+    e.g. another ZeRO stage or offload; default: a copy of the launcher's config (the policy's). The launcher's auto
+    fields are filled the same way in both."""
     rollout: RolloutEngineConfig = field(default_factory=RolloutEngineConfig)
     """Who samples the rollouts (builtin or vllm) and the correction for a separate engine's samples."""
     stop_after: int | None = None
@@ -284,6 +298,16 @@ class PPOConfig:
             )
         if self.ppo.reference_ema and self.policy.lora:
             raise ValueError("the reference EMA needs a fully trained policy (policy.lora=False)")
+        if self.critic_deepspeed_config is not None and not self.ppo.uses_critic:
+            raise ValueError(
+                f"critic_deepspeed_config is set, but ppo.advantage_estimator={self.ppo.advantage_estimator} trains no "
+                "critic"
+            )
+        if self.ppo.reference_from_adapters == "on" and not self.policy.lora:
+            raise ValueError(
+                "ppo.reference_from_adapters=on needs a LoRA policy (policy.lora=True): a fully trained policy has no "
+                "adapters to switch off; use auto or off"
+            )
         if self.ppo.logprobs_top_k and self.sampling.top_k == 0:
             raise ValueError("ppo.logprobs_top_k needs sampling.top_k > 0 (the mask is the sampler's top-k)")
         if self.rollout.importance_sampling_cap is not None and self.ppo.recompute_old:

@@ -1,8 +1,9 @@
 """Building what a PPO run trains and reads: models, optimizers, reward source and prompts.
 
-- Policy: ``config.policy`` (usually an SFT model). Reference: a frozen copy of it (for a LoRA
-  policy, the base model loaded again without adapters). Critic: a value model (per-token scalar
-  head) initialised from the reward model (Ivison et al.), from the policy, or from a folder.
+- Policy: ``config.policy`` (usually an SFT model). Reference: a frozen copy of it; for a LoRA policy
+  (``ppo.reference_from_adapters``, :func:`use_adapters_off`) the policy's own base with its adapters
+  disabled, no second model, or else a frozen copy with the starting adapters merged. Critic: a value
+  model (per-token scalar head) initialised from the reward model (Ivison et al.), from the policy, or from a folder.
   Dropout is off in every model (RL needs the same log-probs in the rollout and the update).
 - Reward source: a :class:`~prefalign.rollout.experience.RolloutScorer` over a learned reward
   model (or an ensemble of them, :mod:`prefalign.rewards.ensemble`; the critic then starts from the
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +36,15 @@ from prefalign.models.load import (
     load_tokenizer,
     load_value_model,
 )
-from prefalign.models.reference import ReferenceModel
+from prefalign.models.reference import AdaptersOffReference, ReferenceModel, adapters_off_obstacle
 from prefalign.rewards.ensemble import ensemble_members, is_ensemble_folder, load_learned_reward
 from prefalign.rewards.learned import same_tokenizer
 from prefalign.rewards.registry import task_reward
 from prefalign.rollout.experience import RolloutScorer
 from prefalign.trainers.checkpoint import save_hf_model
 from prefalign.trainers.common import OptimConfig, build_optimizer, build_scheduler
-from prefalign.trainers.engines import refuse_deepspeed_for_two_models
+from prefalign.trainers.engines import engine_accelerators, is_deepspeed, prepare_engine, select_engine
+from prefalign.trainers.logging import console
 from prefalign.trainers.ppo.config import PPOConfig, PromptDataConfig
 from prefalign.trainers.ppo.update import UpdateParts
 
@@ -83,6 +86,7 @@ class PPOParts:
     actor_scheduler: Any
     critic_scheduler: Any
     sft_examples: list[Encoded]
+    critic_accelerator: Accelerator | None = None  # under DeepSpeed: the critic's own engine's Accelerator
 
     def update_parts(self) -> UpdateParts:
         return UpdateParts(
@@ -92,7 +96,20 @@ class PPOParts:
             self.critic_optimizer,
             self.actor_scheduler,
             self.critic_scheduler,
+            self.critic_accelerator,
         )
+
+    def companion_accelerators(self) -> dict[str, Accelerator]:
+        """Accelerators beside the run's that prepared a model (the critic's under DeepSpeed), for checkpoints."""
+        return {} if self.critic_accelerator is None else {"critic": self.critic_accelerator}
+
+    def checkpoint_models(self) -> dict[str, torch.nn.Module]:
+        """The models a checkpoint holds: policy, critic (none when critic-free), reference (none when it is the
+        policy's base with adapters off: its weights are the policy's)."""
+        models = {"policy": self.policy, "critic": self.critic}
+        if not self.reference.shares_policy:
+            models["reference"] = self.reference.model
+        return {name: model for name, model in models.items() if model is not None}
 
     def save_policy(self, acc: Accelerator, path: Path) -> None:
         """The policy as an ordinary HF folder (atomic; gathered first under ZeRO-3 / FSDP); all processes call it."""
@@ -224,28 +241,37 @@ def critic_optim_config(config: PPOConfig) -> OptimConfig:
 
 def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
     tokenizer = load_tokenizer(config.policy)
-    refuse_deepspeed_for_two_models(acc, "PPO")
+    # under DeepSpeed one engine (and Accelerator) per trained model: policy, and critic where there is one
+    names = ("policy", "critic") if config.ppo.uses_critic else ("policy",)
+    if config.critic_deepspeed_config is not None and not is_deepspeed(acc):
+        raise ValueError("critic_deepspeed_config is set, but this run is not launched under DeepSpeed")
+    if config.critic_deepspeed_config is not None and not Path(config.critic_deepspeed_config).is_file():
+        raise FileNotFoundError(f"critic_deepspeed_config {config.critic_deepspeed_config!r} is not a file")
+    engines = engine_accelerators(acc, names, {"critic": config.critic_deepspeed_config})
     policy = load_causal_lm(config.policy, seed=config.run.seed)
     disable_dropout(policy)
-    if config.policy.lora:
-        reference = ReferenceModel(load_causal_lm(dataclasses.replace(config.policy, lora=False), seed=config.run.seed))
-    else:
-        reference = ReferenceModel.copy_of(policy)
-    reference.model.to(acc.device)
+    adapters_off = use_adapters_off(config, policy, acc.is_main_process)
+    reference = None if adapters_off else _reference_copy(policy)
+    if reference is not None:
+        reference.model.to(acc.device)
     critic = _load_critic(config) if config.ppo.uses_critic else None  # critic-free: none built, trained or saved
     scorer = build_scorer(config, tokenizer, acc.device)
     actor_opt = build_optimizer(policy.parameters(), config.actor_optim)
     steps = config.optimizer_steps
     critic_opt = critic_scheduler = None
-    if critic is None:
-        policy, actor_opt = acc.prepare(policy, actor_opt)
-    else:
+    mb = config.batch.micro_batch_size
+    # one model per prepare call: accelerate's FSDP2 shards only one model per call (same result under DDP)
+    policy, actor_opt = prepare_engine(acc, "policy", mb, config.actor_optim.max_grad_norm, policy, actor_opt)
+    if critic is not None:
         critic_cfg = critic_optim_config(config)
         critic_opt = build_optimizer(critic.parameters(), critic_cfg)
-        # one model per prepare call: accelerate's FSDP2 shards only one model per call (same result under DDP)
-        policy, actor_opt = acc.prepare(policy, actor_opt)
-        critic, critic_opt = acc.prepare(critic, critic_opt)
+        critic, critic_opt = prepare_engine(
+            engines["critic"], "critic", mb, critic_cfg.max_grad_norm, critic, critic_opt
+        )
         critic_scheduler = build_scheduler(critic_opt, critic_cfg, steps)
+        select_engine(acc, "policy")  # the launcher's plugin active again for the rest of the run
+    if adapters_off:  # the prepared policy's own module (DDP / DeepSpeed wrappers unwrapped)
+        reference = AdaptersOffReference(acc.unwrap_model(policy), checked=True)  # checked before prepare
     return PPOParts(
         tokenizer,
         policy,
@@ -257,7 +283,39 @@ def build_parts(config: PPOConfig, acc: Accelerator) -> PPOParts:
         build_scheduler(actor_opt, config.actor_optim, steps),
         critic_scheduler,
         _load_sft_examples(config, tokenizer),
+        engines["critic"] if critic is not None and engines["critic"] is not acc else None,
     )
+
+
+def use_adapters_off(config: PPOConfig, policy: torch.nn.Module, verbose: bool = False) -> bool:
+    """Whether the reference is the LoRA ``policy``'s base with adapters off (``ppo.reference_from_adapters``).
+
+    auto: where valid (:func:`~prefalign.models.reference.adapters_off_obstacle`: adapters starting at zero on a
+    frozen base; the EMA is refused with LoRA by the config); on: the same, refused with the reason where not
+    valid; off: never. Outside LoRA, never.
+    """
+    setting = config.ppo.reference_from_adapters
+    if setting == "off" or not config.policy.lora:
+        return False
+    obstacle = adapters_off_obstacle(policy)
+    if obstacle is None:
+        return True
+    if setting == "on":
+        raise ValueError(
+            f"ppo.reference_from_adapters=on: {obstacle}, so the base with adapters off is not the starting policy; "
+            "use auto or off (a separate frozen copy of the starting policy)"
+        )
+    if verbose:
+        console.print(f"[yellow]reference: a separate copy of the starting policy ({obstacle})")
+    return False
+
+
+def _reference_copy(policy: torch.nn.Module) -> ReferenceModel:
+    """A separate frozen copy of the starting policy; a LoRA policy's copy has its adapters merged (for adapters
+    at zero: exactly the base model's weights)."""
+    if hasattr(policy, "merge_and_unload"):
+        return ReferenceModel(copy.deepcopy(policy).merge_and_unload())
+    return ReferenceModel.copy_of(policy)
 
 
 def _load_critic(config: PPOConfig) -> torch.nn.Module:

@@ -265,8 +265,7 @@ def validate(ctx: PPOContext) -> dict[str, float]:
 
 
 def _checkpoint_models(ctx: PPOContext) -> dict[str, torch.nn.Module]:
-    models = {"policy": ctx.parts.policy, "critic": ctx.parts.critic, "reference": ctx.parts.reference.model}
-    return {name: model for name, model in models.items() if model is not None}  # critic-free: no critic
+    return ctx.parts.checkpoint_models()
 
 
 def _optimization(ctx: PPOContext) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -348,7 +347,7 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
     out = Path(config.run.output_dir)
     folder = prepare_run_folder(acc, config.run, config)  # a used folder, a resume with changed settings: refused
     ctx = build_context(config, acc)
-    ckpt = Checkpointer(out, acc, keep=config.run.keep_checkpoints, seed=config.run.seed)
+    ckpt = Checkpointer(out, acc, config.run.keep_checkpoints, config.run.seed, ctx.parts.companion_accelerators())
     start = resume(ctx, ckpt, keep_new_settings=bool(folder.changes))
     total = config.batch.steps
     logger = MetricLogger(

@@ -47,6 +47,7 @@ class UpdateParts:
     critic_optimizer: torch.optim.Optimizer | None
     actor_scheduler: object
     critic_scheduler: object
+    critic_accelerator: Accelerator | None = None  # under DeepSpeed the critic's engine has its own Accelerator
 
 
 @dataclass
@@ -219,7 +220,7 @@ def update_minibatch(
         return
     critic_fn = _critic_loss_fn(parts, s, norm, sums, step, device)
     grad = accumulate_and_step(
-        accelerator,
+        parts.critic_accelerator or accelerator,
         parts.critic,
         parts.critic_optimizer,
         parts.critic_scheduler,
