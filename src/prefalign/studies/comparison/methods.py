@@ -118,7 +118,7 @@ class IterativeStage:
     """Training policy prompts sampled each round (the first ones; None: all)."""
     learning_rate: float = 3e-5
     """Peak learning rate of each round's DPO."""
-    beta: float = 0.1
+    beta: float = 0.3
     """DPO's beta in each round."""
 
 
