@@ -29,6 +29,7 @@ def test_grpo_rloo_and_ensemble_rows_run_where_they_apply(tmp_path, monkeypatch)
     methods = ["ppo_ema", *NEW_ROWS]
     ppo = {"steps": 2, "small_batch_size": 8, "large_batch_size": 16, "num_minibatches": 2}
     ppo |= {"validation_prompts": 8, "evaluations": 2, "ensemble_members": 2}
+    ppo |= {"value_normalization": True, "value_normalization_beta": 0.99995}  # the full preset's PPO rows
     config = minimal_config(tmp_path / "s", methods=methods, seeds=1, synthetic=False, ppo=ppo)
     results = run_study(config)
     preference, verifiable = (results["testbeds"][t]["summary"] for t in ("preference", "verifiable"))
@@ -37,8 +38,11 @@ def test_grpo_rloo_and_ensemble_rows_run_where_they_apply(tmp_path, monkeypatch)
     runs = results["per_seed"]["0"]["testbeds"]
     for testbed in ("preference", "verifiable"):
         for method, estimator in CRITIC_FREE_ROWS.items():
-            assert runs[testbed]["runs"][method]["train"]["advantage_estimator"] == estimator
-        assert runs[testbed]["runs"]["ppo_ema"]["train"]["advantage_estimator"] == "gae"
+            train = runs[testbed]["runs"][method]["train"]
+            # no critic, so the preset's value normalisation is off in these rows only
+            assert train["advantage_estimator"] == estimator and train["value_normalization"] is False
+        train = runs[testbed]["runs"]["ppo_ema"]["train"]
+        assert train["advantage_estimator"] == "gae" and train["value_normalization"] is True
     out = tmp_path / "s"
     # the seed's ensemble: its own reward model and one more member; the PPO rows read it with their rule
     members = ensemble_members(out / "seed-0" / "reward_ensemble")

@@ -59,7 +59,8 @@ def adapt_ppo_config(method: str, config: Any, stage: Any, reward_model_dir: str
     run = dataclasses.replace(config.run, output_dir=str(Path(config.run.output_dir).parent / method))
     config = dataclasses.replace(config, run=run)
     if method in CRITIC_FREE_ROWS:
-        ppo = dataclasses.replace(config.ppo, advantage_estimator=CRITIC_FREE_ROWS[method])
+        # no critic, so nothing to normalise: the stage's value normalisation (the full preset's) is for critics
+        ppo = dataclasses.replace(config.ppo, advantage_estimator=CRITIC_FREE_ROWS[method], value_normalization=False)
         sampling = dataclasses.replace(config.sampling, num_samples=stage.group_size)
         return dataclasses.replace(config, ppo=ppo, sampling=sampling)
     if reward_model_dir is None:
