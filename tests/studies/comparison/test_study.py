@@ -107,6 +107,8 @@ def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_pa
     assert rows[("ema", 0.1, "same_steps")]["gold/score"]["n"] == 2
     report = (out / "report.md").read_text()
     assert "[verifiable] Main comparison" in report and "Over-optimisation" in report and "Convergence" in report
+    assert "factors swept" in report and "| reference-EMA rate per step | 0.1 | same steps |" in report
+    assert (out / "plots" / "sweeps.png").exists()
     # a second run (two worker processes) finds the models in the cache and reproduces every number
     second = run_study(minimal_config(tmp_path / "b", workers=2, synthetic=False))
     assert second["timings"]["world_cached"]

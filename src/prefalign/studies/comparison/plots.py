@@ -6,6 +6,8 @@
 - ``<testbed>_training_curves.png``: each run's own convergence series (PPO's validation reward,
   the offline methods' held-out loss, DPO-Iter's round sample reward), read from the trainers' logs;
 - ``<testbed>_methods.png``: gold reward and pass@1 per method, mean and 95% interval over seeds;
+- ``sweeps.png`` (full preset): held-out gold reward against each swept factor (reference-EMA rate, rollout
+  batch), one line per schedule (same steps / same samples), mean and 95% interval over seeds (Xu et al. Figure 2);
 - ``<testbed>_ensemble_overoptimisation.png`` (when the ensemble rows ran): the over-optimisation picture of
   PPO with all factors on the single reward model against the same row on the UWO and WCO ensembles;
 - the synthetic study's own ``synthetic/figure1.png`` (heatmaps) and ``figure2.png`` (summary).
@@ -134,6 +136,33 @@ def plot_methods(results: dict[str, Any], testbed: str, path: Path) -> Path:
     return save_figure_atomic(fig, path)
 
 
+def plot_sweeps(sweeps: dict[str, Any], path: Path) -> Path:
+    kinds = [k for k in ("ema", "batch") if any(r["kind"] == k for r in sweeps["rows"])]
+    titles = {"ema": "reference-EMA rate per step", "batch": "rollout batch size"}
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.2), squeeze=False)
+    for axis, kind in zip(axes[0], kinds):
+        for schedule in ("same_steps", "same_samples"):
+            rows = sorted(
+                (r for r in sweeps["rows"] if r["kind"] == kind and r["schedule"] == schedule), key=lambda r: r["value"]
+            )
+            if not rows:
+                continue
+            stats = [r["gold/score"] for r in rows]
+            x = list(range(len(rows)))
+            means = [s["mean"] for s in stats]
+            err = [
+                [0.0 if math.isnan(s["low"]) else s["mean"] - s["low"] for s in stats],
+                [0.0 if math.isnan(s["high"]) else s["high"] - s["mean"] for s in stats],
+            ]
+            axis.errorbar(x, means, yerr=err, marker="o", capsize=3, label=schedule.replace("_", " "))
+            axis.set_xticks(x, [f"{r['value']:g}" for r in rows])
+        axis.set(xlabel=titles[kind], ylabel="held-out gold reward", title=f"{titles[kind]} (mean, 95% interval)")
+        axis.legend()
+    fig.suptitle(f"PPO with all factors, one factor swept ({sweeps['testbed']} testbed, {sweeps['run_length']} steps)")
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)
+
+
 def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     """Every figure of the module docstring; returns their paths relative to ``out``."""
     plots = out / "plots"
@@ -147,6 +176,8 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
         if any(results["testbeds"][testbed]["curves"].get(m) for m in ENSEMBLE_ROWS):  # with and without the ensemble
             path = plots / f"{testbed}_ensemble_overoptimisation.png"
             figures.append(plot_overoptimisation(results, testbed, path, only=ENSEMBLE_PLOT))
+    if results.get("sweeps") and results["sweeps"]["rows"]:
+        figures.append(plot_sweeps(results["sweeps"], plots / "sweeps.png"))
     names = [str(Path(f).relative_to(out)) for f in figures]
     if results.get("synthetic"):
         names += [f for f in results["synthetic"]["figures"] if (out / f).exists()]

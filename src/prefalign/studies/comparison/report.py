@@ -254,6 +254,16 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 difference_rows(results, tb),
             ),
         ]
+    sweeps = results.get("sweeps") or {}
+    out += [
+        (
+            f"[{sweeps.get('testbed')}] Xu et al.'s factors swept (Figure 2): PPO with all factors, one factor "
+            f"changed; 'same steps' runs {sweeps.get('run_length')} steps, 'same samples' as many samples as "
+            "the small-batch row",
+            SWEEP_HEADER,
+            sweep_rows(results),
+        )
+    ]
     out += [(IV.TITLE, IV.HEADER, IV.rows(results))]
     out += [
         (
