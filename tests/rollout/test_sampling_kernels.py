@@ -12,9 +12,11 @@ from prefalign.rollout import kernels
 from prefalign.rollout.sampling import _draw_full, next_tokens
 
 
+@pytest.mark.parametrize("weight_first", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("shape", [(1, 24), (8, 24), (5, 1, 24), (33, 24)])
-def test_project_equals_the_linear_module(bias, shape):
+def test_project_equals_the_linear_module(monkeypatch, weight_first, bias, shape):
+    monkeypatch.setattr(kernels, "weight_first", lambda weight, rows: weight_first)
     torch.manual_seed(0)
     linear = torch.nn.Linear(24, 40, bias=bias)
     x = torch.randn(*shape)
@@ -42,6 +44,15 @@ def test_project_calls_anything_but_a_plain_linear_as_a_module():
     expected = wrapped(x)
     assert not torch.allclose(expected, wrapped.base_layer(x))  # the adapter changes the output
     torch.testing.assert_close(kernels.project(wrapped, x), expected)
+
+
+def test_weight_first_for_tall_weights_or_several_threads(monkeypatch):
+    vocabulary, square = torch.empty(4096, 64), torch.empty(64, 64)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert kernels.weight_first(vocabulary, 8) and not kernels.weight_first(square, 8)
+    assert not kernels.weight_first(vocabulary, kernels.WEIGHT_FIRST_MAX_ROWS + 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert kernels.weight_first(square, 8)
 
 
 def test_mlp_equals_the_llama_mlp_module():
