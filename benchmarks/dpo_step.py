@@ -17,7 +17,15 @@ The script runs ``prefalign.trainers.preference.dpo.run_dpo`` for ``--steps`` op
   per pair (in seconds); ``pairs_per_s_with_reference`` charges it to one epoch (every pair seen
   once), the least favourable case for caching (2-3 epochs in the papers' recipes divide it by 2-3);
 - ``peak_rss_gib``: the process's peak resident memory (``ru_maxrss``), everything included;
-- ``padding``: the share of padded positions in the step's forward batches.
+- ``padding``: the share of padded positions in the step's forward batches;
+- ``matmul_peak_gflops``: the machine's fp32 matrix-product peak with the same thread count, timed in this
+  script (the best of a few 2048 x 2048 products, before and after the run: the best of both);
+- ``model_gflops_per_step`` = 6 x parameters x computed tokens (policy forward + backward, the usual
+  6ND count: every parameter, the tied embedding once; the reference is cached so costs nothing here;
+  it overstates the vocabulary projection, which runs on response positions only) and
+  ``padding_gflops_per_step`` the same count for the padded positions, which are computed but wasted;
+- ``fraction_of_peak`` = model FLOP/s of the median step / ``matmul_peak_gflops`` (padding not counted;
+  ``fraction_of_peak_with_padding`` counts it).
 
 What the trainer removes, and the flags that put each piece of waste back: the prompt computed
 once per pair instead of once per response (``--no-share-prompt``), length-sorted micro-batches
@@ -99,11 +107,13 @@ def main(argv=None) -> dict:
             optim=OptimConfig(learning_rate=1e-6, warmup_ratio=0.0),
             run=RunConfig(output_dir=out, threads=args.threads, tensorboard=False, progress=False),
         )
+        peak = matmul_peak_gflops()
         started = time.perf_counter()
         results = run_dpo(config)
         wall = time.perf_counter() - started
         rows = read_metrics(Path(out) / "metrics.jsonl")
         reference_s = results.get("reference_seconds")
+    peak = max(peak, matmul_peak_gflops())
     timed = rows[1:] if len(rows) > 1 else rows
     step_s = statistics.median(r["perf/step_seconds"] for r in timed)
     tokens = statistics.median(r["perf/sequence_tokens_per_second"] * r["perf/step_seconds"] for r in timed)
@@ -124,6 +134,9 @@ def main(argv=None) -> dict:
         "computed_tokens_per_s": round(computed / step_s, 1),
         "step_cpu_s": round(statistics.median(r["perf/step_cpu_seconds"] for r in timed), 2),
         "padding": round(statistics.median(r["perf/padding"] for r in timed), 3),
+        **flop_figures(
+            parameter_count(config.model), computed, statistics.median(r["perf/padding"] for r in timed), step_s, peak
+        ),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "final_loss": rows[-1]["loss"],
         "run_wall_s": round(wall, 1),
@@ -137,6 +150,43 @@ def main(argv=None) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
     return figures
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The best fp32 GFLOP/s of ``repeats`` (size x size) @ (size x size) products on the current torch threads."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def parameter_count(model_config) -> int:
+    """Parameters of the model (a tied embedding counted once), from a fresh load of it."""
+    from prefalign.models.load import load_causal_lm
+
+    return sum(p.numel() for p in load_causal_lm(model_config).parameters())
+
+
+def flop_figures(params: int, tokens: float, padding: float, step_s: float, peak_gflops: float) -> dict:
+    """6 x params x tokens for the policy's forward + backward; padded positions counted apart."""
+    padded = tokens / max(1.0 - padding, 1e-9) - tokens  # positions computed on padding
+    model = 6 * params * tokens / 1e9
+    wasted = 6 * params * padded / 1e9
+    return {
+        "parameters": params,
+        "matmul_peak_gflops": round(peak_gflops, 1),
+        "model_gflops_per_step": round(model, 1),
+        "padding_gflops_per_step": round(wasted, 1),
+        "model_gflops_per_s": round(model / step_s, 1),
+        "fraction_of_peak": round(model / step_s / peak_gflops, 3),
+        "fraction_of_peak_with_padding": round((model + wasted) / step_s / peak_gflops, 3),
+    }
 
 
 def _use_full_logits() -> None:

@@ -7,13 +7,16 @@ uses (``data.num_prompts=40``, seed 0), whole (no truncation), one sample each. 
 exactly ``--new-tokens`` tokens (no stop at EOS), so both engines do the same work. For each batch
 size the two engines run alternately ``--repeats`` times, sampling at temperature 0.7 (interleaved, so a
 change in the machine's load hits both alike), then once each greedily: the greedy tokens are compared.
-Throughput = B x new tokens / wall seconds of the ``generate`` call (prefill included).
+Throughput = B x new tokens / wall seconds of the ``generate`` call (prefill included). The report gives
+the 1-minute load average before and after each batch size: above the thread count, other work shared
+the cores and the absolute figures (less so the interleaved ratio) are low.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -73,12 +76,15 @@ def main() -> None:
         raise SystemExit(f"--batch at most {len(ids)} (the benchmark's prompts)")
     rows = []
     for batch in args.batch:
+        load_before = os.getloadavg()[0]
         row = measure(model, tokenizer, ids[:batch], args.new_tokens, args.repeats)
+        row["load_average"] = [load_before, os.getloadavg()[0]]
         rows.append(row)
         print(
             f"batch {batch}: built-in {row['builtin_tok_per_s']:.1f} tok/s, HF generate "
             f"{row['hf_generate_tok_per_s']:.1f} tok/s, ratio {row['ratio']:.2f}x, "
-            f"greedy identical: {row['greedy_identical']}",
+            f"greedy identical: {row['greedy_identical']}, load average {row['load_average'][0]:.2f} -> "
+            f"{row['load_average'][1]:.2f}",
             flush=True,
         )
     report = {"threads": torch.get_num_threads(), "new_tokens": args.new_tokens, "repeats": args.repeats, "rows": rows}

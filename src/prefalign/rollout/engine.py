@@ -14,10 +14,11 @@ What it does differently from Hugging Face ``generate`` (same model modules, sam
   masked out), so step t writes every row's new key at slot P + t in one slice assignment. Nothing
   is concatenated or copied as the sequences grow.
 * **A plain decode loop**: per token, the embedding, rotary embedding, per layer the two norms, the
-  q/k/v/o and MLP projections (the model's own modules, so LoRA adapters apply) and one
-  ``scaled_dot_product_attention`` on the key/value heads (grouped-query heads packed, as
-  Hugging Face does for one query token); no per-step mask building, logits processors or cache
-  objects.
+  q/k/v/o and MLP projections and the vocabulary projection (:mod:`prefalign.rollout.kernels`: a plain
+  ``nn.Linear``'s weight applied as ``W @ x.T``, faster than ``F.linear`` for a few rows on the CPU;
+  any other layer, e.g. a LoRA one, called as the model's own module, so adapters apply) and
+  attention as two matrix products on the key/value heads (grouped-query heads packed, as Hugging
+  Face does for one query token); no per-step mask building, logits processors or cache objects.
 * **Sampling** (:mod:`prefalign.rollout.sampling`) on the logits the step produced: greedy argmax;
   temperature scaling in place; top-k on the k largest logits only; the log-probability of each
   chosen token under the full softmax at the sampling temperature is recorded (the rollout's
@@ -31,9 +32,9 @@ Hugging Face ``generate`` (:func:`prefalign.rollout.generate.generate` decides).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from prefalign.rollout import kernels
 from prefalign.rollout.batching import length_groups
 from prefalign.rollout.sampling import next_tokens
 
@@ -70,17 +71,15 @@ class StaticCache:
 def _attend(attn, h: torch.Tensor, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: int, mask) -> torch.Tensor:
     """Self-attention of one new token per row (h: (B, 1, hidden)) over cache slots 0..slot; writes slot."""
     rows, dim = h.shape[0], attn.head_dim
-    q = attn.q_proj(h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hq, 1, D)
-    k = attn.k_proj(h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hkv, 1, D)
-    v = attn.v_proj(h).view(rows, 1, -1, dim).transpose(1, 2)
+    q = kernels.project(attn.q_proj, h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hq, 1, D)
+    k = kernels.project(attn.k_proj, h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hkv, 1, D)
+    v = kernels.project(attn.v_proj, h).view(rows, 1, -1, dim).transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     keys[:, :, slot] = k[:, :, 0]
     values[:, :, slot] = v[:, :, 0]
     q = q.reshape(rows, k.shape[1], -1, dim)  # (B, Hkv, group, D): the query heads of one KV head side by side
-    out = F.scaled_dot_product_attention(
-        q, keys[:, :, : slot + 1], values[:, :, : slot + 1], attn_mask=mask, scale=attn.scaling
-    )  # (B, Hkv, group, D)
-    return attn.o_proj(out.reshape(rows, 1, -1))
+    out = kernels.attend_one(q, keys[:, :, : slot + 1], values[:, :, : slot + 1], mask, attn.scaling)
+    return kernels.project(attn.o_proj, out.reshape(rows, 1, -1))  # (B, Hkv, group, D) -> (B, 1, hidden)
 
 
 def decode_step(lm, cache: StaticCache, tokens: torch.Tensor, positions: torch.Tensor, slot: int, mask) -> torch.Tensor:
@@ -94,8 +93,8 @@ def decode_step(lm, cache: StaticCache, tokens: torch.Tensor, positions: torch.T
     cos, sin = inner.rotary_emb(x, positions[:, None])
     for i, layer in enumerate(inner.layers):
         x = x + _attend(layer.self_attn, layer.input_layernorm(x), cos, sin, cache.keys[i], cache.values[i], slot, mask)
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-    return lm.lm_head(inner.norm(x)[:, 0])
+        x = x + kernels.mlp(layer.mlp, layer.post_attention_layernorm(x))
+    return kernels.project(lm.lm_head, inner.norm(x)[:, 0]).contiguous()  # (B, V), row-major for the sampler
 
 
 #: the fixed cost of one prefill forward, in floating-point operations: about 2 ms of Python and module

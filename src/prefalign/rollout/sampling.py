@@ -3,8 +3,15 @@
 The distribution is Hugging Face's sampler with the same settings: logits divided by the
 temperature, then top-k (the k largest logits), then top-p (the smallest set of most likely tokens
 whose probability reaches p; the most likely token is always kept), then a draw from the softmax
-over what is left (``torch.multinomial``, from the global torch RNG). ``temperature == 0`` is greedy
-(argmax, ties to the lowest id as ``argmax`` does).
+over what is left. ``temperature == 0`` is greedy (argmax, ties to the lowest id as ``argmax`` does).
+
+The draw: with top-k or top-p, ``torch.multinomial`` over the kept tokens; without them, over the whole
+vocabulary, by inverse CDF (:func:`_draw_full`: one uniform per row against the running sum of the
+probabilities, ``searchsorted``); on SmolLM2's 49152 tokens it took 1.5 ms instead of 9.5 ms at 8 rows
+and 5 ms instead of 46 ms at 32 rows for ``softmax`` + ``torch.multinomial`` (one CPU thread). Same
+distribution, a different random stream: a seed gives the same tokens run after run, but not the tokens
+``multinomial`` (or Hugging Face ``generate``) would give for that seed.
+Random numbers come from ``generator`` when given, else from the global torch RNG.
 
 The recorded log-probability is that of the chosen token under the **full** softmax at the sampling
 temperature (at 1 for greedy), which is what the PPO scoring stage computes for the old
@@ -29,8 +36,17 @@ def _top_p_keep(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return sorted_logits.masked_fill(drop, float("-inf"))
 
 
+def _draw_full(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, V) logits -> (B,) ids drawn from softmax(logits) by inverse CDF: the first id whose running
+    probability sum exceeds a uniform draw in [0, total) (ids of probability 0 are never chosen)."""
+    shifted = logits - logits.max(dim=-1, keepdim=True).values
+    cdf = shifted.exp_().cumsum_(dim=-1)  # (B, V) unnormalised running sums, last column the total
+    u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
+
+
 def next_tokens(
-    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, V) logits (overwritten) -> (chosen ids (B,) long, their log-probs (B,) float32)."""
     logits = logits.float()
@@ -46,9 +62,9 @@ def next_tokens(
                 values, ids = logits.sort(dim=-1, descending=True)
             if top_p < 1.0:
                 values = _top_p_keep(values, top_p)
-            pick = torch.multinomial(values.softmax(dim=-1), 1)  # (B, 1) position within the kept tokens
+            pick = torch.multinomial(values.softmax(dim=-1), 1, generator=generator)  # (B, 1) position among kept
             chosen = ids.gather(1, pick).squeeze(1)
         else:
-            chosen = torch.multinomial(logits.softmax(dim=-1), 1).squeeze(1)
+            chosen = _draw_full(logits, generator)
     logprob = logits.gather(1, chosen[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
     return chosen, logprob
