@@ -11,9 +11,6 @@ DeepSpeed ZeRO-3's branch needs DeepSpeed and a GPU (``benchmarks/gpu_smoke.sh``
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,23 +20,10 @@ import torch
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
-def _launch(out: Path, timeout: int = 180) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(28500 + os.getpid() % 1000), str(Path(__file__).resolve()), str(out)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             start_new_session=True)  # fmt: skip
-    try:
-        stdout, stderr = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.communicate()
-        raise
-    assert child.returncode == 0, f"{stdout[-3000:]}\n{stderr[-3000:]}"
-
-
 def test_fsdp2_policy_is_gathered_once_and_resharded_after(tmp_path):
-    _launch(tmp_path)
+    from tests.distributed import run_torchrun
+
+    run_torchrun(Path(__file__).resolve(), str(tmp_path), port=28500)
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"gather-{rank}.json").read_text())
         assert seen["forwards"] == rank + 2

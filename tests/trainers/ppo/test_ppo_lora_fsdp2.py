@@ -9,9 +9,6 @@ its own, and a backward afterwards must still reach the adapters.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,18 +19,9 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 def test_adapters_off_reference_on_fsdp2_shards(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(27500 + os.getpid() % 1000), str(Path(__file__).resolve()), str(tmp_path)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             start_new_session=True)  # fmt: skip
-    try:
-        stdout, stderr = child.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.communicate()
-        raise
-    assert child.returncode == 0, f"{stdout[-3000:]}\n{stderr[-3000:]}"
+    from tests.distributed import run_torchrun
+
+    run_torchrun(Path(__file__).resolve(), str(tmp_path), port=27500, timeout=240)
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"rank-{rank}.json").read_text())
         assert seen["sharded"], "the adapters should be DTensor shards"
