@@ -106,7 +106,10 @@ def test_canonical_solution_is_chosen_when_no_sample_passes(tmp_path):
 
 
 def test_rounds_raise_the_reward_and_chain_the_reference(tmp_path):
-    results = run_iterative_dpo(_config(tmp_path), prompts=_prompts())
+    # 32 prompts x 8 samples at lr 3e-2: the reward rose by 0.36-0.82 over run seeds 0-5 (16 x 4 at 1e-2: -0.01 to
+    # 0.18 with either sampler, too little signal for a test)
+    config = _config(tmp_path, sampling={"num_samples": 8}, optim={"learning_rate": 3e-2})
+    results = run_iterative_dpo(config, prompts=_prompts(32))
     out = tmp_path / "iter"
     assert results["completed"] and len(results["rounds"]) == 2
     for r in (1, 2):
@@ -114,14 +117,14 @@ def test_rounds_raise_the_reward_and_chain_the_reference(tmp_path):
         pairs = read_pairs(folder / "pairs.jsonl")
         assert len(pairs) == results["rounds"][r - 1]["pairs"] > 0
         assert all(p.metadata["round"] == r for p in pairs)
-        assert len((folder / "samples.jsonl").read_text().splitlines()) == 16 * 4
+        assert len((folder / "samples.jsonl").read_text().splitlines()) == 32 * 8
         first = json.loads((folder / "metrics.jsonl").read_text().splitlines()[0])
         assert first["loss"] == pytest.approx(math.log(2.0), abs=1e-5)  # each round starts at its own reference
     assert (
         "round-01/model" in (out / "round-02" / "config.yaml").read_text()
     )  # round 2's policy and reference = round 1's result
     assert len((out / "rounds.jsonl").read_text().splitlines()) == 2
-    assert results["reward/final_mean"] > results["reward/initial_mean"] + 0.03
+    assert results["reward/final_mean"] > results["reward/initial_mean"] + 0.1
 
 
 def test_a_run_interrupted_in_round_two_resumes_exactly(tmp_path, monkeypatch):
