@@ -41,6 +41,13 @@ def save_figure_atomic(fig, path: Path) -> Path:
         plt.close(fig)
 
 
+def _error_bars(stats: list[dict[str, float]]) -> list[list[float]]:
+    """[below, above] the mean of each ``{mean, low, high}`` for matplotlib's ``yerr`` (0 where the interval is NaN)."""
+    lower = [0.0 if math.isnan(s["low"]) else s["mean"] - s["low"] for s in stats]
+    upper = [0.0 if math.isnan(s["high"]) else s["high"] - s["mean"] for s in stats]
+    return [lower, upper]
+
+
 def _color(method: str, methods: list[str]):
     return plt.get_cmap("tab10")(methods.index(method) % 10)
 
@@ -124,10 +131,8 @@ def plot_methods(results: dict[str, Any], testbed: str, path: Path) -> Path:
     for axis, key in zip(axes, keys):
         stats = [summary[m][key] for m in methods]
         means = [s["mean"] for s in stats]
-        lower = [0.0 if math.isnan(s["low"]) else s["mean"] - s["low"] for s in stats]
-        upper = [0.0 if math.isnan(s["high"]) else s["high"] - s["mean"] for s in stats]
         axis.bar(
-            range(len(methods)), means, yerr=[lower, upper], capsize=3, color=[_color(m, methods) for m in methods]
+            range(len(methods)), means, yerr=_error_bars(stats), capsize=3, color=[_color(m, methods) for m in methods]
         )
         axis.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=35, ha="right")
         axis.set(title=f"{key}: mean, 95% interval over seeds", ylim=(0, 1.05))
@@ -150,11 +155,7 @@ def plot_sweeps(sweeps: dict[str, Any], path: Path) -> Path:
             stats = [r["gold/score"] for r in rows]
             x = list(range(len(rows)))
             means = [s["mean"] for s in stats]
-            err = [
-                [0.0 if math.isnan(s["low"]) else s["mean"] - s["low"] for s in stats],
-                [0.0 if math.isnan(s["high"]) else s["high"] - s["mean"] for s in stats],
-            ]
-            axis.errorbar(x, means, yerr=err, marker="o", capsize=3, label=schedule.replace("_", " "))
+            axis.errorbar(x, means, yerr=_error_bars(stats), marker="o", capsize=3, label=schedule.replace("_", " "))
             axis.set_xticks(x, [f"{r['value']:g}" for r in rows])
         axis.set(xlabel=titles[kind], ylabel="held-out gold reward", title=f"{titles[kind]} (mean, 95% interval)")
         axis.legend()
