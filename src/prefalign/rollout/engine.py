@@ -15,10 +15,11 @@ What it does differently from Hugging Face ``generate`` (same model modules, sam
   is concatenated or copied as the sequences grow.
 * **A plain decode loop**: per token, the embedding, rotary embedding, per layer the two norms, the
   q/k/v/o and MLP projections and the vocabulary projection (:mod:`prefalign.rollout.kernels`: a plain
-  ``nn.Linear``'s weight applied as ``W @ x.T``, faster than ``F.linear`` for a few rows on the CPU;
-  any other layer, e.g. a LoRA one, called as the model's own module, so adapters apply) and
-  attention as two matrix products on the key/value heads (grouped-query heads packed, as Hugging
-  Face does for one query token); no per-step mask building, logits processors or cache objects.
+  ``nn.Linear``'s weight applied as ``W @ x.T`` where that measured faster than ``F.linear`` for a few
+  rows on the CPU, else ``F.linear``; any other layer, e.g. a LoRA one, called as the model's own
+  module, so adapters apply) and attention as two matrix products on the key/value heads
+  (grouped-query heads packed, as Hugging Face does for one query token); no per-step mask building,
+  logits processors or cache objects.
 * **Sampling** (:mod:`prefalign.rollout.sampling`) on the logits the step produced: greedy argmax;
   temperature scaling in place; top-k on the k largest logits only; the log-probability of each
   chosen token under the full softmax at the sampling temperature is recorded (the rollout's
