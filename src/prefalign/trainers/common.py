@@ -22,11 +22,13 @@ import math
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+
+from prefalign.trainers.early_stop import EarlyStopConfig
 
 
 @dataclass
@@ -97,6 +99,8 @@ class RunConfig:
     """Write metrics every N optimizer steps."""
     eval_every: int = 0
     """Evaluate on held-out data every N optimizer steps (0: only at the end)."""
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    """Stop when the held-out objective has plateaued (prefalign.trainers.early_stop; off by default)."""
     mixed_precision: str | None = None
     """Autocast: no, bf16 or fp16 (fp16 needs a GPU). None: the launcher's setting (`accelerate launch
     --mixed_precision`, or the accelerate config file's), else no."""

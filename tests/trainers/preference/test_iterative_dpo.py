@@ -265,3 +265,28 @@ def test_dropped_prompt_rows_are_reported_in_the_run_folder(tmp_path):
     assert all(row["source"] == str(data) for row in dropped)
     assert results["kept_rows"] == 16 and results["dropped_rows"] == 2
     assert results["rounds"][0]["prompts"] == 16
+
+
+def test_validation_prompts_are_held_out_and_the_rounds_stop_on_a_flat_validation_reward(tmp_path):
+    flat = {"patience": 2, "rel_tol": 0.0, "abs_tol": 1e9}  # every change counts as flat: stop after round 2
+    config = _config(tmp_path, rounds=5, validation_prompts=4, run={"early_stop": flat})
+    results = run_iterative_dpo(config, prompts=_prompts(20))
+    out = tmp_path / "iter"
+    assert len(results["rounds"]) == 2 and results["planned_rounds"] == 5 and results["completed"]
+    assert results["early_stop"]["stopped_early"] and results["early_stop"]["objective"] == "eval/reward"
+    steps = [s for s, _ in results["early_stop"]["validation"]]
+    assert steps == [0, 1, 2] and not (out / "round-03").exists()
+    assert results["model_dir"].endswith("round-02/model")
+    start = json.loads((out / "validation-start.json").read_text())["eval/reward"]
+    assert results["early_stop"]["validation"][0][1] == pytest.approx(start)
+    for r in (1, 2):
+        assert 0.0 <= json.loads((out / f"round-{r:02d}" / "round.json").read_text())["eval/reward"] <= 1.0
+        sampled = {
+            json.loads(x)["prompt_index"] for x in (out / f"round-{r:02d}" / "samples.jsonl").read_text().splitlines()
+        }
+        assert sampled == set(range(16))  # the last 4 prompts are never sampled for pairs
+
+
+def test_early_stopping_without_validation_prompts_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="validation_prompts > 0"):
+        _config(tmp_path, run={"early_stop": {"patience": 2}})

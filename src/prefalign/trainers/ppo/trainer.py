@@ -40,7 +40,6 @@ Departures from the papers and conventions worth knowing:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -63,9 +62,10 @@ from prefalign.rollout.experience import (
     rollout_logprobs_top_k,
     rollout_values,
 )
-from prefalign.rollout.generate import Rollout, generate
+from prefalign.rollout.generate import Rollout
 from prefalign.trainers.checkpoint import Checkpointer
 from prefalign.trainers.common import BatchPlan, check_finite, global_sum, make_accelerator, set_seed, shard
+from prefalign.trainers.early_stop import PlateauWatch, check_early_stop
 from prefalign.trainers.gather import parameters_for_generation
 from prefalign.trainers.logging import MetricLogger, console, start_trackers
 from prefalign.trainers.model_card import write_model_card
@@ -82,29 +82,20 @@ from prefalign.trainers.ppo.targets import (
     whiten_advantages,
 )
 from prefalign.trainers.ppo.update import UpdateSettings, ppo_update
+from prefalign.trainers.ppo.validation import maybe_validate, rollout_has_sampler_logprobs, sampling_seed
 from prefalign.trainers.run_folder import prepare_run_folder
 
 __all__ = ["PPOConfig", "PRESETS", "PPOState", "run_ppo", "ppo_step", "whiten_advantages"]
-
-
-def _sampling_seed(seed: int, step: int, rank: int) -> int:
-    return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + 17) % 2**63
 
 
 def stage_rollout(ctx: PPOContext, step: int) -> tuple[Rollout, list[Prompt]]:
     """1. Sample responses to this process's share of the step's prompts."""
     acc, cfg = ctx.accelerator, ctx.config
     rows = shard(ctx.plan.step_indices(step), acc.process_index, acc.num_processes)
-    seed = _sampling_seed(cfg.run.seed, step, acc.process_index)
+    seed = sampling_seed(cfg.run.seed, step, acc.process_index)
     with parameters_for_generation(acc, ctx.parts.policy) as policy:  # ZeRO-3 / FSDP: gathered once per call
         rollout = sample_rollout(ctx, policy, [ctx.train_ids[i] for i in rows], seed)  # rollout.engine
     return rollout, [ctx.train_prompts[i] for i in rows]
-
-
-def rollout_has_sampler_logprobs(rollout: Rollout, temperature: float) -> bool:
-    """The rollout carries its sampler's log-probs at ``temperature`` (the built-in engine records them from
-    the generation logits, within 1e-5 of a policy forward, tested), so scoring skips the policy forward."""
-    return rollout.logprobs is not None and temperature > 0
 
 
 def stage_score(ctx: PPOContext, rollout: Rollout, prompts: list[Prompt], step: int) -> dict[str, torch.Tensor]:
@@ -238,32 +229,6 @@ def ppo_step(ctx: PPOContext, step: int) -> dict[str, float]:
     return metrics
 
 
-@torch.no_grad()
-def validate(ctx: PPOContext) -> dict[str, float]:
-    """Mean raw reward of one sampled response per held-out prompt (fixed sampling seed)."""
-    acc, cfg = ctx.accelerator, ctx.config
-    rows = list(range(acc.process_index, len(ctx.val_prompts), acc.num_processes))
-    total = length = torch.tensor(0.0)
-    sampling = dataclasses.replace(cfg.sampling, num_samples=1)
-    size = cfg.batch.generation_batch_size or cfg.batch.micro_batch_size
-    with parameters_for_generation(acc, ctx.parts.policy) as policy:  # a collective: every process enters
-        rollout = None
-        if rows:
-            rollout = generate(
-                policy,
-                ctx.parts.tokenizer,
-                [ctx.val_ids[i] for i in rows],
-                sampling,
-                size,
-                generator_seed=_sampling_seed(cfg.run.seed + 1, 0, acc.process_index),
-            )
-    if rollout is not None:
-        scores = ctx.parts.scorer(rollout, [ctx.val_prompts[i] for i in rows])
-        total, length = scores.sum(), rollout.response_lengths.float().sum()
-    count = max(global_sum(len(rows), acc), 1.0)
-    return {"eval/reward": global_sum(total, acc) / count, "eval/response_length": global_sum(length, acc) / count}
-
-
 def _checkpoint_models(ctx: PPOContext) -> dict[str, torch.nn.Module]:
     return ctx.parts.checkpoint_models()
 
@@ -297,26 +262,10 @@ def resume(ctx: PPOContext, ckpt: Checkpointer, keep_new_settings: bool = False)
     return int(state["step"])
 
 
-def _maybe_validate(ctx: PPOContext, steps_done: int, out: Path) -> dict[str, float]:
-    cfg = ctx.config
-    every, last = cfg.run.eval_every, steps_done == cfg.batch.steps
-    if not ctx.val_prompts or not (last or (every > 0 and steps_done % every == 0)):
-        return {}
-    metrics = validate(ctx)
-    check_finite("validation reward", metrics["eval/reward"], steps_done)
-    if metrics["eval/reward"] > ctx.state.best_eval:
-        ctx.state.best_eval, ctx.state.best_step = metrics["eval/reward"], steps_done
-        ctx.parts.save_policy(ctx.accelerator, out / "best")
-        if ctx.accelerator.is_main_process:
-            write_text_atomic(
-                out / "best.json", json.dumps({"step": steps_done, "eval/reward": metrics["eval/reward"]}) + "\n"
-            )
-    return metrics
-
-
 def build_context(config: PPOConfig, acc: Accelerator) -> PPOContext:
     check_engine(config)
     train, val = load_prompt_sets(config.data)
+    check_early_stop(config.run.early_stop, config.run.eval_every, bool(val), "data.validation_prompts is 0")
     parts = build_parts(config, acc)
     train_ids = encode_prompts(parts.tokenizer, train, config.data.max_prompt_length)
     val_ids = encode_prompts(parts.tokenizer, val, config.data.max_prompt_length)
@@ -363,26 +312,34 @@ def run_ppo(config: PPOConfig) -> dict[str, Any]:
     )
     start_trackers(acc, to_dict(config), out.name)
     metrics: dict[str, float] = {}
-    steps_done = start
+    steps_done, plateaued = start, False
+    watch = PlateauWatch(config.run.early_stop, "eval/objective", higher_is_better=True)
+    watch.restore(out / "metrics.jsonl", start)
     try:
         for step in range(start, total):
             metrics = ppo_step(ctx, step)
             steps_done = step + 1
-            metrics.update(_maybe_validate(ctx, steps_done, out))
+            metrics.update(maybe_validate(ctx, steps_done, out))
             logger.log(steps_done, metrics, show=("reward/mean", "kl/mean", "eval/reward"))
+            plateaued = watch.update_from(metrics, steps_done) and steps_done < total
             stopping = config.stop_after is not None and steps_done - start >= config.stop_after and steps_done < total
             every = config.run.save_every
-            if stopping or steps_done == total or (every > 0 and steps_done % every == 0):
+            if plateaued or stopping or steps_done == total or (every > 0 and steps_done % every == 0):
                 save_checkpoint(ctx, ckpt, steps_done)
-            if stopping:
+            if plateaued and acc.is_main_process:
+                console.print(f"eval/objective plateaued (run.early_stop): stopping after step {steps_done} of {total}")
+            if plateaued or stopping:
                 break
     finally:
         logger.close()
-    if steps_done == total:
+    finished = steps_done == total or plateaued
+    if finished:
         ctx.parts.save_policy(acc, out / "model")
     results = {
         "steps": steps_done,
-        "finished": steps_done == total,
+        "planned_steps": total,
+        "finished": finished,
+        "early_stop": watch.summary(plateaued),
         "final": metrics,
         "best_eval_reward": ctx.state.best_eval if math.isfinite(ctx.state.best_eval) else None,
         "best_step": ctx.state.best_step,

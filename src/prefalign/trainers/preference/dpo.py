@@ -59,6 +59,7 @@ from prefalign.trainers.common import (
     check_finite,
     shard,
 )
+from prefalign.trainers.early_stop import PlateauWatch, check_early_stop
 from prefalign.trainers.gather import parameters_for_generation
 from prefalign.trainers.preference.batches import COLLATE, EncodedRanking, encode_rankings, length_sorted_groups
 from prefalign.trainers.preference.data import (
@@ -300,13 +301,21 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
     trainer_state = {"reference_logps": tables}
     # 3. loop
     logger = session.start_logging(plan.total_steps, config.loss)
-    total = plan.total_steps
+    total = steps_run = plan.total_steps
+    check_early_stop(config.run.early_stop, config.run.eval_every, bool(held_out), "no held-out pairs")
+    watch = PlateauWatch(config.run.early_stop, "eval/loss", higher_is_better=False)
+    watch.restore(Path(config.run.output_dir) / "metrics.jsonl", session.start_step)
+    final: dict[str, float] = {}
     for step in range(session.start_step, total):
         metrics = train_step(loop, step)
         if session.due(step + 1, config.run.eval_every, total):
             metrics.update(evaluate(loop))
         if (step + 1) % config.run.log_every == 0 or step + 1 == total:
             logger.log(step + 1, metrics, show=("loss", "rewards/accuracy", "eval/rewards/accuracy"))
+        if watch.update_from(metrics, step + 1) and step + 1 < total:
+            steps_run, final = step + 1, {k: v for k, v in metrics.items() if k.startswith("eval/")}
+            session.print(f"eval/loss plateaued (run.early_stop): stopping after step {steps_run} of {total}")
+            break
         if config.stop_after_steps == step + 1 and step + 1 < total:
             session.save(step + 1, trainer_state=trainer_state)
             session.print(f"stopped after step {step + 1} of {total}; resume with --run.resume True")
@@ -314,8 +323,8 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
         if session.due(step + 1, config.run.save_every, total):
             session.save(step + 1, trainer_state=trainer_state)
     # 4. held-out evaluation and the final model
-    final = evaluate(loop)
-    session.save(total, trainer_state=trainer_state)
+    final = final or evaluate(loop)
+    session.save(steps_run, trainer_state=trainer_state)
     model_dir = save_final_model(session, policy, tokenizer)
     if "eval/rewards/accuracy" in final:
         session.print(
@@ -325,7 +334,9 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
     results = {
         "completed": True,
         "loss": config.loss,
-        "steps": total,
+        "steps": steps_run,
+        "planned_steps": total,
+        "early_stop": watch.summary(steps_run < total),
         "train_examples": len(train),
         "eval_examples": len(held_out),
         "skipped": skipped.to_dict(),

@@ -12,6 +12,11 @@ Round r = 1..R, starting from the model M_{r-1} (M_0 = ``model``):
 4. train: DPO (:func:`prefalign.trainers.preference.dpo.run_dpo`) on the round's pairs with M_{r-1} as both
    the starting policy and the reference; the result M_r is the next round's reference.
 
+Validation and early stopping (``validation_prompts`` > 0): the last prompts are held out of every round;
+the starting model and each round's M_r sample one response per validation prompt, scored by the same reward
+(``eval/reward``). With ``run.early_stop.patience`` > 0 the rounds stop once that series has plateaued
+(:mod:`prefalign.trainers.early_stop`), and the last round's model is the result.
+
 Files, all written atomically: ``round-XX/samples.jsonl`` (every response with its reward),
 ``round-XX/pairs.jsonl`` (the round's pairs), the round's DPO run in ``round-XX/`` (checkpoints,
 ``metrics.jsonl``, ``model/``), and ``rounds.jsonl`` (one summary line per finished round).
@@ -45,9 +50,11 @@ from prefalign.models.load import (
     load_tokenizer,
 )
 from prefalign.rewards.base import RewardFunction
+from prefalign.rollout.generate import SamplingConfig
 from prefalign.trainers.common import (
     make_accelerator,
 )
+from prefalign.trainers.early_stop import PlateauWatch
 from prefalign.trainers.logging import console
 from prefalign.trainers.preference.data import read_pairs, write_pairs
 from prefalign.trainers.preference.dpo import run_dpo
@@ -72,6 +79,9 @@ from prefalign.trainers.preference.labelling import (  # noqa: F401  (re-exporte
 )
 from prefalign.trainers.session import drop_counts, publish_drop_report
 
+#: sampling seeds of the validation passes: round index offset so they never share a stream with a round's sampling
+VALIDATION_ROUND = 100_000
+
 
 def sample_round(
     config: IterativeDPOConfig,
@@ -80,10 +90,12 @@ def sample_round(
     round_index: int,
     reward_fn: RewardFunction,
     accelerator,
+    sampling: SamplingConfig | None = None,
 ) -> list[Sample]:
     """Stages 1-2 with the round's starting model (loaded here and released on return)."""
     policy = load_causal_lm(model_cfg, seed=config.run.seed).to(accelerator.device)
-    return sample_and_score(policy, load_tokenizer(model_cfg), prompts, config, round_index, reward_fn, accelerator)
+    tokenizer = load_tokenizer(model_cfg)
+    return sample_and_score(policy, tokenizer, prompts, config, round_index, reward_fn, accelerator, sampling)
 
 
 def round_pairs(
@@ -111,6 +123,36 @@ def round_pairs(
         write_json_atomic(summary_file, summary)  # written last: marks the round's data as complete
     accelerator.wait_for_everyone()
     return pairs, summary
+
+
+def split_validation(prompts: Sequence[Prompt], count: int) -> tuple[list[Prompt], list[Prompt]]:
+    """(the rounds' prompts, the last ``count`` held out for validation)."""
+    prompts = list(prompts)
+    if count and count >= len(prompts):
+        raise ValueError(f"validation_prompts={count} leaves no prompt to train on ({len(prompts)} prompts)")
+    return (prompts[:-count], prompts[-count:]) if count else (prompts, [])
+
+
+def validation_reward(
+    config: IterativeDPOConfig, model_cfg: ModelConfig, validation: Sequence[Prompt], round_index: int, reward_fn, acc
+) -> float:
+    """Mean reward of one sampled response per validation prompt from ``model_cfg`` (seeded by the round)."""
+    one = dataclasses.replace(config.sampling, num_samples=1)
+    samples = sample_round(config, model_cfg, validation, VALIDATION_ROUND + round_index, reward_fn, acc, one)
+    return _mean([s.reward for s in samples])
+
+
+def starting_validation(config: IterativeDPOConfig, validation: Sequence[Prompt], reward_fn, acc) -> float:
+    """The starting model's validation reward, kept in ``validation-start.json`` (read back on resume)."""
+    from prefalign.atomic import write_json_atomic
+
+    path = Path(config.run.output_dir) / "validation-start.json"
+    if config.run.resume and path.exists():
+        return float(json.loads(path.read_text())["eval/reward"])
+    value = validation_reward(config, config.model, validation, 0, reward_fn, acc)
+    if acc.is_main_process:
+        write_json_atomic(path, {"eval/reward": value})
+    return value
 
 
 def _split(pairs: list[PreferencePair], config: IterativeDPOConfig, round_index: int) -> tuple[list, list]:
@@ -157,7 +199,11 @@ def run_iterative_dpo(
         if acc.is_main_process:
             publish_drop_report(report, out)  # the prompt rows dropped, each with file, line and field
     reward_fn = reward_fn if reward_fn is not None else build_reward(config.reward, acc.device)
-    model_cfg, history, steps_done = config.model, [], 0
+    prompts, validation = split_validation(prompts, config.validation_prompts)
+    watch = PlateauWatch(config.run.early_stop, "eval/reward", higher_is_better=True)
+    if validation:
+        watch.update(0, starting_validation(config, validation, reward_fn, acc))
+    model_cfg, history, steps_done, plateaued = config.model, [], 0, False
     for r in range(1, config.rounds + 1):
         folder = round_dir(out, r)
         finished = _finished_round(folder) if config.run.resume else None
@@ -170,21 +216,37 @@ def run_iterative_dpo(
             if not result["completed"]:
                 return {"completed": False, "stopped_in_round": r, "rounds": history}
             finished = {**summary, "dpo": result}
+            if validation:
+                trained = dataclasses.replace(config.model, name_or_path=str(folder / "model"), tokenizer=None)
+                finished["eval/reward"] = validation_reward(config, trained, validation, r, reward_fn, acc)
             if acc.is_main_process:
                 write_json_atomic(folder / "round.json", finished)
                 write_jsonl_atomic(out / "rounds.jsonl", history + [finished])
                 console.print(
                     f"round {r}: mean sample reward {summary['reward/mean']:.4f}, {summary['pairs']} pairs, "
                     f"held-out accuracy {result.get('eval/rewards/accuracy', float('nan')):.3f}"
+                    + (f", validation reward {finished['eval/reward']:.4f}" if validation else "")
                 )
         history.append(finished)
         steps_done += int(finished["dpo"]["steps"])
         model_cfg = dataclasses.replace(config.model, name_or_path=str(folder / "model"), tokenizer=None)
-    results: dict[str, Any] = {"completed": True, "rounds": history, "model_dir": model_cfg.name_or_path}
+        plateaued = watch.update_from(finished, r) and r < config.rounds
+        if plateaued:
+            if acc.is_main_process:
+                console.print(f"eval/reward plateaued (run.early_stop): stopping after round {r} of {config.rounds}")
+            break
+    results: dict[str, Any] = {
+        "completed": True,
+        "rounds": history,
+        "planned_rounds": config.rounds,
+        "model_dir": model_cfg.name_or_path,
+    }
+    if validation:
+        results["early_stop"] = watch.summary(plateaued) | {"validation": watch.points}
     if report is not None:
         results.update(drop_counts(report))
     if config.final_reward:
-        samples = sample_round(config, model_cfg, prompts, config.rounds + 1, reward_fn, acc)
+        samples = sample_round(config, model_cfg, prompts, len(history) + 1, reward_fn, acc)
         results["reward/final_mean"] = _mean([s.reward for s in samples])
         results["reward/initial_mean"] = history[0]["reward/mean"]
     if acc.is_main_process:

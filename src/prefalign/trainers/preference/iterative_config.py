@@ -18,6 +18,7 @@ from prefalign.trainers.common import (
     OptimConfig,
     RunConfig,
 )
+from prefalign.trainers.early_stop import EarlyStopConfig
 from prefalign.trainers.preference.dpo_config import DPOConfig
 
 
@@ -103,6 +104,10 @@ class IterativeDPOConfig:
     """Batch sizes (pairs) and length of each round's DPO training."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-6, warmup_ratio=0.1))
     """Optimizer and schedule of each round (a fresh optimizer per round)."""
+    validation_prompts: int = 0
+    """Hold out the last N prompts: never sampled for pairs; before round 1 and after each round one response per
+    validation prompt is sampled (at sampling.temperature) from the current model and scored by the reward. The mean
+    is the round's eval/reward (round.json, rounds.jsonl), the series run.early_stop watches (0: no validation)."""
     final_reward: bool = True
     """After the last round, sample once more from the final model and report its mean reward."""
     stop_after_steps: int | None = None
@@ -120,9 +125,20 @@ class IterativeDPOConfig:
             raise ValueError("sampling.num_samples (k) must be at least 2 to form pairs")
         if self.sampling.temperature == 0 and self.sampling.num_samples > 1:
             raise ValueError("greedy sampling (temperature 0) gives k identical responses; use temperature > 0")
+        if self.validation_prompts < 0:
+            raise ValueError(f"validation_prompts must be >= 0, got {self.validation_prompts}")
+        if self.run.early_stop.enabled and not self.validation_prompts:
+            raise ValueError(
+                "run.early_stop.patience > 0 needs validation_prompts > 0: DPO-Iter stops on the validation reward "
+                "after each round"
+            )
 
     def round_dpo_config(self, round_index: int, model: ModelConfig, stop_after: int | None) -> DPOConfig:
-        run = dataclasses.replace(self.run, output_dir=str(round_dir(self.run.output_dir, round_index)))
+        run = dataclasses.replace(
+            self.run,
+            output_dir=str(round_dir(self.run.output_dir, round_index)),
+            early_stop=EarlyStopConfig(),  # the rounds stop early (on the validation reward), not a round's DPO
+        )
         return DPOConfig(
             model=model,
             data=self.data,
