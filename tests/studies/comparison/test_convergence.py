@@ -43,15 +43,26 @@ def test_the_criterion_reads_the_trainers_own_logs(tmp_path):
     rows = [{"step": s, "loss": 1.0} for s in range(1, 7)]
     for row, value in zip(rows[1::2], (0.69, 0.6, 0.6)):
         row["eval/loss"] = value
-        row["eval/reward"] = -value
+        row["eval/reward"] = 5.0  # PPO's raw validation reward is not its objective: never read
+        row["eval/objective"] = -value
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     off = offline_convergence(tmp_path, ConvergenceConfig(patience=1))
     assert off["objective"] == "eval/loss" and off["plateau_step"] == 4 and off["converged"]
-    assert ppo_convergence(tmp_path, ConvergenceConfig(patience=1))["plateau_step"] == 4
-    (tmp_path / "rounds.jsonl").write_text('{"round": 1, "reward/mean": 0.1}\n{"round": 2, "reward/mean": 0.5}\n')
-    (tmp_path / "results.json").write_text('{"reward/final_mean": 0.9}')
+    ppo = ppo_convergence(tmp_path, ConvergenceConfig(patience=1))
+    assert ppo["objective"] == "eval/objective" and ppo["plateau_step"] == 4 and ppo["best"] == -0.6
+    # DPO-Iter: the validation rewards its trainer recorded (the starting model, then each round)
+    (tmp_path / "results.json").write_text('{"early_stop": {"validation": [[0, 0.1], [1, 0.5], [2, 0.9]]}}')
     it = iterative_convergence(tmp_path, ConvergenceConfig(patience=1))
     assert it["evaluations"] == 3 and it["plateau_step"] == 2 and not it["converged"]
+    (tmp_path / "results.json").write_text('{"rounds": []}')
+    with pytest.raises(ValueError, match="validation_prompts > 0"):
+        iterative_convergence(tmp_path, ConvergenceConfig())
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
     with pytest.raises(ValueError, match="metrics.jsonl:2"):
         offline_convergence(tmp_path, ConvergenceConfig())
+
+
+def test_the_study_criterion_is_the_trainers_early_stop():
+    assert ConvergenceConfig(patience=3, rel_tol=0.2, abs_tol=0.01).early_stop().patience == 3
+    off = ConvergenceConfig(stop_at_plateau=False, patience=3).early_stop()
+    assert off.patience == 0 and not off.enabled

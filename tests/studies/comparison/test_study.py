@@ -29,7 +29,7 @@ MINIMAL = {
     "workers": 1,
     "reward_model": {"epochs": 1.0, "batch_size": 32},
     "offline": {"epochs": 1.0, "batch_size": 4, "sft_first_epochs": 1.0, "evaluations": 3},
-    "iterative": {"rounds": 1, "samples_per_prompt": 8, "epochs": 1.0},
+    "iterative": {"rounds": 1, "samples_per_prompt": 8, "epochs": 1.0, "validation_prompts": 8},
     "ppo": {
         "steps": 2,
         "small_batch_size": 8,

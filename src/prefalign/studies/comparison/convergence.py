@@ -1,20 +1,24 @@
 """When did a run stop improving? The plateau criterion of ``prefalign study``, computed from the run's own log.
 
-Every method is trained with periodic held-out evaluations of its **own** objective:
+Every method is trained with periodic held-out evaluations of its **own** objective, and (with
+``convergence.stop_at_plateau``, the default) stops once that objective has plateaued; its stage's length
+(``ppo.steps``, ``offline.epochs``, ``iterative.rounds``) is the cap:
 
-=============  ==========================================  ==============================================
-method         objective (the trainer's own key)           where it is logged
-=============  ==========================================  ==============================================
-DPO, RRHF,     ``eval/loss`` on the held-out preference     ``metrics.jsonl`` (``run.eval_every``)
+=============  ==============================================  ==========================================
+method         objective (the trainer's own key)               where it is logged
+=============  ==============================================  ==========================================
+DPO, RRHF,     ``eval/loss`` on the held-out preference         ``metrics.jsonl`` (``run.eval_every``)
 PRO            pairs (lower is better)
-PPO rows       ``eval/reward``: the testbed's reward of     ``metrics.jsonl`` (``run.eval_every``)
-               one sample per validation prompt (higher)
-DPO-Iter       the testbed's mean reward of the samples of  ``rounds.jsonl`` and ``results.json``
-               each round's starting model, then of the
-               final model (higher)
-=============  ==========================================  ==============================================
+PPO rows       ``eval/objective``: the testbed's reward minus   ``metrics.jsonl`` (``run.eval_every``)
+               KL coefficient x KL to the run's reference, of
+               one sample per validation prompt (the objective
+               PPO maximises; higher)
+DPO-Iter       the testbed's reward of one sample per           ``results.json`` (``early_stop.validation``)
+               validation prompt, of the starting model and
+               after each round (higher)
+=============  ==============================================  ==========================================
 
-The criterion (:func:`plateau`), on the series of evaluations ``v_0 .. v_n`` (``v_0`` the first one):
+The criterion (:func:`prefalign.trainers.early_stop.plateau`), on the series of evaluations ``v_0 .. v_n``:
 
 - the **gain** of the run is ``|best(v) - v_0|``; the tolerance is ``rel_tol * gain`` (at least ``abs_tol``);
 - the run **plateaus at evaluation k** (the smallest such k) when no later evaluation improves on
@@ -22,66 +26,53 @@ The criterion (:func:`plateau`), on the series of evaluations ``v_0 .. v_n`` (``
 - it has **converged** when at least ``patience`` evaluations follow the plateau point, i.e. the
   objective stayed flat (within the tolerance) for that many evaluations before the run ended.
 
-A run that has not converged is reported as such (its budget was too short); nothing is cut off or
-extended after the fact, and the scored model is always the final one.
+A trainer that stops early stops at the first evaluation where its series has converged, so the same
+function judging the finished run says "converged"; a run that reaches its cap first is reported as not
+converged (its cap was too short). The scored model is always the run's last one (no checkpoint selection).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefalign.trainers.early_stop import EarlyStopConfig
+from prefalign.trainers.early_stop import plateau as criterion
+
 
 @dataclass
 class ConvergenceConfig:
+    stop_at_plateau: bool = True
+    """Stop each run once its objective has plateaued (run.early_stop of its trainer, with the settings below): the
+    stage's length (ppo.steps, offline.epochs, iterative.rounds) is then a cap. False: every run goes its whole length
+    and the criterion only judges it afterwards. The factor sweeps always run their whole length (same steps / same
+    samples)."""
     rel_tol: float = 0.1
     """Tolerance as a share of the run's total gain on its objective: later improvements smaller than this count as
     flat."""
     abs_tol: float = 1e-3
     """Smallest tolerance (in the objective's units), so a run with no gain at all is flat, not noise."""
     patience: int = 2
-    """Evaluations that must follow the plateau point for the run to count as converged."""
+    """Evaluations that must follow the plateau point for the run to count as converged (and to stop it)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rel_tol < 1.0 or self.abs_tol < 0 or self.patience < 1:
             raise ValueError("convergence: rel_tol must lie in [0, 1), abs_tol >= 0 and patience >= 1")
 
+    def early_stop(self) -> EarlyStopConfig:
+        """The trainers' run.early_stop for this criterion (off unless stop_at_plateau)."""
+        return EarlyStopConfig(self.patience if self.stop_at_plateau else 0, self.rel_tol, self.abs_tol)
+
 
 def plateau(
     points: Sequence[tuple[int, float]], higher_is_better: bool, config: ConvergenceConfig | None = None
 ) -> dict[str, Any]:
-    """The criterion of the module docstring on ``points`` = [(step, value), ...] in step order."""
+    """The criterion (:func:`prefalign.trainers.early_stop.plateau`) with the study's settings."""
     config = config or ConvergenceConfig()
-    points = [(int(s), float(v)) for s, v in points if v is not None and math.isfinite(float(v))]
-    if not points:
-        raise ValueError("no finite evaluation of the objective to judge convergence from")
-    sign = 1.0 if higher_is_better else -1.0
-    values = [sign * v for _, v in points]
-    gain = max(values) - values[0]
-    tol = max(config.abs_tol, config.rel_tol * abs(gain))
-    best_so_far, k_plateau = -math.inf, len(values) - 1
-    for k, v in enumerate(values):
-        best_so_far = max(best_so_far, v)
-        if all(later - best_so_far <= tol for later in values[k + 1 :]):
-            k_plateau = k
-            break
-    after = len(values) - 1 - k_plateau
-    return {
-        "converged": after >= config.patience,
-        "plateau_step": points[k_plateau][0],
-        "last_step": points[-1][0],
-        "evaluations": len(points),
-        "evaluations_after_plateau": after,
-        "first": points[0][1],
-        "best": sign * max(values),
-        "final": points[-1][1],
-        "tolerance": tol,
-        "higher_is_better": higher_is_better,
-    }
+    return criterion(points, higher_is_better, config.rel_tol, config.abs_tol, config.patience)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -108,18 +99,17 @@ def offline_convergence(run_dir: Path, config: ConvergenceConfig) -> dict[str, A
 
 
 def ppo_convergence(run_dir: Path, config: ConvergenceConfig) -> dict[str, Any]:
-    """PPO: validation reward from ``metrics.jsonl``."""
+    """PPO: the validation objective (reward - KL coefficient x KL to the reference) from ``metrics.jsonl``."""
     return {
-        "objective": "eval/reward",
-        **plateau(logged_series(run_dir / "metrics.jsonl", "eval/reward"), True, config),
+        "objective": "eval/objective",
+        **plateau(logged_series(run_dir / "metrics.jsonl", "eval/objective"), True, config),
     }
 
 
 def iterative_convergence(run_dir: Path, config: ConvergenceConfig) -> dict[str, Any]:
-    """DPO-Iter: each round's sample reward (``rounds.jsonl``), then the final model's (``results.json``)."""
-    rounds = read_jsonl(run_dir / "rounds.jsonl")
-    points = [(int(r["round"]) - 1, float(r["reward/mean"])) for r in rounds]
+    """DPO-Iter: the validation reward of the starting model, then of each round's model (``results.json``)."""
     results = json.loads((run_dir / "results.json").read_text())
-    if "reward/final_mean" in results:
-        points.append((len(rounds), float(results["reward/final_mean"])))
-    return {"objective": "round sample reward (round index)", **plateau(points, True, config)}
+    points = (results.get("early_stop") or {}).get("validation")
+    if not points:
+        raise ValueError(f"{run_dir / 'results.json'}: no validation rewards (run with validation_prompts > 0)")
+    return {"objective": "validation reward (round index)", **plateau(points, True, config)}

@@ -1,8 +1,10 @@
 """Over-optimisation curves (Gao et al. 2023's picture): gold and learned reward against KL to the SFT model.
 
-For a PPO run, every checkpoint the trainer saved (``run.save_every``, see
-:func:`prefalign.studies.comparison.online.ppo_row_config`) is loaded and scored by
-:func:`~prefalign.studies.comparison.tiny_world.evaluate.curve_point` on the held-out prompts; for
+For a PPO run, the checkpoints the trainer saved (``run.save_every``, see
+:func:`prefalign.studies.comparison.online.ppo_row_config`; at most ``ppo.curve_points`` of them, evenly
+spread over the run as it actually ran, which is shorter than its cap when it stopped at a plateau) are
+loaded and scored by :func:`~prefalign.studies.comparison.tiny_world.evaluate.curve_point` on the held-out
+prompts; for
 DPO-Iter, the model of every round. The SFT model is the curve's first point (step 0, KL 0). Once
 read, a PPO run's checkpoints are deleted (the final model stays): they are only kept for this.
 """
@@ -37,6 +39,16 @@ def _sft(sft_dir: str):
     return lambda: load_causal_lm(ModelConfig(name_or_path=sft_dir))
 
 
+def spread(items: list, count: int | None) -> list:
+    """``count`` items evenly spread over ``items`` (first and last included), all of them when there are fewer."""
+    if count is None or len(items) <= count:
+        return list(items)
+    if count == 1:
+        return [items[-1]]
+    picks = sorted({round(i * (len(items) - 1) / (count - 1)) for i in range(count)})
+    return [items[i] for i in picks]
+
+
 def ppo_curve(
     run_dir: Path,
     sft_dir: str,
@@ -45,8 +57,10 @@ def ppo_curve(
     reward_model=None,
     rollout_batch_size: int = 1,
     delete_checkpoints: bool = True,
+    max_points: int | None = None,
 ) -> list[dict[str, float]]:
-    """Curve points of a PPO run from its saved checkpoints (``samples`` = steps x rollout batch)."""
+    """Curve points of a PPO run from its saved checkpoints (``samples`` = steps x rollout batch); with
+    ``max_points``, that many checkpoints evenly spread over the run, the last one always among them."""
     from safetensors.torch import load_model
 
     from prefalign.trainers.checkpoint import checkpoint_model_files
@@ -54,6 +68,8 @@ def ppo_curve(
     folders = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if (p / "state.pt").exists())
     if not folders:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to draw the over-optimisation curve from")
+
+    folders = spread(sorted(folders, key=lambda f: int(f.name.split("-")[1])), max_points)
 
     def loader(folder: Path):
         def load():

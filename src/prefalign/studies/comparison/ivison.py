@@ -159,7 +159,9 @@ def job_ivison(config, world, seed: int, variant: str) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if variant == "weak_data":
         weak = weak_world(world, config.ivison.weak_correct_rate)
-        model_dir, train = train_offline("dpo", weak, config.offline, out, seed, False, config.threads)
+        model_dir, train = train_offline(
+            "dpo", weak, config.offline, out, seed, False, config.threads, config.convergence.early_stop()
+        )
         extra = {
             "chosen_gold": chosen_gold(weak.data.pairs_train),
             "standard_chosen_gold": chosen_gold(world.data.pairs_train),
@@ -196,6 +198,7 @@ def job_ivison(config, world, seed: int, variant: str) -> dict[str, Any]:
             progress=False,
             threads=config.threads,
             max_new_tokens=config.evaluation.max_new_tokens,
+            early_stop=config.convergence.early_stop(),
         )
     metrics = _evaluate(config, world, model_dir, seed)["metrics"]
     return {"gold": float(metrics["gold/score"]), "metrics": metrics, "train": train, **extra}

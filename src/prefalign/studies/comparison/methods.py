@@ -34,6 +34,7 @@ from typing import Any
 from prefalign.data.config import DataConfig
 from prefalign.studies.comparison.tiny_world.prepare import TinyWorld
 from prefalign.trainers.common import BatchConfig, OptimConfig, RunConfig
+from prefalign.trainers.early_stop import EarlyStopConfig
 
 #: method -> (trainer module it needs, label in the tables)
 METHODS: dict[str, tuple[str, str]] = {
@@ -116,6 +117,8 @@ class IterativeStage:
     """DPO passes over each round's pairs."""
     prompts: int | None = 256
     """Training policy prompts sampled each round (the first ones; None: all)."""
+    validation_prompts: int = 64
+    """The policy prompts after those, held out: the validation reward after each round (the convergence series)."""
     learning_rate: float = 3e-5
     """Peak learning rate of each round's DPO."""
     beta: float = 0.3
@@ -243,9 +246,17 @@ def train_reward_model(
 
 
 def train_offline(
-    method: str, world: TinyWorld, stage: OfflineStage, output: Path, seed: int, progress: bool, threads: int | None
+    method: str,
+    world: TinyWorld,
+    stage: OfflineStage,
+    output: Path,
+    seed: int,
+    progress: bool,
+    threads: int | None,
+    early_stop: EarlyStopConfig | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """DPO, DPO with SFT first, RRHF or PRO on the preference pairs."""
+    """DPO, DPO with SFT first, RRHF or PRO on the preference pairs (stopping at a plateau of the held-out loss with
+    ``early_stop``; its epochs are then a cap)."""
     from prefalign.trainers.common import BatchPlan
     from prefalign.trainers.preference.dpo import run_dpo
     from prefalign.trainers.preference.dpo_config import DPOConfig, SFTFirstConfig
@@ -269,7 +280,7 @@ def train_offline(
         eval_micro_batch_size=64,
         batch=batch,
         optim=OptimConfig(learning_rate=lr, warmup_ratio=0.1),
-        run=_run(output, seed, progress, threads),
+        run=_run(output, seed, progress, threads, early_stop=early_stop or EarlyStopConfig()),
     )
     pairs = world.data.pairs_train
     if method in FILTERED:
@@ -277,5 +288,6 @@ def train_offline(
     steps = BatchPlan(len(pairs), stage.batch_size, seed, stage.epochs).total_steps
     config.run.eval_every = every(steps, stage.evaluations)
     results = run_dpo(config, records=(pairs, world.data.pairs_held_out))
-    summary = _keep(results, ("steps", "eval/rewards/accuracy", "eval/rewards/margin", "eval/loss"))
+    summary = _keep(results, ("steps", "planned_steps", "eval/rewards/accuracy", "eval/rewards/margin", "eval/loss"))
+    summary["stopped_early"] = bool(results["early_stop"]["stopped_early"])
     return str(output / "model"), {**summary, "pairs": len(pairs)}

@@ -38,6 +38,7 @@ from prefalign.studies.comparison.methods import (
 from prefalign.studies.comparison.tiny_world.prepare import TinyWorld
 from prefalign.studies.comparison.tiny_world.task import GoldReward, VerifiableReward
 from prefalign.trainers.common import BatchConfig, OptimConfig
+from prefalign.trainers.early_stop import EarlyStopConfig
 
 TESTBEDS = ("preference", "verifiable")
 #: the verifiable testbed's reward by name (prefalign.rewards.registry)
@@ -76,8 +77,11 @@ def train_iterative(
     progress: bool,
     threads: int | None,
     max_new_tokens: int,
+    early_stop: EarlyStopConfig | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """DPO-Iter on the policy prompts, each round's samples labelled by the testbed's reward."""
+    """DPO-Iter on the policy prompts, each round's samples labelled by the testbed's reward; the next
+    ``stage.validation_prompts`` prompts give the validation reward after each round, on which the rounds stop
+    with ``early_stop`` (``stage.rounds`` is then a cap)."""
     from prefalign.trainers.preference.iterative import IterativeDPOConfig, IterRewardConfig, run_iterative_dpo
 
     config = IterativeDPOConfig(
@@ -97,9 +101,15 @@ def train_iterative(
         ),
         optim=OptimConfig(learning_rate=stage.learning_rate, warmup_ratio=0.1),
         final_reward=True,
-        run=_run(output, seed, progress, threads),
+        validation_prompts=stage.validation_prompts,
+        run=_run(output, seed, progress, threads, early_stop=early_stop or EarlyStopConfig()),
     )
-    prompts = prompts[: stage.prompts] if stage.prompts else prompts
+    if stage.prompts:
+        prompts = prompts[: stage.prompts + stage.validation_prompts]
+    if len(prompts) <= stage.validation_prompts:
+        raise ValueError(
+            f"iterative.validation_prompts={stage.validation_prompts} leaves no training prompt of {len(prompts)}"
+        )
     results = run_iterative_dpo(config, prompts=prompts, reward_fn=testbed_reward(testbed, reward_model_dir))
     rounds = [
         {
@@ -107,10 +117,17 @@ def train_iterative(
             "pairs": r["pairs"],
             "reward/mean": r["reward/mean"],
             "dpo_steps": r["dpo"].get("steps"),
+            "eval/reward": r.get("eval/reward"),
         }
         for r in results["rounds"]
     ]
-    return results["model_dir"], {"rounds": rounds, "reward/final_mean": results.get("reward/final_mean")}
+    summary = {
+        "rounds": rounds,
+        "planned_rounds": results["planned_rounds"],
+        "stopped_early": bool(results["early_stop"]["stopped_early"]),
+        "reward/final_mean": results.get("reward/final_mean"),
+    }
+    return results["model_dir"], summary
 
 
 def ppo_row_config(
@@ -125,8 +142,11 @@ def ppo_row_config(
     progress: bool,
     threads: int | None,
     max_new_tokens: int,
+    early_stop: EarlyStopConfig | None = None,
 ):
-    """The PPO config of one Table 3 row in one testbed (the row's factors set by ppo_ablation.row_config)."""
+    """The PPO config of one Table 3 row in one testbed (the row's factors set by ppo_ablation.row_config). With
+    ``early_stop`` the run stops once its validation objective has plateaued (``stage.steps`` is then a cap), and a
+    checkpoint is kept at every evaluation for the over-optimisation curve; else every ``steps / curve_points``."""
     from prefalign.trainers.ppo.ablation import PPOAblationConfig, row_config
     from prefalign.trainers.ppo.config import (
         KLConfig,
@@ -144,8 +164,9 @@ def ppo_row_config(
         if verifiable
         else RewardConfig(kind="model", model=ModelConfig(name_or_path=str(reward_model_dir)))
     )
+    early_stop = early_stop or EarlyStopConfig()
     interval = every(stage.steps, stage.evaluations)
-    save_interval = every(stage.steps, stage.curve_points)
+    save_interval = interval if early_stop.enabled else every(stage.steps, stage.curve_points)
     base = PPOConfig(
         policy=world.model_config("sft"),
         critic_init="policy" if verifiable else "reward",
@@ -182,6 +203,7 @@ def ppo_row_config(
             eval_every=interval,
             save_every=save_interval,
             keep_checkpoints=stage.steps // save_interval + 1,
+            early_stop=early_stop,
         ),
     )
     ablation = PPOAblationConfig(
@@ -206,6 +228,7 @@ def train_ppo(
     progress: bool,
     threads: int | None,
     max_new_tokens: int,
+    early_stop: EarlyStopConfig | None = None,
 ) -> tuple[str, dict[str, Any]]:
     from prefalign.studies.comparison.beyond import adapt_ppo_config
     from prefalign.trainers.ppo.trainer import run_ppo
@@ -222,12 +245,15 @@ def train_ppo(
         progress,
         threads,
         max_new_tokens,
+        early_stop,
     )
     config = adapt_ppo_config(method, config, stage, reward_model_dir)  # the rows beyond the papers
     results = run_ppo(config)
     final = results.get("final", {})
     summary = {
         "steps": results["steps"],
+        "planned_steps": results["planned_steps"],
+        "stopped_early": bool(results["early_stop"]["stopped_early"]),
         "samples": results["steps"] * config.batch.rollout_batch_size,
         "best_eval_reward": results.get("best_eval_reward"),
         "rollout_batch_size": config.batch.rollout_batch_size,
@@ -237,6 +263,10 @@ def train_ppo(
         "reference_ema": config.ppo.reference_ema,
         "advantage_estimator": config.ppo.advantage_estimator,
         "value_normalization": config.ppo.value_normalization,
-        **{k: final[k] for k in ("reward/mean", "kl/mean", "eval/reward") if isinstance(final.get(k), (int, float))},
+        **{
+            k: final[k]
+            for k in ("reward/mean", "kl/mean", "eval/reward", "eval/objective")
+            if isinstance(final.get(k), (int, float))
+        },
     }
     return str(Path(config.run.output_dir) / "model"), summary

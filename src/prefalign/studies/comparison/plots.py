@@ -3,8 +3,8 @@
 - ``<testbed>_overoptimisation.png`` (Gao et al. 2023's picture): held-out gold reward and learned
   reward of sampled responses against KL to the SFT model, at every saved checkpoint of each PPO row
   and every DPO-Iter round (mean over seeds), so a reader sees where the proxy and the gold part;
-- ``<testbed>_training_curves.png``: each run's own convergence series (PPO's validation reward,
-  the offline methods' held-out loss, DPO-Iter's round sample reward), read from the trainers' logs;
+- ``<testbed>_training_curves.png``: each run's own convergence series (PPO's validation objective,
+  the offline methods' held-out loss, DPO-Iter's validation reward per round), read from the trainers' logs;
 - ``<testbed>_methods.png``: gold reward and pass@1 per method, mean and 95% interval over seeds;
 - ``sweeps.png`` (full preset): held-out gold reward against each swept factor (reference-EMA rate, rollout
   batch), one line per schedule (same steps / same samples), mean and 95% interval over seeds (Xu et al. Figure 2);
@@ -17,6 +17,7 @@ Text is set at 10-11 pt on figures at 100 dpi, legible at 100% zoom.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from prefalign.studies.comparison.beyond import ENSEMBLE_PLOT, ENSEMBLE_ROWS  # noqa: E402
-from prefalign.studies.comparison.convergence import logged_series, read_jsonl  # noqa: E402
+from prefalign.studies.comparison.convergence import logged_series  # noqa: E402
 from prefalign.studies.comparison.methods import LABELS, OFFLINE, PPO_ROWS  # noqa: E402
 from prefalign.studies.synthetic.report import save_figure_atomic as _save  # noqa: E402
 
@@ -86,12 +87,14 @@ def plot_overoptimisation(results: dict[str, Any], testbed: str, path: Path, onl
 
 
 def _series(folder: Path, method: str) -> list[tuple[int, float]]:
+    """The run's convergence series (prefalign.studies.comparison.convergence)."""
     if method in PPO_ROWS:
-        return logged_series(folder / "metrics.jsonl", "eval/reward")
+        return logged_series(folder / "metrics.jsonl", "eval/objective")
     if method in OFFLINE:
         return logged_series(folder / "metrics.jsonl", "eval/loss")
-    rows = read_jsonl(folder / "rounds.jsonl") if (folder / "rounds.jsonl").exists() else []
-    return [(int(r["round"]), float(r["reward/mean"])) for r in rows]
+    results = folder / "results.json"
+    points = (json.loads(results.read_text()).get("early_stop") or {}).get("validation") if results.exists() else None
+    return [(int(r), float(v)) for r, v in points or []]
 
 
 def plot_training_curves(results: dict[str, Any], testbed: str, out: Path, path: Path) -> Path:
@@ -99,9 +102,14 @@ def plot_training_curves(results: dict[str, Any], testbed: str, out: Path, path:
     ran = results["testbeds"][testbed]["summary"]  # a method may skip a testbed
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     groups = (
-        ([m for m in methods if m in PPO_ROWS and m in ran], 0, "PPO: validation reward (its objective)", "step"),
+        (
+            [m for m in methods if m in PPO_ROWS and m in ran],
+            0,
+            "PPO: validation reward - KL coef. x KL (its objective)",
+            "step",
+        ),
         ([m for m in methods if m in OFFLINE], 1, "offline methods: held-out loss", "step"),
-        ([m for m in methods if m == "dpo_iter"], 2, "DPO-Iter: mean reward of each round's samples", "round"),
+        ([m for m in methods if m == "dpo_iter"], 2, "DPO-Iter: validation reward after each round", "round"),
     )
     for group, index, title, xlabel in groups:
         for method in group:

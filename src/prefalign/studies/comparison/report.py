@@ -157,14 +157,24 @@ def convergence_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
                 c["objective"],
                 f"{c['first']:.4g} → {c['final']:.4g}",
                 f"{c['plateau_step_mean']:.0f} ({c['plateau_step_min']}-{c['plateau_step_max']})",
-                str(c["last_step"]),
+                f"{c.get('last_step_mean', c['last_step']):.0f} ({c.get('last_step_min', c['last_step'])}-"
+                f"{c['last_step']}) / {c.get('cap', c['last_step'])}",
+                f"{c.get('stopped_early', 0)}/{c['seeds']}",
                 f"{c['converged']}/{c['seeds']}",
             ]
         )
     return rows
 
 
-CONVERGENCE_HEADER = ["method", "objective", "first → final (mean)", "plateau at (range)", "run length", "converged"]
+CONVERGENCE_HEADER = [
+    "method",
+    "objective",
+    "first → final (mean)",
+    "plateau at (range)",
+    "run length (range) / cap",
+    "stopped at plateau",
+    "converged",
+]
 
 
 def curve_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
@@ -172,7 +182,14 @@ def curve_rows(results: dict[str, Any], testbed: str) -> list[list[str]]:
     for method, points in results["testbeds"][testbed]["curves"].items():
         for p in points:
             rows.append(
-                [LABELS[method], str(p["step"]), str(p["samples"]), fmt(p["kl"]), fmt(p["gold"]), fmt(p.get("rm"))]
+                [
+                    LABELS[method],
+                    str(p["step"]) + (" ({}-{})".format(*p["step_range"]) if "step_range" in p else ""),
+                    str(p["samples"]),
+                    fmt(p["kl"]),
+                    fmt(p["gold"]),
+                    fmt(p.get("rm")),
+                ]
             )
     return rows
 

@@ -98,8 +98,16 @@ def job_offline(config, world, seed: int, method: str) -> dict[str, Any]:
     from prefalign.studies.comparison.convergence import offline_convergence
 
     out = seed_dir(config, seed) / method
-    model_dir, train = train_offline(method, world, config.offline, out, seed, False, config.threads)
-    return {"train": train, "model_dir": model_dir, "convergence": offline_convergence(out, config.convergence)}
+    model_dir, train = train_offline(
+        method, world, config.offline, out, seed, False, config.threads, config.convergence.early_stop()
+    )
+    conv = offline_convergence(out, config.convergence) | run_length(train, "planned_steps")
+    return {"train": train, "model_dir": model_dir, "convergence": conv}
+
+
+def run_length(train: dict[str, Any], cap_key: str) -> dict[str, Any]:
+    """The run's cap (its stage's length) and whether it stopped at a plateau before it."""
+    return {"cap": int(train[cap_key]), "stopped_early": bool(train["stopped_early"])}
 
 
 def job_reward_ensemble(config, world, seed: int) -> dict[str, Any]:
@@ -145,7 +153,13 @@ def job_online(config, world, seed: int, method: str, testbed: str) -> dict[str,
     tokens = config.evaluation.max_new_tokens
     train_prompts, _ = policy_split(world, config.tuning.validation_prompts)
     reward_model = rm_dir(config, seed) if testbed == "preference" else None
-    common = dict(seed=seed, progress=False, threads=config.threads, max_new_tokens=tokens)
+    common = dict(
+        seed=seed,
+        progress=False,
+        threads=config.threads,
+        max_new_tokens=tokens,
+        early_stop=config.convergence.early_stop(),
+    )
     out = seed_dir(config, seed) / testbed
     learned = load_learned_reward(rm_dir(config, seed))
     sft = str(world.sft_dir)
@@ -155,16 +169,22 @@ def job_online(config, world, seed: int, method: str, testbed: str) -> dict[str,
             method, world, config.ppo, testbed, reward_model, prompt_file, out / "ppo", **common
         )
         run_dir = Path(model_dir).parent
-        conv = convergence.ppo_convergence(run_dir, config.convergence)
+        conv = convergence.ppo_convergence(run_dir, config.convergence) | run_length(train, "planned_steps")
         curve = curves.ppo_curve(
-            run_dir, sft, world.data.eval_prompts, config.evaluation, learned, train["rollout_batch_size"]
+            run_dir,
+            sft,
+            world.data.eval_prompts,
+            config.evaluation,
+            learned,
+            train["rollout_batch_size"],
+            max_points=config.ppo.curve_points,
         )
     else:
         run_dir = out / method
         model_dir, train = train_iterative(
             world, config.iterative, config.offline, testbed, reward_model, train_prompts, run_dir, **common
         )
-        conv = convergence.iterative_convergence(run_dir, config.convergence)
+        conv = convergence.iterative_convergence(run_dir, config.convergence) | run_length(train, "planned_rounds")
         curve = curves.iterative_curve(run_dir, sft, world.data.eval_prompts, config.evaluation, learned)
     evaluation = _evaluate(config, world, model_dir, seed)
     return {

@@ -95,24 +95,31 @@ def paired_differences(
 
 
 def convergence_summary(per_seed: dict[int, Any], testbed: str, method: str) -> dict[str, Any]:
-    """How many seeds converged, and the plateau step (mean, range) against the run length."""
+    """How many seeds converged (and stopped at their plateau), the plateau step and the run length (mean, range)
+    against the cap."""
     conv = [r["convergence"] for r in _runs(per_seed, testbed, method)]
-    steps = [c["plateau_step"] for c in conv]
+    steps, lengths = [c["plateau_step"] for c in conv], [c["last_step"] for c in conv]
     return {
         "objective": conv[0]["objective"],
         "converged": sum(bool(c["converged"]) for c in conv),
+        "stopped_early": sum(bool(c.get("stopped_early")) for c in conv),
         "seeds": len(conv),
         "plateau_step_mean": sum(steps) / len(steps),
         "plateau_step_min": min(steps),
         "plateau_step_max": max(steps),
-        "last_step": max(c["last_step"] for c in conv),
+        "last_step": max(lengths),
+        "last_step_mean": sum(lengths) / len(lengths),
+        "last_step_min": min(lengths),
+        "cap": max((c.get("cap") or c["last_step"]) for c in conv),
         "first": sum(c["first"] for c in conv) / len(conv),
         "final": sum(c["final"] for c in conv) / len(conv),
     }
 
 
 def curve_summary(per_seed: dict[int, Any], testbed: str, method: str) -> list[dict[str, Any]]:
-    """The over-optimisation curve averaged over seeds point by point (points share their steps across seeds)."""
+    """The over-optimisation curve averaged over seeds point by point: point i of every seed's curve (a DPO-Iter
+    round; for PPO the i-th of the checkpoints spread over the run, whose step differs between seeds when runs stop
+    at their own plateaus: ``step`` is then the mean, ``step_range`` the range)."""
     curves = [r.get("curve") for r in _runs(per_seed, testbed, method)]
     if not curves or any(not c for c in curves):
         return []
@@ -120,7 +127,11 @@ def curve_summary(per_seed: dict[int, Any], testbed: str, method: str) -> list[d
     out = []
     for i in range(length):
         points = [c[i] for c in curves]
-        row = {"step": points[0]["step"], "samples": points[0].get("samples", points[0]["step"])}
+        steps = [p["step"] for p in points]
+        samples = [p.get("samples", p["step"]) for p in points]
+        row = {"step": round(sum(steps) / len(steps)), "samples": round(sum(samples) / len(samples))}
+        if min(steps) != max(steps):
+            row["step_range"] = [min(steps), max(steps)]
         for key in ("kl", "gold", "rm"):
             if all(key in p for p in points):
                 row[key] = summarize([p[key] for p in points], (0.0, 1.0) if key == "gold" else (-math.inf, math.inf))

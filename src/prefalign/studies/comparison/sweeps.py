@@ -59,6 +59,7 @@ def job_sweep(config, world, seed: int, kind: str, value: float, schedule: str) 
     method, stage = point_stage(config, kind, value, schedule)
     testbed = config.sweeps.testbed
     out = seed_dir(config, seed) / "sweeps" / f"{kind}-{value:g}-{schedule}"
+    # a sweep compares fixed lengths (same steps / same samples): no early stop
     model_dir, train = train_ppo(
         method,
         world,

@@ -66,7 +66,9 @@ def job_tune(config, world, seed: int, method: str, lr: float, second: float) ->
     if (out / "point.json").exists():
         return json.loads((out / "point.json").read_text())
     train_prompts, validation = policy_split(world, config.tuning.validation_prompts)
-    common = dict(seed=seed, progress=False, threads=config.threads)
+    # the grid's runs stop at a plateau exactly as the study's do (their objective on the training split's own
+    # validation prompts), so a learning rate is chosen for the run length it will get
+    common = dict(seed=seed, progress=False, threads=config.threads, early_stop=config.convergence.early_stop())
     if method in OFFLINE:
         model_dir, _ = train_offline(method, world, point.offline, out, **common)
     elif method in PPO_ROWS:
@@ -74,7 +76,7 @@ def job_tune(config, world, seed: int, method: str, lr: float, second: float) ->
         model_dir, _ = train_ppo(
             method,
             world,
-            dataclasses.replace(point.ppo, evaluations=1),
+            point.ppo if config.convergence.stop_at_plateau else dataclasses.replace(point.ppo, evaluations=1),
             "preference",
             rm_dir(config, seed),
             prompt_file,
