@@ -59,7 +59,7 @@ def without_timings(results: dict) -> dict:
 @pytest.mark.slow
 def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    sweeps = {"ema_rates": [0.0, 0.1], "rollout_batches": [16]}
+    sweeps = {"ema_rates": [0.0, 0.1], "rollout_batches": [16], "steps": 2}
     first = run_study(minimal_config(tmp_path / "a", sweeps=sweeps))
     out = tmp_path / "a"
     for name in (
@@ -102,7 +102,7 @@ def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_pa
         ("batch", 16, "same_steps"),
         ("batch", 16, "same_samples"),
     }
-    assert rows[("batch", 16, "same_samples")]["samples"] == 2 * 8  # ppo.steps x the small batch
+    assert rows[("batch", 16, "same_samples")]["samples"] == 2 * 8  # sweeps.steps x the small batch
     assert rows[("batch", 16, "same_steps")]["samples"] == 2 * 16
     assert rows[("ema", 0.1, "same_steps")]["gold/score"]["n"] == 2
     report = (out / "report.md").read_text()
@@ -117,6 +117,32 @@ def test_study_runs_both_testbeds_and_a_fixed_seed_reproduces_the_results(tmp_pa
     for key in ("synthetic", "sweeps"):
         a.pop(key), b.pop(key), a["config"].pop(key), b["config"].pop(key)
     assert a == b
+
+
+@pytest.mark.slow
+def test_every_method_stops_at_its_plateau_before_its_cap_and_the_report_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    flat = {"patience": 1, "rel_tol": 0.0, "abs_tol": 1e9}  # every change counts as flat: stop at the 2nd evaluation
+    config = minimal_config(
+        tmp_path / "s",
+        seeds=1,
+        synthetic=False,
+        convergence=flat,
+        iterative={**MINIMAL["iterative"], "rounds": 3},
+        ppo={**MINIMAL["ppo"], "steps": 6, "evaluations": 3},
+    )
+    results = run_study(config)
+    for testbed in ("preference", "verifiable"):
+        conv = results["testbeds"][testbed]["convergence"]
+        for method in QUICK_METHODS:
+            c = conv[method]
+            assert c["stopped_early"] == 1 and c["converged"] == 1 and c["last_step"] < c["cap"], (testbed, method)
+        assert conv["ppo_baseline"]["last_step"] == 4 and conv["ppo_baseline"]["cap"] == 6  # evaluations at 2, 4
+        assert conv["dpo_iter"]["last_step"] == 1 and conv["dpo_iter"]["cap"] == 3  # the start, then round 1
+        run = results["per_seed"]["0"]["testbeds"][testbed]["runs"]["ppo_baseline"]
+        assert run["train"]["steps"] == 4 and run["train"]["stopped_early"]
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert "| PPO baseline | eval/objective |" in report and "4 (4-4) / 6 | 1/1 | 1/1 |" in report
 
 
 def test_presets_build_and_settings_are_checked(tmp_path):

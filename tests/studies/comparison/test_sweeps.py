@@ -11,7 +11,8 @@ from prefalign.studies.comparison.sweeps import SweepConfig, point_stage, sweep_
 
 def test_sweep_points_set_one_factor_and_the_schedule():
     config = build_config(
-        StudyConfig, overrides={"sweeps": {"ema_rates": [0.0, 0.01], "rollout_batches": [64]}, "ppo": {"steps": 20}}
+        StudyConfig,
+        overrides={"sweeps": {"ema_rates": [0.0, 0.01], "rollout_batches": [64], "steps": 20}, "ppo": {"steps": 80}},
     )
     keys = sweep_keys(config, [0, 1])
     assert len(keys) == 2 * 2 + 2 * 2  # two rates, one batch in two schedules, two seeds each
@@ -23,7 +24,7 @@ def test_sweep_points_set_one_factor_and_the_schedule():
     assert row == "ppo_advnorm" and stage.small_batch_size == 64
     assert stage.steps * 64 == 20 * config.ppo.small_batch_size  # same samples as the small-batch row
     _, stage = point_stage(config, "batch", 64, "same_steps")
-    assert stage.steps == 20
+    assert stage.steps == 20  # the sweeps' own fixed length, not the main rows' cap (ppo.steps)
 
 
 def test_the_full_preset_sweeps_and_the_quick_one_does_not():

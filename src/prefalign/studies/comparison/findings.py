@@ -82,7 +82,7 @@ def disagreement_reason(tb: dict[str, Any], a: str, b: str) -> str:
     if conv is not None and conv["converged"] < conv["seeds"]:
         parts.append(
             f"{LABELS[a]} converged on {conv['objective']} in only {conv['converged']}/{conv['seeds']} seeds "
-            f"(run length {conv['last_step']})"
+            f"(cap {conv.get('cap', conv['last_step'])})"
         )
     reason = curve_reason(tb, a)
     if reason:
@@ -209,16 +209,17 @@ NOTES = (
     "is over the unsafe prompts, exact (all test cases passed) and over-refusal over the safe ones.",
     "RM score: each seed's own learned reward model, whose scale differs between seeds (so its interval mixes scales); "
     "KL: mean over one sampled response per prompt (temperature 1) of log pi - log pi_SFT, summed over the response.",
-    "Every method is scored on its final model (no checkpoint selection); seeds vary the reward model and every "
-    "alignment run, not the tiny world or its SFT model.",
+    "Every method is scored on its final model (no checkpoint selection); with convergence.stop_at_plateau (the "
+    "default) each run stopped once its own held-out objective had plateaued, or at its cap (see the convergence "
+    "table); seeds vary the reward model and every alignment run, not the tiny world or its SFT model.",
     "pass@k: the unbiased estimator of Chen et al. (2021) from the evaluation's samples per prompt (temperature 1); "
     "a sample passes when it passes every test case (the verifiable testbed's reward is 10 exactly then).",
     "Offline methods (DPO, RRHF, PRO, DPO + SFT first) train on the static pairs only: one run per seed appears in "
     "every testbed. 'converged': seeds whose own held-out objective plateaued (see the convergence table).",
     "DPO + SFT (Safe) first: the SFT stage trains on every safe response of the pairs (Xu et al.'s 'SFT (Safe)'), "
     "which the preference generator wrote, mistakes included.",
-    "PPO rows: every row runs the same number of PPO steps, so the large-batch rows see more samples (as in "
-    "`prefalign ppo-ablation`).",
+    "PPO rows: every row has the same cap on PPO steps and stops at its own plateau, so the large-batch rows see "
+    "more samples per step (as in `prefalign ppo-ablation`); the factor sweeps run fixed lengths.",
 )
 
 

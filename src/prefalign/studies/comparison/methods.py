@@ -93,22 +93,23 @@ class OfflineStage:
     """Peak learning rate of DPO (and of the SFT-first and filtered variants)."""
     rank_learning_rate: float = 2e-5
     """Peak learning rate of RRHF and PRO."""
-    epochs: float = 2.0
-    """Passes over the preference pairs (DPO, RRHF, PRO)."""
+    epochs: float = 6.0
+    """Passes over the preference pairs (DPO, RRHF, PRO): the cap when runs stop at their plateau."""
     batch_size: int = 64
     """Pairs per step."""
     sft_first_learning_rate: float = 1e-3
     """Learning rate of the SFT stage of dpo_sft_first (that of the tiny world's own SFT)."""
     sft_first_epochs: float = 2.0
     """Passes of that SFT stage over the pairs' safe responses."""
-    evaluations: int = 8
-    """Held-out evaluations spread over the run (the convergence criterion's series)."""
+    evaluations: int = 24
+    """Held-out evaluations spread over the run's cap (the convergence criterion's series)."""
 
 
 @dataclass
 class IterativeStage:
-    rounds: int = 4
-    """Sample-label-train rounds (each round's model is a point of the over-optimisation curve)."""
+    rounds: int = 10
+    """Sample-label-train rounds, the cap when runs stop at their plateau (each round's model is a point of the
+    over-optimisation curve)."""
     samples_per_prompt: int = 4
     """k responses sampled per prompt each round (pairs: best vs worst by the reward model)."""
     temperature: float = 1.0
@@ -121,14 +122,15 @@ class IterativeStage:
     """The policy prompts after those, held out: the validation reward after each round (the convergence series)."""
     learning_rate: float = 3e-5
     """Peak learning rate of each round's DPO."""
-    beta: float = 0.3
+    beta: float = 0.1
     """DPO's beta in each round."""
 
 
 @dataclass
 class PPOStage:
-    steps: int = 20
-    """PPO steps (rollout + update) of every row."""
+    steps: int = 80
+    """PPO steps (rollout + update) of every row: the cap when runs stop at their plateau, the length of the
+    sweeps."""
     small_batch_size: int = 32
     """Rollout batch of the first two rows of Table 3 (Xu et al.: 64)."""
     large_batch_size: int = 128
@@ -147,8 +149,8 @@ class PPOStage:
     """Rollout sampling temperature (Xu et al.: 1.0)."""
     validation_prompts: int = 64
     """Policy prompts held out for the trainer's own validation (the testbed's reward; the convergence series)."""
-    evaluations: int = 10
-    """Validation evaluations spread over the run (the convergence series)."""
+    evaluations: int = 20
+    """Validation evaluations spread over the run's cap (the convergence series)."""
     curve_points: int = 5
     """Checkpoints spread over the run, each scored on held-out prompts for the over-optimisation curve."""
     group_size: int = 4
@@ -164,10 +166,10 @@ class PPOStage:
     every Table 3 row; the full preset turns it on)."""
     value_normalization_beta: float | None = None
     """Rate of those statistics (None: exact cumulative mean / std; the xu preset: 0.99995, ReaLHF's)."""
-    row_learning_rates: dict[str, float] = field(default_factory=dict)
+    row_learning_rates: dict[str, float] = field(default_factory=lambda: {"ppo_ema": 3e-6})
     """Actor learning rate of single rows, by study method (e.g. ppo_ema: 1e-5); a row not named here uses
     actor_learning_rate."""
-    row_kl_coefs: dict[str, float] = field(default_factory=dict)
+    row_kl_coefs: dict[str, float] = field(default_factory=lambda: {"ppo_ema": 0.05})
     """KL coefficient of single rows, by study method; a row not named here uses kl_coef."""
 
     def __post_init__(self) -> None:

@@ -2,11 +2,11 @@
 
 - **reference-EMA rate**: the all-factors row (advantage normalisation, large batch, reference EMA)
   with each rate of ``sweeps.ema_rates`` (0: no EMA). The rate applies once per PPO step, so the run
-  length (``ppo.steps``, in the table) says what a rate means: after ``n`` steps the reference keeps
+  length (``sweeps.steps``, in the table) says what a rate means: after ``n`` steps the reference keeps
   ``(1 - rate)^n`` of the SFT model.
 - **rollout batch size**: the advantage-normalisation row with each batch of ``sweeps.rollout_batches``,
   both with the same number of PPO steps (larger batches see more samples, as in Xu et al.'s Table 3
-  rows) and with the same number of samples (``ppo.steps x ppo.small_batch_size``; larger batches
+  rows) and with the same number of samples (``sweeps.steps x ppo.small_batch_size``; larger batches
   take fewer steps), so the table shows when the two disagree.
 
 Every point runs for every seed in ``sweeps.testbed`` and is scored like the main rows
@@ -30,6 +30,13 @@ class SweepConfig:
     """Rollout batch sizes of the advantage-normalisation row (empty: no sweep)."""
     testbed: str = "preference"
     """The testbed of the sweeps."""
+    steps: int = 20
+    """PPO steps of every "same steps" point (the fixed length a rate per step is read against; "same samples"
+    points take steps x small batch / batch). The main rows' ppo.steps is their cap, not this."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"sweeps.steps must be at least 1, got {self.steps}")
 
 
 def sweep_keys(config, seeds: list[int]) -> list[tuple]:
@@ -44,9 +51,9 @@ def sweep_keys(config, seeds: list[int]) -> list[tuple]:
 def point_stage(config, kind: str, value: float, schedule: str):
     """(method row, PPO settings) of one sweep point."""
     if kind == "ema":  # every rate, 0 included, at the all-factors row's learning rate and KL coefficient
-        ppo = config.ppo.for_row("ppo_ema")
+        ppo = dataclasses.replace(config.ppo.for_row("ppo_ema"), steps=config.sweeps.steps)
         return ("ppo_ema" if value > 0 else "ppo_large_batch"), dataclasses.replace(ppo, ema_rate=value or ppo.ema_rate)
-    ppo = config.ppo.for_row("ppo_advnorm")
+    ppo = dataclasses.replace(config.ppo.for_row("ppo_advnorm"), steps=config.sweeps.steps)
     steps = ppo.steps if schedule == "same_steps" else max(1, ppo.steps * ppo.small_batch_size // int(value))
     # the advantage-normalisation row takes the small batch: set it to the swept one
     return "ppo_advnorm", dataclasses.replace(ppo, small_batch_size=int(value), steps=steps)
@@ -106,4 +113,4 @@ def run_sweeps(config, seeds: list[int], clock) -> dict[str, Any] | None:
                 **metrics,
             }
         )
-    return {"testbed": config.sweeps.testbed, "run_length": config.ppo.steps, "rows": rows}
+    return {"testbed": config.sweeps.testbed, "run_length": config.sweeps.steps, "rows": rows}
