@@ -122,7 +122,7 @@ class IterativeStage:
     """The policy prompts after those, held out: the validation reward after each round (the convergence series)."""
     learning_rate: float = 3e-5
     """Peak learning rate of each round's DPO."""
-    beta: float = 0.1
+    beta: float = 0.3
     """DPO's beta in each round."""
 
 
@@ -169,7 +169,7 @@ class PPOStage:
     row_learning_rates: dict[str, float] = field(default_factory=lambda: {"ppo_ema": 3e-6})
     """Actor learning rate of single rows, by study method (e.g. ppo_ema: 1e-5); a row not named here uses
     actor_learning_rate."""
-    row_kl_coefs: dict[str, float] = field(default_factory=lambda: {"ppo_ema": 0.05})
+    row_kl_coefs: dict[str, float] = field(default_factory=dict)
     """KL coefficient of single rows, by study method; a row not named here uses kl_coef."""
 
     def __post_init__(self) -> None:

@@ -2,9 +2,10 @@
 
 One reward model (seed ``tuning.seed``), then one run per method and grid point in the preference
 testbed, each scored by the greedy gold reward of its final model on the validation split of the
-policy prompts. Writes ``<output_dir>/tuning.json`` (every point's score and the winners) and prints
-the table; the winners go into the presets by hand (with ``tuning.chosen_from`` naming the run). Each
-point's score is kept in its folder's ``point.json``, so a rerun of the command skips finished points.
+policy prompts (ties on it go to the point with the smaller KL to the SFT model). Writes
+``<output_dir>/tuning.json`` (every point's score and the winners) and prints the table; the winners go into
+the presets by hand (with ``tuning.chosen_from`` naming the run). Each point's score is kept in its folder's
+``point.json``, so a rerun of the command skips finished points.
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ def job_tune(config, world, seed: int, method: str, lr: float, second: float) ->
     return result
 
 
+def best_point(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The highest validation gold reward; among points that tie on it (the same greedy responses score alike,
+    e.g. when Adam's first steps do not depend on beta), the one closest to the SFT model (smallest validation KL)."""
+    top = max(p["validation_gold"] for p in points)
+    return min((p for p in points if p["validation_gold"] >= top - 1e-9), key=lambda p: p["validation_kl"])
+
+
 def run_tuning(config) -> dict[str, Any]:
     from prefalign.atomic import write_json_atomic
     from prefalign.studies.comparison.tiny_world.prepare import prepare_tiny_world
@@ -126,7 +134,7 @@ def run_tuning(config) -> dict[str, Any]:
     chosen = {}
     for method, points in scores.items():
         points.sort(key=lambda p: (p["learning_rate"], p["beta_or_kl"]))
-        best = max(points, key=lambda p: p["validation_gold"])
+        best = best_point(points)
         chosen[method] = {"learning_rate": best["learning_rate"], "beta_or_kl": best["beta_or_kl"]}
         console.print(f"{LABELS[method]}: best {chosen[method]} (validation gold {best['validation_gold']:.3f})")
     results = {"seed": seed, "validation_prompts": config.tuning.validation_prompts, "points": scores, "chosen": chosen}
