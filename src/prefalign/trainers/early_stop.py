@@ -9,8 +9,9 @@ DPO family   ``eval/loss``: the loss on the held-out pairs                      
 PPO          ``eval/objective``: reward - KL coefficient x KL to the reference, of   higher
              one sampled response per validation prompt (the objective PPO
              maximises)
-DPO-Iter     ``eval/reward``: the reward of one sampled response per validation      higher
-             prompt, after each round (and of the starting model)
+DPO-Iter     ``eval/objective``: reward - beta x KL to the starting model, of one    higher
+             sampled response per validation prompt, after each round (and of
+             the starting model)
 ===========  ======================================================================  =========
 
 The criterion (:func:`plateau`) on the evaluations ``v_0 .. v_n`` so far (``v_0`` the first one):

@@ -267,20 +267,24 @@ def test_dropped_prompt_rows_are_reported_in_the_run_folder(tmp_path):
     assert results["rounds"][0]["prompts"] == 16
 
 
-def test_validation_prompts_are_held_out_and_the_rounds_stop_on_a_flat_validation_reward(tmp_path):
+def test_validation_prompts_are_held_out_and_the_rounds_stop_on_a_flat_validation_objective(tmp_path):
     flat = {"patience": 2, "rel_tol": 0.0, "abs_tol": 1e9}  # every change counts as flat: stop after round 2
     config = _config(tmp_path, rounds=5, validation_prompts=4, run={"early_stop": flat})
     results = run_iterative_dpo(config, prompts=_prompts(20))
     out = tmp_path / "iter"
     assert len(results["rounds"]) == 2 and results["planned_rounds"] == 5 and results["completed"]
-    assert results["early_stop"]["stopped_early"] and results["early_stop"]["objective"] == "eval/reward"
+    assert results["early_stop"]["stopped_early"] and results["early_stop"]["objective"] == "eval/objective"
     steps = [s for s, _ in results["early_stop"]["validation"]]
     assert steps == [0, 1, 2] and not (out / "round-03").exists()
     assert results["model_dir"].endswith("round-02/model")
-    start = json.loads((out / "validation-start.json").read_text())["eval/reward"]
-    assert results["early_stop"]["validation"][0][1] == pytest.approx(start)
+    start = json.loads((out / "validation-start.json").read_text())
+    assert start["eval/kl"] == 0.0 and start["eval/objective"] == start["eval/reward"]  # its own reference
+    assert results["early_stop"]["validation"][0][1] == pytest.approx(start["eval/objective"])
     for r in (1, 2):
-        assert 0.0 <= json.loads((out / f"round-{r:02d}" / "round.json").read_text())["eval/reward"] <= 1.0
+        row = json.loads((out / f"round-{r:02d}" / "round.json").read_text())
+        assert 0.0 <= row["eval/reward"] <= 1.0 and row["eval/kl"] != 0.0  # trained at lr 1e-2: it has moved
+        assert row["eval/objective"] == pytest.approx(row["eval/reward"] - config.beta * row["eval/kl"])
+        assert results["early_stop"]["validation"][r][1] == pytest.approx(row["eval/objective"])
         sampled = {
             json.loads(x)["prompt_index"] for x in (out / f"round-{r:02d}" / "samples.jsonl").read_text().splitlines()
         }

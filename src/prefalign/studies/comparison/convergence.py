@@ -13,8 +13,9 @@ PPO rows       ``eval/objective``: the testbed's reward minus   ``metrics.jsonl`
                KL coefficient x KL to the run's reference, of
                one sample per validation prompt (the objective
                PPO maximises; higher)
-DPO-Iter       the testbed's reward of one sample per           ``results.json`` (``early_stop.validation``)
-               validation prompt, of the starting model and
+DPO-Iter       ``eval/objective``: the testbed's reward minus   ``results.json`` (``early_stop.validation``)
+               beta x KL to the starting model, of one sample
+               per validation prompt, of the starting model and
                after each round (higher)
 =============  ==============================================  ==========================================
 
@@ -107,9 +108,9 @@ def ppo_convergence(run_dir: Path, config: ConvergenceConfig) -> dict[str, Any]:
 
 
 def iterative_convergence(run_dir: Path, config: ConvergenceConfig) -> dict[str, Any]:
-    """DPO-Iter: the validation reward of the starting model, then of each round's model (``results.json``)."""
+    """DPO-Iter: the validation objective of the starting model, then of each round's model (``results.json``)."""
     results = json.loads((run_dir / "results.json").read_text())
     points = (results.get("early_stop") or {}).get("validation")
     if not points:
         raise ValueError(f"{run_dir / 'results.json'}: no validation rewards (run with validation_prompts > 0)")
-    return {"objective": "validation reward (round index)", **plateau(points, True, config)}
+    return {"objective": "eval/objective (round index)", **plateau(points, True, config)}

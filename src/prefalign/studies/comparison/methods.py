@@ -119,7 +119,8 @@ class IterativeStage:
     prompts: int | None = 256
     """Training policy prompts sampled each round (the first ones; None: all)."""
     validation_prompts: int = 64
-    """The policy prompts after those, held out: the validation reward after each round (the convergence series)."""
+    """The policy prompts after those, held out: the validation objective (reward - beta x KL to the SFT model)
+    after each round (the convergence series)."""
     learning_rate: float = 3e-5
     """Peak learning rate of each round's DPO."""
     beta: float = 0.3

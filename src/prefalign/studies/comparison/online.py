@@ -80,7 +80,7 @@ def train_iterative(
     early_stop: EarlyStopConfig | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """DPO-Iter on the policy prompts, each round's samples labelled by the testbed's reward; the next
-    ``stage.validation_prompts`` prompts give the validation reward after each round, on which the rounds stop
+    ``stage.validation_prompts`` prompts give the validation objective after each round, on which the rounds stop
     with ``early_stop`` (``stage.rounds`` is then a cap)."""
     from prefalign.trainers.preference.iterative import IterativeDPOConfig, IterRewardConfig, run_iterative_dpo
 

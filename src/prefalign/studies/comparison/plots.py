@@ -4,7 +4,7 @@
   reward of sampled responses against KL to the SFT model, at every saved checkpoint of each PPO row
   and every DPO-Iter round (mean over seeds), so a reader sees where the proxy and the gold part;
 - ``<testbed>_training_curves.png``: each run's own convergence series (PPO's validation objective,
-  the offline methods' held-out loss, DPO-Iter's validation reward per round), read from the trainers' logs;
+  the offline methods' held-out loss, DPO-Iter's validation objective per round), read from the trainers' logs;
 - ``<testbed>_methods.png``: gold reward and pass@1 per method, mean and 95% interval over seeds;
 - ``sweeps.png`` (full preset): held-out gold reward against each swept factor (reference-EMA rate, rollout
   batch), one line per schedule (same steps / same samples), mean and 95% interval over seeds (Xu et al. Figure 2);
@@ -109,7 +109,7 @@ def plot_training_curves(results: dict[str, Any], testbed: str, out: Path, path:
             "step",
         ),
         ([m for m in methods if m in OFFLINE], 1, "offline methods: held-out loss", "step"),
-        ([m for m in methods if m == "dpo_iter"], 2, "DPO-Iter: validation reward after each round", "round"),
+        ([m for m in methods if m == "dpo_iter"], 2, "DPO-Iter: validation reward - beta x KL to the start", "round"),
     )
     for group, index, title, xlabel in groups:
         for method in group:

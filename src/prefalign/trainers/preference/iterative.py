@@ -13,9 +13,10 @@ Round r = 1..R, starting from the model M_{r-1} (M_0 = ``model``):
    the starting policy and the reference; the result M_r is the next round's reference.
 
 Validation and early stopping (``validation_prompts`` > 0): the last prompts are held out of every round;
-the starting model and each round's M_r sample one response per validation prompt, scored by the same reward
-(``eval/reward``). With ``run.early_stop.patience`` > 0 the rounds stop once that series has plateaued
-(:mod:`prefalign.trainers.early_stop`), and the last round's model is the result.
+the starting model and each round's M_r sample one response per validation prompt, scored by the same reward,
+with their KL to the starting model (``eval/objective`` = reward - beta x KL,
+:mod:`prefalign.trainers.preference.validation`). With ``run.early_stop.patience`` > 0 the rounds stop once
+that series has plateaued (:mod:`prefalign.trainers.early_stop`), and the last round's model is the result.
 
 Files, all written atomically: ``round-XX/samples.jsonl`` (every response with its reward),
 ``round-XX/pairs.jsonl`` (the round's pairs), the round's DPO run in ``round-XX/`` (checkpoints,
@@ -50,7 +51,6 @@ from prefalign.models.load import (
     load_tokenizer,
 )
 from prefalign.rewards.base import RewardFunction
-from prefalign.rollout.generate import SamplingConfig
 from prefalign.trainers.common import (
     make_accelerator,
 )
@@ -77,10 +77,8 @@ from prefalign.trainers.preference.labelling import (  # noqa: F401  (re-exporte
     sample_and_score,
     sampling_summary,
 )
+from prefalign.trainers.preference.validation import validation_objective
 from prefalign.trainers.session import drop_counts, publish_drop_report
-
-#: sampling seeds of the validation passes: round index offset so they never share a stream with a round's sampling
-VALIDATION_ROUND = 100_000
 
 
 def sample_round(
@@ -90,12 +88,10 @@ def sample_round(
     round_index: int,
     reward_fn: RewardFunction,
     accelerator,
-    sampling: SamplingConfig | None = None,
 ) -> list[Sample]:
     """Stages 1-2 with the round's starting model (loaded here and released on return)."""
     policy = load_causal_lm(model_cfg, seed=config.run.seed).to(accelerator.device)
-    tokenizer = load_tokenizer(model_cfg)
-    return sample_and_score(policy, tokenizer, prompts, config, round_index, reward_fn, accelerator, sampling)
+    return sample_and_score(policy, load_tokenizer(model_cfg), prompts, config, round_index, reward_fn, accelerator)
 
 
 def round_pairs(
@@ -133,26 +129,17 @@ def split_validation(prompts: Sequence[Prompt], count: int) -> tuple[list[Prompt
     return (prompts[:-count], prompts[-count:]) if count else (prompts, [])
 
 
-def validation_reward(
-    config: IterativeDPOConfig, model_cfg: ModelConfig, validation: Sequence[Prompt], round_index: int, reward_fn, acc
-) -> float:
-    """Mean reward of one sampled response per validation prompt from ``model_cfg`` (seeded by the round)."""
-    one = dataclasses.replace(config.sampling, num_samples=1)
-    samples = sample_round(config, model_cfg, validation, VALIDATION_ROUND + round_index, reward_fn, acc, one)
-    return _mean([s.reward for s in samples])
-
-
-def starting_validation(config: IterativeDPOConfig, validation: Sequence[Prompt], reward_fn, acc) -> float:
-    """The starting model's validation reward, kept in ``validation-start.json`` (read back on resume)."""
+def starting_validation(config: IterativeDPOConfig, validation: Sequence[Prompt], reward_fn, acc) -> dict[str, float]:
+    """The starting model's validation metrics, kept in ``validation-start.json`` (read back on resume)."""
     from prefalign.atomic import write_json_atomic
 
     path = Path(config.run.output_dir) / "validation-start.json"
     if config.run.resume and path.exists():
-        return float(json.loads(path.read_text())["eval/reward"])
-    value = validation_reward(config, config.model, validation, 0, reward_fn, acc)
+        return json.loads(path.read_text())
+    metrics = validation_objective(config, config.model, validation, 0, reward_fn, acc.device)
     if acc.is_main_process:
-        write_json_atomic(path, {"eval/reward": value})
-    return value
+        write_json_atomic(path, metrics)
+    return metrics
 
 
 def _split(pairs: list[PreferencePair], config: IterativeDPOConfig, round_index: int) -> tuple[list, list]:
@@ -200,9 +187,9 @@ def run_iterative_dpo(
             publish_drop_report(report, out)  # the prompt rows dropped, each with file, line and field
     reward_fn = reward_fn if reward_fn is not None else build_reward(config.reward, acc.device)
     prompts, validation = split_validation(prompts, config.validation_prompts)
-    watch = PlateauWatch(config.run.early_stop, "eval/reward", higher_is_better=True)
+    watch = PlateauWatch(config.run.early_stop, "eval/objective", higher_is_better=True)
     if validation:
-        watch.update(0, starting_validation(config, validation, reward_fn, acc))
+        watch.update_from(starting_validation(config, validation, reward_fn, acc), 0)
     model_cfg, history, steps_done, plateaued = config.model, [], 0, False
     for r in range(1, config.rounds + 1):
         folder = round_dir(out, r)
@@ -218,14 +205,14 @@ def run_iterative_dpo(
             finished = {**summary, "dpo": result}
             if validation:
                 trained = dataclasses.replace(config.model, name_or_path=str(folder / "model"), tokenizer=None)
-                finished["eval/reward"] = validation_reward(config, trained, validation, r, reward_fn, acc)
+                finished |= validation_objective(config, trained, validation, r, reward_fn, acc.device)
             if acc.is_main_process:
                 write_json_atomic(folder / "round.json", finished)
                 write_jsonl_atomic(out / "rounds.jsonl", history + [finished])
                 console.print(
                     f"round {r}: mean sample reward {summary['reward/mean']:.4f}, {summary['pairs']} pairs, "
                     f"held-out accuracy {result.get('eval/rewards/accuracy', float('nan')):.3f}"
-                    + (f", validation reward {finished['eval/reward']:.4f}" if validation else "")
+                    + (f", validation objective {finished['eval/objective']:.4f}" if validation else "")
                 )
         history.append(finished)
         steps_done += int(finished["dpo"]["steps"])
@@ -233,7 +220,7 @@ def run_iterative_dpo(
         plateaued = watch.update_from(finished, r) and r < config.rounds
         if plateaued:
             if acc.is_main_process:
-                console.print(f"eval/reward plateaued (run.early_stop): stopping after round {r} of {config.rounds}")
+                console.print(f"eval/objective plateaued (run.early_stop): stopping after round {r} of {config.rounds}")
             break
     results: dict[str, Any] = {
         "completed": True,

@@ -106,8 +106,9 @@ class IterativeDPOConfig:
     """Optimizer and schedule of each round (a fresh optimizer per round)."""
     validation_prompts: int = 0
     """Hold out the last N prompts: never sampled for pairs; before round 1 and after each round one response per
-    validation prompt is sampled (at sampling.temperature) from the current model and scored by the reward. The mean
-    is the round's eval/reward (round.json, rounds.jsonl), the series run.early_stop watches (0: no validation)."""
+    validation prompt is sampled from the current model and scored by the reward, with its KL to the starting model:
+    eval/reward, eval/kl and eval/objective = reward - beta x KL (round.json, rounds.jsonl), the series run.early_stop
+    watches (0: no validation)."""
     final_reward: bool = True
     """After the last round, sample once more from the final model and report its mean reward."""
     stop_after_steps: int | None = None
@@ -129,7 +130,7 @@ class IterativeDPOConfig:
             raise ValueError(f"validation_prompts must be >= 0, got {self.validation_prompts}")
         if self.run.early_stop.enabled and not self.validation_prompts:
             raise ValueError(
-                "run.early_stop.patience > 0 needs validation_prompts > 0: DPO-Iter stops on the validation reward "
+                "run.early_stop.patience > 0 needs validation_prompts > 0: DPO-Iter stops on the validation objective "
                 "after each round"
             )
 
@@ -137,7 +138,7 @@ class IterativeDPOConfig:
         run = dataclasses.replace(
             self.run,
             output_dir=str(round_dir(self.run.output_dir, round_index)),
-            early_stop=EarlyStopConfig(),  # the rounds stop early (on the validation reward), not a round's DPO
+            early_stop=EarlyStopConfig(),  # the rounds stop early (on the validation objective), not a round's DPO
         )
         return DPOConfig(
             model=model,

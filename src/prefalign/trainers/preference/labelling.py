@@ -15,7 +15,7 @@ from prefalign.data.io import DropReport
 from prefalign.data.schema import PreferencePair, Prompt
 from prefalign.data.tokenize import encode_prompt
 from prefalign.rewards.base import RewardFunction, SumOfRewards
-from prefalign.rollout.generate import SamplingConfig, generate
+from prefalign.rollout.generate import generate
 from prefalign.trainers.preference.iterative_config import (
     IterativeDPOConfig,
     IterRewardConfig,
@@ -112,12 +112,9 @@ def sample_and_score(
     round_index: int,
     reward_fn: RewardFunction,
     accelerator,
-    sampling: SamplingConfig | None = None,
 ) -> list[Sample]:
-    """k samples per prompt and their rewards; each process takes every world-th chunk, then all gather.
-    ``sampling`` replaces ``config.sampling`` (the validation passes draw one response per prompt)."""
-    sampling = sampling or config.sampling
-    k = sampling.num_samples
+    """k samples per prompt and their rewards; each process takes every world-th chunk, then all gather."""
+    k = config.sampling.num_samples
     per_chunk = max(1, config.generation_micro_batch_size // k)
     ids = prompt_token_ids(tokenizer, prompts, config.data)
     mine: list[Sample] = []
@@ -129,7 +126,7 @@ def sample_and_score(
             policy,
             tokenizer,
             [ids[i] for i in index],
-            sampling,
+            config.sampling,
             micro_batch_size=len(index) * k,
             generator_seed=chunk_seed(config.run.seed, round_index, chunk),
         )
