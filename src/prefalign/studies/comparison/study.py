@@ -64,7 +64,7 @@ QUICK_METHODS = ["dpo", "dpo_iter", "ppo_baseline", "ppo_ema"]
 class StudyConfig:
     world: TinyWorldConfig = field(default_factory=TinyWorldConfig)
     """The tiny world: data sizes and noise, model shape, pre-training and SFT."""
-    seeds: int = 8
+    seeds: int = 9
     """Seeds of the alignment stage (reward model and every method); seed k is first_seed + k."""
     first_seed: int = 0
     """The first seed."""
@@ -125,7 +125,7 @@ class StudyConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # the README's main command: 8 seeds, both testbeds, SFT / DPO / DPO-Iter / PPO baseline / PPO with all factors
+    # the README's main command: 9 seeds, both testbeds, SFT / DPO / DPO-Iter / PPO baseline / PPO with all factors
     "quick": {},
     # every method and row, more data, more seeds
     "full": {
