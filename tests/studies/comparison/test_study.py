@@ -145,6 +145,19 @@ def test_every_method_stops_at_its_plateau_before_its_cap_and_the_report_says_so
     assert "| PPO baseline | eval/objective |" in report and "4 (4-4) / 6 | 1/1 | 1/1 |" in report
 
 
+def test_tuning_ties_go_to_the_point_closest_to_the_sft_model():
+    from prefalign.studies.comparison.tune import best_point
+
+    points = [
+        {"learning_rate": 1e-5, "beta_or_kl": 0.1, "validation_gold": 0.69, "validation_kl": 0.198},
+        {"learning_rate": 1e-5, "beta_or_kl": 0.3, "validation_gold": 0.69, "validation_kl": 0.194},
+        {"learning_rate": 1e-4, "beta_or_kl": 0.3, "validation_gold": 0.60, "validation_kl": 0.010},
+    ]
+    assert best_point(points)["beta_or_kl"] == 0.3  # tied on gold: the smaller KL
+    points[0]["validation_gold"] = 0.70
+    assert best_point(points)["beta_or_kl"] == 0.1  # a higher gold wins whatever its KL
+
+
 def test_presets_build_and_settings_are_checked(tmp_path):
     quick = build_config(StudyConfig, presets=PRESETS, preset="quick")
     full = build_config(StudyConfig, presets=PRESETS, preset="full")
@@ -181,6 +194,8 @@ def test_tuning_scores_every_grid_point_on_the_validation_split(tmp_path, monkey
     assert results["chosen"]["dpo"] == {"learning_rate": best["learning_rate"], "beta_or_kl": best["beta_or_kl"]}
     assert json.loads((tmp_path / "t" / "tuning.json").read_text())["chosen"] == results["chosen"]
     # a rerun reads every finished point back instead of training it again
-    (tmp_path / "t" / "tuning" / "dpo-lr0.0001-0.1" / "point.json").write_text('{"validation_gold": 2.0}')
+    (tmp_path / "t" / "tuning" / "dpo-lr0.0001-0.1" / "point.json").write_text(
+        '{"validation_gold": 2.0, "validation_kl": 0.5}'
+    )
     again = run_study(config)["points"]["dpo"]
     assert [p["validation_gold"] for p in again] == [2.0, results["points"]["dpo"][1]["validation_gold"]]
