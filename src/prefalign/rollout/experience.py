@@ -143,6 +143,29 @@ def rollout_logprobs(
 
 
 @torch.no_grad()
+def rollout_kl(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    rollout: Rollout,
+    micro_batch_size: int,
+    temperature: float = 1.0,
+    *,
+    sampler_logprobs: bool = True,
+) -> torch.Tensor:
+    """(N,) summed log pi - log pi_ref of each response's tokens, both at ``temperature``.
+
+    log pi comes from the sampler where it recorded it and ``sampler_logprobs`` says the rollout was sampled at
+    ``temperature`` (the built-in engine's log-probs equal a forward pass to 1e-5, tested), else from a forward pass
+    of ``policy``; log pi_ref always from a forward pass of ``reference``."""
+    if sampler_logprobs and rollout.logprobs is not None:
+        own = (rollout.logprobs * rollout.response_mask).float().cpu()
+    else:
+        own = rollout_logprobs(policy, rollout, micro_batch_size, temperature)
+    ref = rollout_logprobs(reference, rollout, micro_batch_size, temperature)
+    return ((own - ref) * rollout.response_mask.float().cpu()).sum(dim=1)
+
+
+@torch.no_grad()
 def rollout_logprobs_top_k(
     model: PreTrainedModel, rollout: Rollout, micro_batch_size: int, temperature: float, top_k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,6 @@ was flat, within the tolerance, over the last ``patience`` evaluations.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,13 +121,13 @@ class PlateauWatch:
 
     def restore(self, metrics_file: Path, up_to_step: int) -> None:
         """On resume: the evaluations logged in ``metrics.jsonl`` up to the resumed step."""
-        if not metrics_file.exists() or up_to_step <= 0:
+        from prefalign.trainers.logging import read_metrics
+
+        if up_to_step <= 0:
             return
-        for line in metrics_file.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if row.get("step", 0) <= up_to_step and isinstance(row.get(self.key), (int, float)):
-                    self.points.append((int(row["step"]), float(row[self.key])))
+        for row in read_metrics(metrics_file):
+            if row.get("step", 0) <= up_to_step and isinstance(row.get(self.key), (int, float)):
+                self.points.append((int(row["step"]), float(row[self.key])))
 
     def summary(self, stopped: bool) -> dict[str, Any]:
         """What results.json records: the objective, whether the run stopped early, where the plateau began."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from prefalign.atomic import write_text_atomic
-from prefalign.rollout.experience import rollout_logprobs
+from prefalign.rollout.experience import rollout_kl
 from prefalign.rollout.generate import Rollout, generate
 from prefalign.trainers.common import check_finite, global_sum
 from prefalign.trainers.gather import parameters_for_generation
@@ -65,15 +65,9 @@ def validate(ctx: PPOContext) -> dict[str, float]:
 def validation_kl(ctx: PPOContext, rollout: Rollout, micro_batch_size: int) -> torch.Tensor:
     """Per response: the summed log-ratio log pi - log pi_ref of the sampled tokens (the KL estimate the penalty
     uses), against the run's own reference (the EMA one where ppo.reference_ema)."""
+    policy = ctx.accelerator.unwrap_model(ctx.parts.policy)
     temperature = ctx.config.sampling.temperature
-    if rollout_has_sampler_logprobs(rollout, temperature):
-        logprobs = rollout.logprobs * rollout.response_mask
-    else:
-        logprobs = rollout_logprobs(
-            ctx.accelerator.unwrap_model(ctx.parts.policy), rollout, micro_batch_size, temperature
-        )
-    ref = rollout_logprobs(ctx.parts.reference.model, rollout, micro_batch_size, temperature)
-    return ((logprobs - ref) * rollout.response_mask).sum(dim=1)
+    return rollout_kl(policy, ctx.parts.reference.model, rollout, micro_batch_size, temperature)
 
 
 def maybe_validate(ctx: PPOContext, steps_done: int, out: Path) -> dict[str, float]:

@@ -3,8 +3,9 @@
 For the model after round r (the starting model M_0 for r = 0), on the ``validation_prompts`` held out of
 every round: ``eval/reward`` is the mean reward (the run's own reward source) of one response per prompt,
 ``eval/kl`` the mean over those responses of the summed log M_r - log M_0 of their tokens (a forward pass of
-each), and ``eval/objective = eval/reward - beta x eval/kl``: the KL-regularised objective of RLHF (Xu et al.
-eq. 1, with DPO-Iter's own beta and its starting model as the reference) that each round's DPO approximates
+M_0; the sampler's own log-probs of M_r where it sampled at temperature 1, else a forward pass), and
+``eval/objective = eval/reward - beta x eval/kl``: the KL-regularised objective of RLHF (Xu et al. eq. 1,
+with DPO-Iter's own beta and its starting model as the reference) that each round's DPO approximates
 against the previous round's model. Its raw reward alone is not the objective: labelled by a learned reward
 model it keeps rising while the policy drifts (reward over-optimisation), so it has no plateau short of that.
 
@@ -21,8 +22,8 @@ import torch
 
 from prefalign.data.schema import Prompt
 from prefalign.models.load import ModelConfig, load_causal_lm, load_tokenizer
-from prefalign.models.logprobs import sequence_logprobs
 from prefalign.rewards.base import RewardFunction
+from prefalign.rollout.experience import rollout_kl
 from prefalign.rollout.generate import generate
 from prefalign.trainers.preference.iterative_config import IterativeDPOConfig
 from prefalign.trainers.preference.labelling import chunk_seed, prompt_token_ids
@@ -64,8 +65,7 @@ def validation_objective(
         rewards += [float(r) for r in reward_fn([validation[i] for i in rows], rollout.response_texts)]
         if reference is None:
             kls += [0.0] * len(rows)  # the starting model is its own reference
-        else:
-            args = (rollout.sequences.to(device), rollout.attention_mask.to(device), rollout.response_mask.to(device))
-            kls += (sequence_logprobs(policy, *args) - sequence_logprobs(reference, *args)).tolist()
+        else:  # at temperature 1; the sampler's own log-probs serve when it sampled at 1
+            kls += rollout_kl(policy, reference, rollout, size, sampler_logprobs=sampling.temperature == 1.0).tolist()
     reward, kl = sum(rewards) / len(rewards), sum(kls) / len(kls)
     return {"eval/reward": reward, "eval/kl": kl, "eval/objective": reward - config.beta * kl}

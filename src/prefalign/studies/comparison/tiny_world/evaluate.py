@@ -30,8 +30,8 @@ from prefalign.data.schema import Prompt
 from prefalign.data.tokenize import encode_prompt
 from prefalign.evaluation.metrics import mean_pass_at_k
 from prefalign.models.load import ModelConfig, load_causal_lm, load_reward_model, load_tokenizer
-from prefalign.models.logprobs import sequence_logprobs
 from prefalign.rewards.learned import LearnedReward
+from prefalign.rollout.experience import rollout_kl
 from prefalign.rollout.generate import Rollout, SamplingConfig, generate
 from prefalign.studies.comparison.tiny_world.task import Problem, TinyWorldTask, fully_correct
 
@@ -57,26 +57,6 @@ class EvalConfig:
                 f"evaluation: samples_per_prompt must be >= 1 and every pass_k in [1, samples_per_prompt], "
                 f"got {self.samples_per_prompt} and {self.pass_k}"
             )
-
-
-@torch.no_grad()
-def rollout_kl(policy, reference, rollout: Rollout, micro_batch_size: int) -> torch.Tensor:
-    """(N,) summed log pi - log pi_ref over each response sampled at temperature 1.
-
-    log pi comes from the sampler where the built-in engine recorded it (``rollout.logprobs``: the full
-    softmax at temperature 1, equal to a forward pass to 1e-5, tested), else from a forward pass of
-    ``policy``; log pi_ref always from a forward pass of ``reference``.
-    """
-    out = []
-    for start in range(0, len(rollout), micro_batch_size):
-        part = rollout.select(list(range(start, min(start + micro_batch_size, len(rollout)))))
-        args = (part.sequences, part.attention_mask, part.response_mask)
-        if part.logprobs is not None:
-            own = (part.logprobs * part.response_mask).sum(dim=1)
-        else:
-            own = sequence_logprobs(policy, *args)
-        out.append(own - sequence_logprobs(reference, *args))
-    return torch.cat(out)
 
 
 def load_learned_reward(model_dir: str, micro_batch_size: int = 64) -> LearnedReward:
