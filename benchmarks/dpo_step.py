@@ -28,7 +28,8 @@ The script runs ``prefalign.trainers.preference.dpo.run_dpo`` for ``--steps`` op
   ``fraction_of_peak_with_padding`` counts it).
 
 What the trainer removes, and the flags that put each piece of waste back: the prompt computed
-once per pair instead of once per response (``--no-share-prompt``), length-sorted micro-batches
+once per pair instead of once per response (``--no-share-prompt``), short pairs packed into the
+padding of a row (``--no-pack``: one row per pair), length-sorted micro-batches
 (``--micro-batch-size 8``: all 16 sequences in one forward pass, padded to the longest), logits
 only at response positions (``--baseline``: every position's logits, prompt and padding included;
 implies ``--no-share-prompt``), and the reference computed once (``--reference on_the_fly``).
@@ -69,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--no-share-prompt", action="store_true", help="one row per response (the prompt computed twice per pair)"
     )
     p.add_argument(
+        "--no-pack", action="store_true", help="one row per pair (no short pairs sharing a row): more padding"
+    )
+    p.add_argument(
         "--baseline", action="store_true", help="compute every position's logits (the wasted work, for comparison)"
     )
     p.add_argument("--json", default=None, help="also write the figures to this file")
@@ -103,6 +107,7 @@ def main(argv=None) -> dict:
             reference=args.reference,
             eval_micro_batch_size=args.micro_batch_size * 2,
             share_prompt=not (args.no_share_prompt or args.baseline),
+            pack_examples=not args.no_pack,
             batch=BatchConfig(global_batch_size=args.batch_pairs, micro_batch_size=args.micro_batch_size, epochs=1.0),
             optim=OptimConfig(learning_rate=1e-6, warmup_ratio=0.0),
             run=RunConfig(output_dir=out, threads=args.threads, tensorboard=False, progress=False),
@@ -122,6 +127,7 @@ def main(argv=None) -> dict:
     figures = {
         "baseline": args.baseline,
         "share_prompt": not (args.no_share_prompt or args.baseline),
+        "pack_examples": not (args.no_pack or args.no_share_prompt or args.baseline),
         "reference": args.reference,
         "micro_batch_size": args.micro_batch_size,
         "threads": args.threads,

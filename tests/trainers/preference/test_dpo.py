@@ -11,11 +11,14 @@ from prefalign.config import ConfigError, from_dict
 from prefalign.data.schema import PreferencePair, RankedResponses, user_prompt
 from prefalign.models.logprobs import sequence_logprobs
 from prefalign.trainers.preference.batches import (
+    PACKED,
     SHARED_PROMPT,
+    collate_group,
     collate_rankings,
     collate_shared_prompt,
     encode_rankings,
     length_sorted_groups,
+    pack_rows,
 )
 from prefalign.trainers.preference.dpo import load_training_records, run_dpo
 from prefalign.trainers.preference.dpo_config import DPOConfig
@@ -34,6 +37,14 @@ def _pairs(n, offset=0):
         prompt = user_prompt(f"question {i}: " + "tell me " * (i % 4))
         out.append(PreferencePair(prompt, "yes indeed " * (1 + i % 3), "0123 " * (1 + (i * 7) % 5)))
     return out
+
+
+def _varied_pairs(n):
+    """Pairs of very different lengths (2 to 80 response tokens), so that short ones can share a row."""
+    return [
+        PreferencePair(user_prompt(f"q{i}"), "yes " * (1 + (i * 5) % 20), "0123 " * (1 + (i * 3) % 16))
+        for i in range(n)
+    ]
 
 
 def _config(tmp_path, name, **overrides):
@@ -105,7 +116,8 @@ def test_shared_prompt_rows_give_each_response_its_own_context(attention):
         for i in range(1, 6)
     ]
     encoded, _ = encode_rankings(tok, rankings, max_length=64, max_prompt_length=32)
-    assert choose_layout(model, True) == SHARED_PROMPT and choose_layout(model, False) != SHARED_PROMPT
+    assert choose_layout(model, True) == PACKED and choose_layout(model, True, pack=False) == SHARED_PROMPT
+    assert choose_layout(model, False) not in (PACKED, SHARED_PROMPT)
     rows = ranking_logps(model, collate_rankings(encoded, tok.pad_token_id))
     rows.sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -119,6 +131,16 @@ def test_shared_prompt_rows_give_each_response_its_own_context(attention):
     assert shared_batch["input_ids"].shape[0] == 5 and int(shared_batch["token_mask"].sum()) == sum(
         e.shared_length for e in encoded
     )
+    # packed: several examples to a row, each masked off from the others, in any order within its row
+    model.zero_grad()
+    packed_batch = collate_shared_prompt(encoded, tok.pad_token_id, rows=[[3, 0], [1, 4, 2]])
+    packed = ranking_logps(model, packed_batch)
+    packed.sum().backward()
+    torch.testing.assert_close(packed, rows, atol=1e-4, rtol=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], atol=1e-4, rtol=1e-3)
+    assert packed_batch["input_ids"].shape[0] == 2
+    assert int(packed_batch["token_mask"].sum()) == sum(e.shared_length for e in encoded)
 
 
 def test_empty_responses_are_reported_and_skipped(tiny):
@@ -149,6 +171,35 @@ def test_length_sorted_groups_cover_each_index_once_within_the_caps(tiny):
     for g in groups:
         assert len(g) <= 3
         assert len(g) == 1 or 2 * len(g) * max(encoded[i].max_length for i in g) <= 600
+
+
+def test_pack_rows_is_first_fit_decreasing_within_the_capacity():
+    assert pack_rows([5, 9, 3, 4, 1], 9) == [[1], [0, 3], [2, 4]]
+    assert pack_rows([7, 7, 7], 10) == [[0], [1], [2]]
+    assert pack_rows([12, 3], 10) == [[0], [1]]  # wider than the capacity: a row of its own
+
+
+def test_packed_groups_cover_each_index_once_with_fewer_padded_positions(tiny):
+    _, tok = tiny
+    encoded, _ = encode_rankings(tok, _varied_pairs(13), max_length=96)
+    indices = list(range(13))
+    groups = length_sorted_groups(encoded, indices, max_examples=3, layout=PACKED)
+    assert sorted(i for g in groups for i in g) == indices
+    longest = max(e.shared_length for e in encoded)
+    positions = 0
+    for g in groups:
+        assert len(g.rows) <= 3 and sorted(p for row in g.rows for p in row) == list(range(len(g)))
+        assert all(sum(encoded[g[p]].shared_length for p in row) <= longest for row in g.rows)
+        batch = collate_group(PACKED, encoded, g, tok.pad_token_id)
+        assert int(batch["token_mask"].sum()) == sum(encoded[i].shared_length for i in g)
+        positions += batch["token_mask"].numel()
+    unpacked = sum(
+        collate_group(SHARED_PROMPT, encoded, g, tok.pad_token_id)["token_mask"].numel()
+        for g in length_sorted_groups(encoded, indices, max_examples=3, layout=SHARED_PROMPT)
+    )
+    assert positions < unpacked
+    capped = length_sorted_groups(encoded, indices, max_examples=8, max_tokens=2 * longest, layout=PACKED)
+    assert all(len(g.rows) <= 2 for g in capped)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -192,10 +243,16 @@ def test_cached_and_on_the_fly_reference_train_alike(tmp_path):
 
 
 def test_micro_batching_and_token_caps_do_not_change_the_run(tmp_path):
-    pairs = _pairs(16)
-    run_dpo(_config(tmp_path, "whole", batch={"epochs": 2.0}), (pairs, []))
+    pairs = _varied_pairs(16)
+    run_dpo(_config(tmp_path, "whole", batch={"epochs": 2.0}, pack_examples=False), (pairs, []))
     run_dpo(
-        _config(tmp_path, "split", batch={"epochs": 2.0, "micro_batch_size": 3}, max_tokens_per_micro_batch=400),
+        _config(
+            tmp_path,
+            "split",
+            batch={"epochs": 2.0, "micro_batch_size": 3},
+            max_tokens_per_micro_batch=400,
+            pack_examples=False,
+        ),
         (pairs, []),
     )
     a, b = _rows(tmp_path / "whole"), _rows(tmp_path / "split")
@@ -203,6 +260,12 @@ def test_micro_batching_and_token_caps_do_not_change_the_run(tmp_path):
     assert [r["rewards/margin"] for r in a] == pytest.approx([r["rewards/margin"] for r in b], abs=1e-5)
     assert b[0]["perf/padding"] < a[0]["perf/padding"]  # sorted micro-batches waste fewer positions
     assert _max_diff(_weights(tmp_path / "whole"), _weights(tmp_path / "split")) < 1e-4
+    # several pairs to a row: the same run on fewer padded positions
+    run_dpo(_config(tmp_path, "packed", batch={"epochs": 2.0, "micro_batch_size": 3}), (pairs, []))
+    d = _rows(tmp_path / "packed")
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in d], abs=1e-5)
+    assert d[0]["perf/padding"] < b[0]["perf/padding"]
+    assert _max_diff(_weights(tmp_path / "whole"), _weights(tmp_path / "packed")) < 1e-4
     run_dpo(_config(tmp_path, "rows", batch={"epochs": 2.0}, share_prompt=False), (pairs, []))
     c = _rows(tmp_path / "rows")
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in c], abs=1e-5)

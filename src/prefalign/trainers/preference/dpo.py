@@ -61,7 +61,7 @@ from prefalign.trainers.common import (
 )
 from prefalign.trainers.early_stop import PlateauWatch, check_early_stop
 from prefalign.trainers.gather import parameters_for_generation
-from prefalign.trainers.preference.batches import COLLATE, EncodedRanking, encode_rankings, length_sorted_groups
+from prefalign.trainers.preference.batches import EncodedRanking, collate_group, encode_rankings, length_sorted_groups
 from prefalign.trainers.preference.data import (
     Records,
     data_with_filters,
@@ -123,7 +123,7 @@ class PreferenceLoop:
     train: list[EncodedRanking]
     held_out: list[EncodedRanking]
     pad_id: int
-    layout: str  # batch layout, preference_batches.SHARED_PROMPT or ROW_PER_RESPONSE
+    layout: str  # batch layout: batches.PACKED, SHARED_PROMPT or ROW_PER_RESPONSE
     tables: dict[str, torch.Tensor] = field(
         default_factory=dict
     )  # cached reference log-probs: "train", "held_out" (N, K)
@@ -171,7 +171,7 @@ def train_step(loop: PreferenceLoop, step: int) -> dict[str, float]:
     )
 
     def loss_fn(group):
-        batch = to_device(COLLATE[loop.layout]([loop.train[i] for i in group], loop.pad_id), acc.device)
+        batch = to_device(collate_group(loop.layout, loop.train, group, loop.pad_id), acc.device)
         logps = ranking_logps(loop.policy, batch).float()  # (B, K)
         ref = loop.reference_logps("train", group, batch) if cfg.loss in NEEDS_REFERENCE else None
         losses, stats = objective(logps, ref, batch["scores"], batch["lengths"], settings)  # (B,)
@@ -222,7 +222,7 @@ def evaluate(loop: PreferenceLoop) -> dict[str, float]:
         for group in length_sorted_groups(
             loop.held_out, mine, cfg.eval_micro_batch_size, cfg.max_tokens_per_micro_batch, loop.layout
         ):
-            batch = to_device(COLLATE[loop.layout]([loop.held_out[i] for i in group], loop.pad_id), acc.device)
+            batch = to_device(collate_group(loop.layout, loop.held_out, group, loop.pad_id), acc.device)
             with acc.autocast():
                 logps = ranking_logps(model, batch).float()
             ref = loop.reference_logps("held_out", group, batch)
@@ -276,7 +276,7 @@ def run_dpo(config: DPOConfig, records: tuple[Records, Records] | None = None) -
     policy = load_causal_lm(model_cfg, seed=config.run.seed).to(acc.device)
     disable_dropout(policy)
     policy.train()
-    layout = choose_layout(policy, config.share_prompt)
+    layout = choose_layout(policy, config.share_prompt, config.pack_examples)
     reference, tables, reference_seconds = build_reference(
         config, policy, session, train, held_out, tokenizer.pad_token_id, layout
     )

@@ -61,6 +61,10 @@ class DPOConfig:
     share_prompt: bool = True
     """Compute each prompt once for all its responses (one row per example with a block attention mask); False, or a
     model without sdpa/eager attention: one padded row per response."""
+    pack_examples: bool = True
+    """With share_prompt: put several short examples one after another in a row (each masked off from the others),
+    rows no longer than the step's longest example, so fewer padded positions are computed; batch.micro_batch_size
+    then bounds the rows of a forward pass. False: one row per example."""
     max_tokens_per_micro_batch: int | None = None
     """Also cap a micro-batch at this many padded tokens (None: only batch.micro_batch_size examples)."""
     eval_micro_batch_size: int = 16

@@ -96,6 +96,8 @@ class IterativeDPOConfig:
     """Reference log-probs of each round: cached (computed once by M_{r-1}) or on_the_fly."""
     share_prompt: bool = True
     """Compute each prompt once for both responses of a pair (see prefalign dpo --help)."""
+    pack_examples: bool = True
+    """Several short pairs to a row of the shared-prompt layout (see prefalign dpo --help)."""
     max_tokens_per_micro_batch: int | None = None
     """Also cap a training micro-batch at this many padded tokens."""
     batch: BatchConfig = field(
@@ -148,6 +150,7 @@ class IterativeDPOConfig:
             label_smoothing=self.label_smoothing,
             reference=self.reference,
             share_prompt=self.share_prompt,
+            pack_examples=self.pack_examples,
             max_tokens_per_micro_batch=self.max_tokens_per_micro_batch,
             batch=self.batch,
             optim=self.optim,

@@ -12,10 +12,11 @@ from prefalign.models.heads import _position_ids
 from prefalign.models.logprobs import gather_logprobs, sequence_logprobs
 from prefalign.trainers.logging import phase_progress
 from prefalign.trainers.preference.batches import (
-    COLLATE,
+    PACKED,
     ROW_PER_RESPONSE,
     SHARED_PROMPT,
     EncodedRanking,
+    collate_group,
     length_sorted_groups,
 )
 
@@ -61,17 +62,18 @@ def response_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
     )
 
 
-def choose_layout(model: torch.nn.Module, share_prompt: bool) -> str:
-    """The shared-prompt layout where the model takes a custom 4D mask (sdpa or eager attention), else a row per
-    response."""
+def choose_layout(model: torch.nn.Module, share_prompt: bool, pack: bool = True) -> str:
+    """The shared-prompt layout (``pack``: several examples to a row) where the model takes a custom 4D mask (sdpa
+    or eager attention), else a row per response."""
     inner = _unwrap(model)
     implementation = getattr(getattr(inner, "config", None), "_attn_implementation", None)
     ok = share_prompt and implementation in ("sdpa", "eager") and not _transforms_logits(inner)
-    return SHARED_PROMPT if ok else ROW_PER_RESPONSE
+    return (PACKED if pack else SHARED_PROMPT) if ok else ROW_PER_RESPONSE
 
 
 def shared_prompt_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B, K) summed response log-probs of a :func:`collate_shared_prompt` batch, from one forward pass."""
+    """(B, K) summed response log-probs of a :func:`collate_shared_prompt` batch (packed or not), from one forward
+    pass."""
     inner = _unwrap(model)
     mask = batch["attention_mask"]  # (B, 1, T, T) bool
     if inner.config._attn_implementation == "eager":  # eager attention adds the mask to the scores
@@ -127,7 +129,7 @@ def logps_table(
     try:
         groups = list(length_sorted_groups(examples, indices, max_examples, max_tokens, layout))
         for group in phase_progress(groups, len(groups), progress or "", enabled=progress is not None):
-            batch = to_device(COLLATE[layout]([examples[i] for i in group], pad_token_id), device)
+            batch = to_device(collate_group(layout, examples, group, pad_token_id), device)
             with autocast() if autocast is not None else torch.autocast("cpu", enabled=False):
                 values = ranking_logps(model, batch).float().cpu()
             out[[where[i] for i in group]] = values
