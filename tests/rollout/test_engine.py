@@ -112,6 +112,36 @@ def test_samples_of_a_prompt_share_one_prefill_and_seed_reproduces():
     assert len({tuple(r) for r in a.sequences.tolist()}) > 3  # the samples of a prompt differ
 
 
+@pytest.mark.parametrize("call_slots", [0, 10**6])
+def test_attention_over_each_runs_own_slots_changes_nothing(monkeypatch, call_slots):
+    """Rows of short prompts attending from their run's first slot: the greedy tokens of Hugging Face ``generate``
+    and sampled log-probs equal to a full forward, in the caller's row order (one run per prompt length at no
+    per-call cost, a single run at a prohibitive one)."""
+    monkeypatch.setattr(engine, "ATTENTION_CALL_SLOTS", call_slots)
+    runs = []
+    original = engine.attention_buckets
+
+    def recorded(lengths, start):
+        runs.append(original(lengths, start))
+        return runs[-1]
+
+    monkeypatch.setattr(engine, "attention_buckets", recorded)
+    model, tok = gqa_model(seed=4, eos_bias=8.0)
+    prompts = [[5, 6], list(range(20, 60)), [7, 8, 9], list(range(60, 75)), [11]]
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=16, stop_at_eos=False)
+    ours = generate(model, tok, prompts, greedy, 8, engine="builtin")
+    theirs = generate(model, tok, prompts, greedy, 8, engine="hf")
+    assert torch.equal(ours.sequences, theirs.sequences)
+    assert [len(r) for r in runs] == [len(prompts) if call_slots == 0 else 1]
+    if call_slots == 0:  # longest prompt first; each run starts at its own prompt's first slot
+        start = max(map(len, prompts))
+        assert runs[0] == [(j, j + 1, start - n) for j, n in enumerate(sorted(map(len, prompts), reverse=True))]
+    sampled = SamplingConfig(temperature=0.9, max_new_tokens=16, num_samples=2)
+    ro = generate(model, tok, prompts, sampled, 10, generator_seed=3, engine="builtin")
+    full = token_logprobs(model, ro.sequences, ro.attention_mask, ro.response_mask, temperature=0.9)
+    torch.testing.assert_close(ro.logprobs, full, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("overhead", [1, 10**6])
 def test_grouped_prefill_equals_one_prompt_at_a_time(monkeypatch, overhead):
     """Right-padded prompts sharing a forward give each prompt the keys, values and logits it gets alone."""
