@@ -16,8 +16,8 @@ What it does differently from Hugging Face ``generate`` (same model modules, sam
 * **Attention over each row's own slots**: the cache holds the rows longest prompt first, cut into runs
   of similar prompt length (:func:`attention_buckets`); each run attends from its longest prompt's
   first slot on, so a short prompt's row does not read the masked-out slots before it (on the 8 / 32
-  HH-RLHF prompts of the benchmark the mean prompt is 2.4 / 2.7x shorter than the longest). Logits
-  and samples keep the caller's row order.
+  HH-RLHF prompts of the benchmark the mean prompt is 2.4 / 2.7x shorter than the longest; decode 3% /
+  11% faster in an A/B in one process). Logits and samples keep the caller's row order.
 * **A plain decode loop**: per token, the embedding, rotary embedding, per layer the two norms, the
   q/k/v/o and MLP projections and the vocabulary projection (:mod:`prefalign.rollout.kernels`: a plain
   ``nn.Linear``'s weight applied as ``W @ x.T`` where that measured faster than ``F.linear`` for a few
