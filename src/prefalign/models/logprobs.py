@@ -17,15 +17,17 @@ from prefalign.models.heads import _position_ids
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
     """log softmax(logits)[targets] without materialising the full (N, V) log-softmax at once.
 
-    logits (..., V), targets (...) -> (...). Rows are processed in chunks of ``chunk_size``.
+    logits (..., V), targets (...) -> (...). Rows are processed in chunks of ``chunk_size``. Each chunk goes
+    through ``log_softmax`` and a gather: its backward is one pass (softmax minus the one-hot), where
+    ``gather - logsumexp`` recomputed the exponentials (forward + backward of 600 x 49,152 logits, one
+    thread: 315 against 520 ms); autograd keeps one (chunk, V) tensor either way.
     """
     flat_logits = logits.reshape(-1, logits.shape[-1])
     flat_targets = targets.reshape(-1)
     out = torch.empty(flat_targets.shape, dtype=torch.float32, device=logits.device)
     for start in range(0, flat_logits.shape[0], chunk_size):
-        block = flat_logits[start : start + chunk_size].float()
-        picked = block.gather(1, flat_targets[start : start + chunk_size, None]).squeeze(1)
-        out[start : start + chunk_size] = picked - torch.logsumexp(block, dim=-1)
+        block = torch.log_softmax(flat_logits[start : start + chunk_size].float(), dim=-1)
+        out[start : start + chunk_size] = block.gather(1, flat_targets[start : start + chunk_size, None]).squeeze(1)
     return out.view(targets.shape)
 
 
