@@ -74,8 +74,9 @@ class StaticCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
 
 
-#: a decode attention call's fixed cost in cache slots of one row (~40 us against ~0.15 us per slot and row,
-#: SmolLM2 on the CPU): :func:`attention_buckets` weighs it against the slots a shorter prompt would skip
+#: a decode attention call's fixed cost in cache slots of one row, which :func:`attention_buckets` weighs against
+#: the slots a shorter prompt would skip: set by estimate, not tuned (a call's few small torch ops, some tens of us,
+#: against ~0.12 us per slot and row: SmolLM2, 8 rows x 400 slots took ~0.4 ms per layer on the CPU)
 ATTENTION_CALL_SLOTS = 256
 
 
