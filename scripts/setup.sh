@@ -22,6 +22,18 @@ if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-ge
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
     || echo "setup: could not install bubblewrap with apt-get" >&2
 fi
+# The generation engine's CPU kernel (src/prefalign/rollout/csrc): built now, so the first run does not wait for it;
+# where it cannot be built (no C++ compiler, no AVX2) generation uses torch's products and says so.
+.venv/bin/python - <<'PY' || echo "setup: the CPU kernel was not built; generation uses torch's products" >&2
+import sys
+import warnings
+from prefalign.rollout import cpu_kernels
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    built = cpu_kernels.available()
+if not built:
+    print(f"setup: {caught[0].message if caught else 'the CPU kernel is switched off'}", file=sys.stderr)
+PY
 .venv/bin/python - <<'PY' || echo "setup: could not probe the code sandbox" >&2
 import sys
 from prefalign.rewards.sandbox import Sandbox

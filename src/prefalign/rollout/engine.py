@@ -20,9 +20,10 @@ What it does differently from Hugging Face ``generate`` (same model modules, sam
   11% faster in an A/B in one process). Logits and samples keep the caller's row order.
 * **A plain decode loop**: per token, the embedding, rotary embedding, per layer the two norms, the
   q/k/v/o and MLP projections and the vocabulary projection (:mod:`prefalign.rollout.kernels`: a plain
-  ``nn.Linear``'s weight applied as ``W @ x.T`` where that measured faster than ``F.linear`` for a few
-  rows on the CPU, else ``F.linear``; any other layer, e.g. a LoRA one, called as the model's own
-  module, so adapters apply) and attention as two matrix products on the key/value heads
+  ``nn.Linear``'s weight through the compiled :mod:`prefalign.rollout.cpu_kernels` product on a CPU
+  where it builds (the decode step at 8 rows 1.6x faster), else as ``W @ x.T`` where that measured faster
+  than ``F.linear`` for a few rows on the CPU, else ``F.linear``; any other layer, e.g. a LoRA one, called
+  as the model's own module, so adapters apply) and attention as two matrix products on the key/value heads
   (grouped-query heads packed, as Hugging Face does for one query token); no per-step mask building,
   logits processors or cache objects.
 * **Sampling** (:mod:`prefalign.rollout.sampling`) on the logits the step produced: greedy argmax;

@@ -3,14 +3,16 @@
 Every function computes what the model's own module computes (same weights, same operations up to float
 rounding; the tests compare them):
 
-* :func:`project`: a plain ``nn.Linear`` as ``(W @ x.T).T`` instead of ``F.linear`` (``x @ W.T``) where
-  that BLAS form measured faster for a decode step's few rows (SmolLM2-135M, fp32, this project's CPU
-  machine, an A/B of the decode step in one process): always for a tall weight such as the vocabulary
-  projection (49152 x 576: ~18 ms instead of ~25 ms at 8 rows, one thread), and for every projection
-  when torch runs on several threads (8 rows, 2 threads on 2 cores busy with other work: best 360 ms per
-  step against 475 ms for ``F.linear``); on one thread the small q/k/v/o and MLP projections stay on
-  ``F.linear`` (104 ms per step against 129 ms). Anything but a plain ``nn.Linear`` (a LoRA layer, a quantised linear, a
-  subclass) is called as its module, so adapters keep applying.
+* :func:`project`: a plain ``nn.Linear`` through the compiled :func:`prefalign.rollout.cpu_kernels.small_linear`
+  for a decode step's few float32 rows and a weight over 384 KB on a CPU where it builds (about 2x the BLAS
+  at 8 rows; see that module), else as ``(W @ x.T).T`` instead of ``F.linear`` (``x @ W.T``) where that
+  BLAS form measured faster for a decode step's few rows (SmolLM2-135M, fp32, this project's CPU machine,
+  an A/B of the decode step in one process): always for a tall weight such as the vocabulary projection
+  (49152 x 576: ~18 ms instead of ~25 ms at 8 rows, one thread), and for every projection when torch runs
+  on several threads (8 rows, 2 threads on 2 cores busy with other work: best 360 ms per step against
+  475 ms for ``F.linear``); on one thread the small q/k/v/o and MLP projections stay on ``F.linear``
+  (104 ms per step against 129 ms). Anything but a plain ``nn.Linear`` (a LoRA layer, a quantised linear,
+  a subclass) is called as its module, so adapters keep applying.
 * :func:`mlp`: the Llama gated MLP, ``down(act(gate(x)) * up(x))``, with :func:`project`.
 * :func:`attend_one`: attention of one query token per row over the cached keys and values, as two
   matrix products and a softmax; grouped-query heads are reshaped into (kv_heads, group) so the keys and
@@ -20,6 +22,8 @@ rounding; the tests compare them):
 from __future__ import annotations
 
 import torch
+
+from prefalign.rollout import cpu_kernels
 
 #: up to this many rows :func:`project` may use the weight-first product (a decode step's batch)
 WEIGHT_FIRST_MAX_ROWS = 64
@@ -31,11 +35,16 @@ def weight_first(weight: torch.Tensor, rows: int) -> bool:
 
 
 def project(linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``linear(x)`` for x (..., in) -> (..., out); a plain ``nn.Linear`` as (W @ x.T).T where that is faster
-    (:func:`weight_first`), anything else as a module."""
+    """``linear(x)`` for x (..., in) -> (..., out); a plain ``nn.Linear`` through the compiled kernel or as
+    (W @ x.T).T where that is faster (:func:`weight_first`), anything else as a module."""
     if type(linear) is not torch.nn.Linear:
         return linear(x)
     flat = x.reshape(-1, x.shape[-1])  # (N, in)
+    if flat.shape[0] <= WEIGHT_FIRST_MAX_ROWS and cpu_kernels.usable(linear.weight, flat):
+        out = cpu_kernels.small_linear(flat, linear.weight)
+        if linear.bias is not None:
+            out = out + linear.bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])
     if not weight_first(linear.weight, flat.shape[0]):
         return linear(x)
     out = (linear.weight @ flat.T).T  # (N, out), column-major

@@ -1,0 +1,123 @@
+"""The compiled small-batch weight product against torch's, its routing in the decode step, and its fallbacks."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prefalign.models.logprobs import token_logprobs
+from prefalign.models.tiny import tiny_model_and_tokenizer
+from prefalign.rollout import cpu_kernels, kernels
+from prefalign.rollout.generate import SamplingConfig, generate
+
+needs_kernel = pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the kernel needs an AVX2 CPU"
+)
+PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 40, 41, 42], [14], [15, 16, 17, 18], [60, 61]]
+
+
+@pytest.fixture
+def kernel():
+    """The kernel, built (a build failure fails the test on an AVX2 machine instead of skipping it)."""
+    cpu_kernels.build()
+    cpu_kernels._state["ok"] = True
+    return cpu_kernels.small_linear
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 9, 15, 16, 17, 33, 64])
+@pytest.mark.parametrize(("n", "k"), [(1, 8), (2, 16), (3, 24), (7, 576), (192, 576), (50, 1536)])
+def test_small_linear_equals_torchs_product(kernel, rows, n, k):
+    torch.manual_seed(rows * 1000 + n)
+    x, w = torch.randn(rows, k), torch.randn(n, k)
+    out = kernel(x, w)
+    assert out.shape == (rows, n) and out.is_contiguous()
+    torch.testing.assert_close(out, F.linear(x, w), atol=1e-4, rtol=1e-5)
+
+
+@needs_kernel
+def test_small_linear_takes_strided_inputs_and_names_bad_ones(kernel):
+    torch.manual_seed(0)
+    x, w = torch.randn(16, 6)[:, :4].repeat(1, 2).T.contiguous().T, torch.randn(32, 24)[:, :8]  # neither contiguous
+    assert not x.is_contiguous() and not w.is_contiguous()
+    torch.testing.assert_close(kernel(x, w), x @ w.T, atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="multiple of 8"):
+        kernel(torch.randn(2, 12), torch.randn(3, 12))
+    with pytest.raises(RuntimeError, match="float32"):
+        kernel(torch.randn(2, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64))
+
+
+def test_usable_only_for_big_float32_weights_without_grad(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "available", lambda: True)
+    big, x = torch.empty(cpu_kernels.MIN_WEIGHT_ELEMENTS // 8, 8), torch.empty(4, 8)
+    assert cpu_kernels.usable(big, x)
+    assert not cpu_kernels.usable(torch.empty(16, 8), x)  # in the cache: the BLAS
+    assert not cpu_kernels.usable(big.double(), x.double())
+    assert not cpu_kernels.usable(torch.empty(cpu_kernels.MIN_WEIGHT_ELEMENTS // 12, 12), torch.empty(4, 12))
+    assert not cpu_kernels.usable(big.requires_grad_(), x)
+    with torch.no_grad():
+        assert cpu_kernels.usable(big, x)
+
+
+@needs_kernel
+def test_project_routes_big_weights_to_the_kernel(monkeypatch, kernel):
+    calls = []
+    monkeypatch.setattr(cpu_kernels, "small_linear", lambda x, w: calls.append(x.shape) or kernel(x, w))
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(64, 40)
+    x = torch.randn(5, 1, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(kernels.project(linear, x), linear(x), atol=1e-5, rtol=1e-5)
+        assert calls == []  # 2,560 elements: below the threshold
+        monkeypatch.setattr(cpu_kernels, "MIN_WEIGHT_ELEMENTS", 0)
+        torch.testing.assert_close(kernels.project(linear, x), linear(x), atol=1e-5, rtol=1e-5)  # with its bias
+        assert calls == [(5, 64)]
+        kernels.project(linear, torch.randn(kernels.WEIGHT_FIRST_MAX_ROWS + 1, 64))
+        assert calls == [(5, 64)]  # more rows than a decode step's: the BLAS
+
+
+@needs_kernel
+def test_engine_through_the_kernel_still_equals_hugging_face(monkeypatch, kernel):
+    calls = []
+    monkeypatch.setattr(cpu_kernels, "MIN_WEIGHT_ELEMENTS", 0)
+    monkeypatch.setattr(cpu_kernels, "small_linear", lambda x, w: calls.append(1) or kernel(x, w))
+    model, tok = tiny_model_and_tokenizer(seed=3)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=24, num_samples=2)
+    ours = generate(model, tok, PROMPTS, greedy, 4, engine="builtin")
+    assert calls, "the decode step should have used the kernel"
+    assert torch.equal(ours.sequences, generate(model, tok, PROMPTS, greedy, 4, engine="hf").sequences)
+    sampled = generate(model, tok, PROMPTS, SamplingConfig(temperature=0.7, max_new_tokens=16), 5, generator_seed=0)
+    full = token_logprobs(model, sampled.sequences, sampled.attention_mask, sampled.response_mask, temperature=0.7)
+    torch.testing.assert_close(sampled.logprobs, full, atol=1e-5, rtol=0)
+
+
+def test_switched_off_or_failing_build_falls_back(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+    monkeypatch.setenv("PREFALIGN_CPU_KERNELS", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # switched off on purpose: no warning
+        assert not cpu_kernels.available()
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+    monkeypatch.delenv("PREFALIGN_CPU_KERNELS")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(cpu_kernels.shutil, "which", lambda name: "/usr/bin/c++")
+
+    def broken(verbose=False):
+        raise RuntimeError("Error building extension 'prefalign_small_linear'\nc++: fatal error: no input files")
+
+    monkeypatch.setattr(cpu_kernels, "build", broken)
+    with pytest.warns(RuntimeWarning, match="its build failed .*no input files"):
+        assert not cpu_kernels.available()
+    assert not cpu_kernels.available()  # decided once
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    with pytest.warns(RuntimeWarning, match="no AVX2"):
+        assert not cpu_kernels.available()
+    # the decode step still works without it
+    monkeypatch.setattr(cpu_kernels, "MIN_WEIGHT_ELEMENTS", 0)
+    linear, x = torch.nn.Linear(16, 8), torch.randn(3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(kernels.project(linear, x), linear(x), atol=1e-5, rtol=1e-5)
