@@ -81,13 +81,14 @@ def test_project_routes_big_weights_to_the_kernel(monkeypatch, kernel):
 
 @needs_kernel
 def test_engine_through_the_kernel_still_equals_hugging_face(monkeypatch, kernel):
-    calls = []
+    calls, attention = [], cpu_kernels.decode_attention
     monkeypatch.setattr(cpu_kernels, "MIN_WEIGHT_ELEMENTS", 0)
-    monkeypatch.setattr(cpu_kernels, "small_linear", lambda x, w: calls.append(1) or kernel(x, w))
+    monkeypatch.setattr(cpu_kernels, "small_linear", lambda x, w: calls.append("linear") or kernel(x, w))
+    monkeypatch.setattr(cpu_kernels, "decode_attention", lambda *a: calls.append("attention") or attention(*a))
     model, tok = tiny_model_and_tokenizer(seed=3)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=24, num_samples=2)
     ours = generate(model, tok, PROMPTS, greedy, 4, engine="builtin")
-    assert calls, "the decode step should have used the kernel"
+    assert {"linear", "attention"} <= set(calls), "the decode step should have used both kernels"
     assert torch.equal(ours.sequences, generate(model, tok, PROMPTS, greedy, 4, engine="hf").sequences)
     sampled = generate(model, tok, PROMPTS, SamplingConfig(temperature=0.7, max_new_tokens=16), 5, generator_seed=0)
     full = token_logprobs(model, sampled.sequences, sampled.attention_mask, sampled.response_mask, temperature=0.7)
@@ -121,3 +122,38 @@ def test_switched_off_or_failing_build_falls_back(monkeypatch):
     linear, x = torch.nn.Linear(16, 8), torch.randn(3, 16)
     with torch.no_grad():
         torch.testing.assert_close(kernels.project(linear, x), linear(x), atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 16), (3, 3, 8), (9, 3, 64)])
+def test_decode_attention_equals_the_engines_torch_attention(kernel, heads, kv_heads, head_dim):
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    from prefalign.rollout import engine
+
+    torch.manual_seed(heads * 10 + head_dim)
+    config = LlamaConfig(
+        hidden_size=heads * head_dim, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim
+    )
+    attn, rotary = LlamaAttention(config, layer_idx=0).eval(), LlamaRotaryEmbedding(config)
+    rows, capacity, start, slot = 5, 40, 20, 27
+    lengths = torch.tensor([20, 17, 9, 4, 1])  # prompts right-aligned at slot 20, 7 tokens generated since
+    keys, values = torch.randn(rows, kv_heads, capacity, head_dim), torch.randn(rows, kv_heads, capacity, head_dim)
+    h = torch.randn(rows, 1, heads * head_dim)
+    positions = (lengths + slot - start)[:, None]
+    cos, sin = rotary(h, positions)
+    slots = torch.arange(capacity)
+    mask = ((slots >= start - lengths[:, None]) & (slots <= slot))[:, None, None, : slot + 1]
+    with torch.no_grad():
+        ref_keys, ref_values = keys.clone(), values.clone()
+        expected = engine._attend(attn, h, cos, sin, ref_keys, ref_values, slot, mask, [(0, rows, 0)])
+        got = engine._attend(attn, h, cos, sin, keys, values, slot, mask, None, first=start - lengths)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        assert torch.equal(keys, ref_keys) and torch.equal(values, ref_values)  # the rotated key to the bit
+        q = kernels.project(attn.q_proj, h).view(rows, 1, heads, head_dim).transpose(1, 2)
+        k = kernels.project(attn.k_proj, h).view(rows, 1, kv_heads, head_dim).transpose(1, 2)
+        assert torch.equal(keys[:, :, slot], apply_rotary_pos_emb(q, k, cos, sin)[1][:, :, 0])
+    with pytest.raises(RuntimeError, match="starts at slot"):
+        kv = torch.randn(rows, kv_heads * head_dim)
+        cpu_kernels.decode_attention(h[:, 0], kv, kv, cos[:, 0], sin[:, 0], keys, values, lengths + 30, slot, 1.0)

@@ -35,7 +35,7 @@ SOURCE = Path(__file__).with_name("csrc") / "small_linear.cpp"
 #: computes faster from the cache at 32-64 rows (the study's tiny world, 128 x 384: 1 thread, 64 rows, 148-187 us
 #: against 117-144; at 8 rows the two were level). SmolLM2-135M's smallest projection has 110,592 elements.
 MIN_WEIGHT_ELEMENTS = 98_304
-_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off"]
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -125,3 +125,16 @@ def usable(weight: torch.Tensor, x: torch.Tensor) -> bool:
 def small_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` for x (B, K), weight (N, K), float32 on the CPU: (B, N), row-major. No autograd."""
     return torch.ops.prefalign_cpu.small_linear(x, weight)
+
+
+def decode_attention(q, k, v, cos, sin, keys, values, first, slot: int, scale: float) -> torch.Tensor:
+    """One decode step's attention, each row over its own cache slots, after writing its new key and value.
+
+    q: (B, Hq * D) and k, v: (B, Hkv * D) the projections before the rotary embedding; cos, sin: (B, D);
+    keys, values: (B, Hkv, S, D) contiguous float32 cache buffers (slot ``slot`` is written: the rotated k
+    and v); first: (B,) each row's first slot (its prompt right-aligned before the new tokens). Returns
+    (B, Hq * D): per query head, softmax(q . K * scale) . V over slots first[b] .. slot, query head j on
+    key/value head j // (Hq / Hkv). The rotary embedding is Hugging Face's to the bit; the rest equals
+    its attention up to float rounding (the tests compare them).
+    """
+    return torch.ops.prefalign_cpu.decode_attention(q, k, v, cos, sin, keys, values, first, slot, scale)

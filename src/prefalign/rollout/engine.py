@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from prefalign.rollout import kernels
+from prefalign.rollout import cpu_kernels, kernels
 from prefalign.rollout.batching import length_groups
 from prefalign.rollout.sampling import next_tokens
 
@@ -93,13 +93,20 @@ def attention_buckets(lengths: list[int], start: int) -> list[tuple[int, int, in
     return [(min(g), max(g) + 1, start - max(lengths[i] for i in g)) for g in groups]
 
 
-def _attend(attn, h, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: int, mask, buckets) -> torch.Tensor:
+def _attend(attn, h, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: int, mask, buckets, first=None):
     """Self-attention of one new token per row (h: (B, 1, hidden)) over cache slots 0..slot; writes slot.
 
     buckets: :func:`attention_buckets` of the rows (sorted by decreasing prompt length): each run of rows
-    attends from its own first slot on.
+    attends from its own first slot on. first: (B,) each row's first slot, given where the compiled
+    :func:`prefalign.rollout.cpu_kernels.decode_attention` runs it (rotary embedding, cache write and
+    attention in one call, each row over its own slots).
     """
     rows, dim = h.shape[0], attn.head_dim
+    if first is not None:
+        q, k, v = (kernels.project(p, h).reshape(rows, -1) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        cos, sin = cos.reshape(rows, dim), sin.reshape(rows, dim)
+        out = cpu_kernels.decode_attention(q, k, v, cos, sin, keys, values, first, slot, attn.scaling)
+        return kernels.project(attn.o_proj, out.reshape(rows, 1, -1))
     q = kernels.project(attn.q_proj, h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hq, 1, D)
     k = kernels.project(attn.k_proj, h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hkv, 1, D)
     v = kernels.project(attn.v_proj, h).view(rows, 1, -1, dim).transpose(1, 2)
@@ -118,15 +125,24 @@ def _attend(attn, h, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: i
 
 
 def decode_step(
-    lm, cache: StaticCache, tokens: torch.Tensor, positions: torch.Tensor, slot: int, mask, buckets=None, order=None
+    lm,
+    cache: StaticCache,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    slot: int,
+    mask,
+    buckets=None,
+    order=None,
+    first=None,
 ) -> torch.Tensor:
     """(B, V) next-token logits after feeding ``tokens`` (B,) at ``positions`` (B,) into cache ``slot``.
 
     mask: (B, 1, 1, slot + 1) bool, True on the slots each row attends to (its prompt and its tokens).
     buckets: runs of rows that attend from a later slot on (:func:`attention_buckets`; None: every row
     from slot 0). order: the cache rows are these rows of the output (None: the same order), so the
-    logits come out in the caller's row order. The layer arithmetic is Hugging Face's
-    ``LlamaDecoderLayer`` (pre-norm, residual first).
+    logits come out in the caller's row order. first: (B,) long, each cache row's first slot, to run the
+    attention through the compiled kernel (:func:`compiled_attention` says where; None: torch's products).
+    The layer arithmetic is Hugging Face's ``LlamaDecoderLayer`` (pre-norm, residual first).
     """
     inner = lm.model
     buckets = buckets or [(0, tokens.shape[0], 0)]
@@ -134,12 +150,26 @@ def decode_step(
     cos, sin = inner.rotary_emb(x, positions[:, None])
     for i, layer in enumerate(inner.layers):
         h = layer.input_layernorm(x)
-        x = x + _attend(layer.self_attn, h, cos, sin, cache.keys[i], cache.values[i], slot, mask, buckets)
+        x = x + _attend(layer.self_attn, h, cos, sin, cache.keys[i], cache.values[i], slot, mask, buckets, first)
         x = x + kernels.mlp(layer.mlp, layer.post_attention_layernorm(x))
     x = inner.norm(x)[:, 0]
     if order is not None:
         x = torch.empty_like(x).index_copy_(0, order, x)  # cache row j is output row order[j]
     return kernels.project(lm.lm_head, x).contiguous()  # (B, V), row-major for the sampler
+
+
+def compiled_attention(lm, cache: StaticCache) -> bool:
+    """Whether the decode step's attention goes to :func:`prefalign.rollout.cpu_kernels.decode_attention`: where
+    its projections go to the compiled product too (float32 on an AVX2 CPU, weights that stream from memory:
+    not the study's tiny models, whose runs stay as they were) and the head size is a multiple of 8."""
+    attn = lm.model.layers[0].self_attn
+    keys = cache.keys[0]
+    return (
+        keys.dtype == torch.float32
+        and keys.shape[-1] % 8 == 0
+        and type(attn.q_proj) is torch.nn.Linear
+        and cpu_kernels.usable(attn.q_proj.weight, keys[:1, 0, 0])
+    )
 
 
 #: the fixed cost of one prefill forward, in floating-point operations: about 2 ms of Python and module
@@ -227,6 +257,7 @@ def generate_chunk(
     logits = torch.empty_like(sorted_logits).index_copy_(0, cache_order, sorted_logits)
     lengths = torch.tensor([len(rows[i]) for i in order], device=device)  # (B,) cache order
     buckets = attention_buckets(lengths.tolist(), start)
+    first = (start - lengths) if compiled_attention(lm, cache) else None
     slots = torch.arange(start + max_new_tokens, device=device)
     mask = (slots[None, :] >= (start - lengths)[:, None])[:, None, None, :]  # (B, 1, 1, S): prompt slots and beyond
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
@@ -235,7 +266,9 @@ def generate_chunk(
         if step > 0:
             fed = tokens[-1].index_select(0, cache_order)  # the batch's last tokens in cache order
             slot = start + step - 1
-            logits = decode_step(lm, cache, fed, lengths + step - 1, slot, mask[..., : slot + 1], buckets, cache_order)
+            logits = decode_step(
+                lm, cache, fed, lengths + step - 1, slot, mask[..., : slot + 1], buckets, cache_order, first
+            )
         token, logprob = next_tokens(logits, temperature, top_k, top_p)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         tokens.append(token)

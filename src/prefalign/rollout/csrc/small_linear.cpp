@@ -12,6 +12,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
 namespace {
 
@@ -103,6 +105,90 @@ at::Tensor small_linear(const at::Tensor& x_, const at::Tensor& w_) {
   return y;
 }
 
+
+// ---------------------------------------------------------------------------------------------------------------
+// One decode step's attention for one new token per row, on the static cache (prefalign.rollout.engine):
+// Hugging Face's rotary embedding on q and k (the same multiplies and add per element, no FMA contraction: the file
+// is built with -ffp-contract=off), k and v written to cache slot `slot`, then per query head softmax(q . K / sqrt)
+// . V over the row's own slots first[b] .. slot (its prompt, right-aligned, and its new tokens; nothing masked is
+// read). Grouped-query heads: query head j reads key/value head j / (Hq / Hkv), as Hugging Face's repeat_kv.
+
+inline float dot(const float* a, const float* b, int64_t D) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t d = 0; d < D; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc);
+  return lane_sum(acc);
+}
+
+// x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[D/2:], x[:D/2])
+inline void rotate(const float* x, const float* cos, const float* sin, float* out, int64_t D) {
+  const int64_t h = D / 2;
+  for (int64_t i = 0; i < h; ++i) out[i] = x[i] * cos[i] + (-x[i + h]) * sin[i];
+  for (int64_t i = h; i < D; ++i) out[i] = x[i] * cos[i] + x[i - h] * sin[i];
+}
+
+at::Tensor decode_attention(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& cos_,
+                            const at::Tensor& sin_, at::Tensor keys, at::Tensor values, const at::Tensor& first_,
+                            int64_t slot, double scale) {
+  TORCH_CHECK(keys.is_contiguous() && values.is_contiguous() && keys.dim() == 4 && keys.sizes() == values.sizes(),
+              "decode_attention: the cache buffers must be contiguous (B, Hkv, S, D)");
+  const int64_t B = keys.size(0), Hkv = keys.size(1), S = keys.size(2), D = keys.size(3);
+  TORCH_CHECK(keys.scalar_type() == at::kFloat && q_.scalar_type() == at::kFloat, "decode_attention: float32 only");
+  TORCH_CHECK(D % 8 == 0, "decode_attention: head_dim must be a multiple of 8, got ", D);
+  TORCH_CHECK(0 <= slot && slot < S, "decode_attention: slot ", slot, " outside the cache's ", S, " slots");
+  const at::Tensor q = q_.contiguous(), k = k_.contiguous(), v = v_.contiguous();
+  const at::Tensor cos = cos_.contiguous(), sin = sin_.contiguous();
+  const at::Tensor first = first_.to(at::kLong).contiguous();
+  TORCH_CHECK(q.numel() % (B * D) == 0 && k.numel() == B * Hkv * D && v.numel() == B * Hkv * D,
+              "decode_attention: q (B, Hq * D), k and v (B, Hkv * D)");
+  TORCH_CHECK(cos.numel() == B * D && sin.numel() == B * D, "decode_attention: cos and sin (B, D)");
+  const int64_t Hq = q.numel() / (B * D), group = Hq / Hkv;
+  TORCH_CHECK(group * Hkv == Hq, "decode_attention: ", Hq, " query heads on ", Hkv, " key/value heads");
+  at::Tensor out = at::empty({B, Hq * D}, q.options());
+  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+  const float *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
+  const int64_t* fp = first.data_ptr<int64_t>();
+  float *keys_p = keys.data_ptr<float>(), *values_p = values.data_ptr<float>(), *op = out.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b)
+    TORCH_CHECK(0 <= fp[b] && fp[b] <= slot, "decode_attention: row ", b, " starts at slot ", fp[b], " after ", slot);
+  const float fscale = static_cast<float>(scale);
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(S), qr(D);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / Hkv, h = item % Hkv;
+      const float *c = cp + b * D, *sn = sp + b * D;
+      float* kc = keys_p + (item * S) * D;
+      float* vc = values_p + (item * S) * D;
+      rotate(kp + item * D, c, sn, kc + slot * D, D);
+      std::copy(vp + item * D, vp + (item + 1) * D, vc + slot * D);
+      const int64_t lo = fp[b], n = slot + 1 - lo;
+      for (int64_t g = 0; g < group; ++g) {
+        const int64_t head = h * group + g;
+        rotate(qp + (b * Hq + head) * D, c, sn, qr.data(), D);
+        float top = -INFINITY;
+        for (int64_t s = 0; s < n; ++s) {
+          scores[s] = dot(qr.data(), kc + (lo + s) * D, D) * fscale;
+          top = std::max(top, scores[s]);
+        }
+        float total = 0.f;
+        for (int64_t s = 0; s < n; ++s) total += (scores[s] = std::exp(scores[s] - top));
+        float* o = op + (b * Hq + head) * D;
+        for (int64_t d = 0; d < D; d += 8) {
+          __m256 acc = _mm256_setzero_ps();
+          for (int64_t s = 0; s < n; ++s)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[s]), _mm256_loadu_ps(vc + (lo + s) * D + d), acc);
+          _mm256_storeu_ps(o + d, _mm256_div_ps(acc, _mm256_set1_ps(total)));
+        }
+      }
+    }
+  });
+  return out;
+}
 }  // namespace
 
-TORCH_LIBRARY(prefalign_cpu, m) { m.def("small_linear(Tensor x, Tensor w) -> Tensor", &small_linear); }
+TORCH_LIBRARY(prefalign_cpu, m) {
+  m.def("small_linear(Tensor x, Tensor w) -> Tensor", &small_linear);
+  m.def(
+      "decode_attention(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, "
+      "Tensor first, int slot, float scale) -> Tensor",
+      &decode_attention);
+}
