@@ -125,7 +125,7 @@ def test_switched_off_or_failing_build_falls_back(monkeypatch):
 
 
 @needs_kernel
-@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 16), (3, 3, 8), (9, 3, 64)])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 16), (3, 3, 8), (9, 3, 64), (10, 1, 8)])
 def test_decode_attention_equals_the_engines_torch_attention(kernel, heads, kv_heads, head_dim):
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRotaryEmbedding, apply_rotary_pos_emb

@@ -113,10 +113,21 @@ at::Tensor small_linear(const at::Tensor& x_, const at::Tensor& w_) {
 // . V over the row's own slots first[b] .. slot (its prompt, right-aligned, and its new tokens; nothing masked is
 // read). Grouped-query heads: query head j reads key/value head j / (Hq / Hkv), as Hugging Face's repeat_kv.
 
-inline float dot(const float* a, const float* b, int64_t D) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t d = 0; d < D; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc);
-  return lane_sum(acc);
+// e^x for x <= 0, 8 lanes (Cephes' expf: range reduction by ln 2, a degree-6 polynomial; within 2 ulp of expf)
+inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 // x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[D/2:], x[:D/2])
@@ -124,6 +135,55 @@ inline void rotate(const float* x, const float* cos, const float* sin, float* ou
   const int64_t h = D / 2;
   for (int64_t i = 0; i < h; ++i) out[i] = x[i] * cos[i] + (-x[i + h]) * sin[i];
   for (int64_t i = h; i < D; ++i) out[i] = x[i] * cos[i] + x[i - h] * sin[i];
+}
+
+// G query heads of one key/value head (rotated, G x D in q) over n cached slots kc, vc (n x D each); scores: a
+// G x n scratch; out: G x D. Each cached key and value row is read once for the G heads.
+template <int G>
+void attend_group(const float* q, const float* kc, const float* vc, int64_t n, int64_t D, float scale, float* scores,
+                  float* out) {
+  for (int64_t s = 0; s < n; ++s) {
+    __m256 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; d += 8) {
+      const __m256 kv = _mm256_loadu_ps(kc + s * D + d);
+      for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * D + d), kv, acc[g]);
+    }
+    for (int g = 0; g < G; ++g) scores[g * n + s] = lane_sum(acc[g]) * scale;
+  }
+  float total[G];
+  for (int g = 0; g < G; ++g) {
+    float* sc = scores + g * n;
+    float top = -INFINITY;
+    for (int64_t s = 0; s < n; ++s) top = std::max(top, sc[s]);
+    const __m256 t = _mm256_set1_ps(top);
+    __m256 sum = _mm256_setzero_ps();
+    int64_t s = 0;
+    for (; s + 8 <= n; s += 8) {
+      const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(sc + s), t));
+      _mm256_storeu_ps(sc + s, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    total[g] = lane_sum(sum);
+    for (; s < n; ++s) total[g] += (sc[s] = std::exp(sc[s] - top));
+  }
+  for (int64_t d = 0; d < D; d += 8) {
+    __m256 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < n; ++s) {
+      const __m256 vv = _mm256_loadu_ps(vc + s * D + d);
+      for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(scores[g * n + s]), vv, acc[g]);
+    }
+    for (int g = 0; g < G; ++g) _mm256_storeu_ps(out + g * D + d, _mm256_div_ps(acc[g], _mm256_set1_ps(total[g])));
+  }
+}
+
+void attend(int64_t group, const float* q, const float* kc, const float* vc, int64_t n, int64_t D, float scale,
+            float* scores, float* out) {
+  int64_t g = 0;  // the heads in fours, then twos, then one by one
+  for (; g + 4 <= group; g += 4) attend_group<4>(q + g * D, kc, vc, n, D, scale, scores, out + g * D);
+  for (; g + 2 <= group; g += 2) attend_group<2>(q + g * D, kc, vc, n, D, scale, scores, out + g * D);
+  for (; g < group; ++g) attend_group<1>(q + g * D, kc, vc, n, D, scale, scores, out + g * D);
 }
 
 at::Tensor decode_attention(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& cos_,
@@ -152,7 +212,7 @@ at::Tensor decode_attention(const at::Tensor& q_, const at::Tensor& k_, const at
     TORCH_CHECK(0 <= fp[b] && fp[b] <= slot, "decode_attention: row ", b, " starts at slot ", fp[b], " after ", slot);
   const float fscale = static_cast<float>(scale);
   at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(S), qr(D);
+    std::vector<float> scores(4 * S), qr(group * D);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / Hkv, h = item % Hkv;
       const float *c = cp + b * D, *sn = sp + b * D;
@@ -160,29 +220,15 @@ at::Tensor decode_attention(const at::Tensor& q_, const at::Tensor& k_, const at
       float* vc = values_p + (item * S) * D;
       rotate(kp + item * D, c, sn, kc + slot * D, D);
       std::copy(vp + item * D, vp + (item + 1) * D, vc + slot * D);
-      const int64_t lo = fp[b], n = slot + 1 - lo;
-      for (int64_t g = 0; g < group; ++g) {
-        const int64_t head = h * group + g;
-        rotate(qp + (b * Hq + head) * D, c, sn, qr.data(), D);
-        float top = -INFINITY;
-        for (int64_t s = 0; s < n; ++s) {
-          scores[s] = dot(qr.data(), kc + (lo + s) * D, D) * fscale;
-          top = std::max(top, scores[s]);
-        }
-        float total = 0.f;
-        for (int64_t s = 0; s < n; ++s) total += (scores[s] = std::exp(scores[s] - top));
-        float* o = op + (b * Hq + head) * D;
-        for (int64_t d = 0; d < D; d += 8) {
-          __m256 acc = _mm256_setzero_ps();
-          for (int64_t s = 0; s < n; ++s)
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[s]), _mm256_loadu_ps(vc + (lo + s) * D + d), acc);
-          _mm256_storeu_ps(o + d, _mm256_div_ps(acc, _mm256_set1_ps(total)));
-        }
-      }
+      for (int64_t g = 0; g < group; ++g) rotate(qp + (b * Hq + h * group + g) * D, c, sn, qr.data() + g * D, D);
+      const int64_t lo = fp[b];
+      attend(group, qr.data(), kc + lo * D, vc + lo * D, slot + 1 - lo, D, fscale, scores.data(),
+             op + (b * Hq + h * group) * D);
     }
   });
   return out;
 }
+
 }  // namespace
 
 TORCH_LIBRARY(prefalign_cpu, m) {
