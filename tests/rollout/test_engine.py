@@ -170,8 +170,57 @@ def test_grouped_prefill_equals_one_prompt_at_a_time(monkeypatch, overhead):
                 assert not ours[layer][i, :, : start - len(p)].any()  # slots before the prompt stay empty
 
 
-def test_lora_policy_greedy_equal():
+@pytest.mark.parametrize("pack_tokens", [4096, 12])
+def test_packed_prefill_equals_one_prompt_at_a_time(monkeypatch, pack_tokens):
+    """Prompts packed into one sequence (or, with a small cap, several) get the keys, values and logits of a forward
+    of each alone (Hugging Face's), also when several cache rows share a prompt."""
+    model, _ = gqa_model(seed=3)
+    prompts = PROMPTS + [[70, 71, 72], [73, 74, 75, 76, 77, 78, 79, 80, 81]]
+    owners = [[2 * i, 2 * i + 1] if i % 3 == 0 else [2 * i] for i in range(len(prompts))]
+    rows = max(r for o in owners for r in o) + 1
+    capacity = max(map(len, prompts)) + 4
+    forwards = []
+    model.model.embed_tokens.register_forward_hook(lambda *_: forwards.append(1))
+    monkeypatch.setattr(engine, "PREFILL_PACK_TOKENS", pack_tokens)
+    with torch.no_grad():
+        monkeypatch.setattr(engine, "PACKED_PREFILL_MIN_PARAMS", 0)
+        cache, logits, start = engine._prefill(model, prompts, owners, rows, capacity, "cpu")
+        packed_forwards = len(forwards)
+        monkeypatch.setattr(engine, "PACKED_PREFILL_MIN_PARAMS", 10**12)
+        alone = [engine._prefill(model, [p], [[0]], 1, capacity, "cpu") for p in prompts]
+    total = sum(map(len, prompts))
+    assert packed_forwards == (1 if pack_tokens >= total else 4)  # a cap of 12 tokens: 9 | 9 | 4+3+3+2 | 1
+    for i, (p, (own, own_logits, own_start)) in enumerate(zip(prompts, alone)):
+        for row in owners[i]:
+            torch.testing.assert_close(logits[row], own_logits[0], atol=1e-5, rtol=0)
+            for layer in range(len(own.keys)):
+                for ours, theirs in ((cache.keys, own.keys), (cache.values, own.values)):
+                    torch.testing.assert_close(
+                        ours[layer][row, :, start - len(p) : start],
+                        theirs[layer][0, :, own_start - len(p) : own_start],
+                        atol=1e-5,
+                        rtol=0,
+                    )
+                    assert not ours[layer][row, :, : start - len(p)].any()
+    assert not any(cache.keys[0][r].any() for r in range(rows) if not any(r in o for o in owners))
+
+
+@pytest.mark.parametrize("make", [lambda: tiny_model_and_tokenizer(seed=3), lambda: gqa_model(seed=1)])
+def test_packed_prefill_generation_equals_hugging_face(monkeypatch, make):
+    monkeypatch.setattr(engine, "PACKED_PREFILL_MIN_PARAMS", 0)
+    model, tok = make()
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=24, num_samples=2)
+    ours = generate(model, tok, PROMPTS, greedy, 4, engine="builtin")
+    assert torch.equal(ours.sequences, generate(model, tok, PROMPTS, greedy, 4, engine="hf").sequences)
+    sampled = generate(model, tok, PROMPTS, SamplingConfig(temperature=0.8, max_new_tokens=12), 5, generator_seed=1)
+    full = token_logprobs(model, sampled.sequences, sampled.attention_mask, sampled.response_mask, temperature=0.8)
+    torch.testing.assert_close(sampled.logprobs, full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_lora_policy_greedy_equal(monkeypatch, packed):
     peft = pytest.importorskip("peft")
+    monkeypatch.setattr(engine, "PACKED_PREFILL_MIN_PARAMS", 0 if packed else 10**12)
     model, tok = gqa_model(seed=6)
     lora = peft.get_peft_model(
         model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
