@@ -148,7 +148,11 @@ def test_decode_attention_equals_the_engines_torch_attention(kernel, heads, kv_h
     with torch.no_grad():
         ref_keys, ref_values = keys.clone(), values.clone()
         expected = engine._attend(attn, h, cos, sin, ref_keys, ref_values, slot, mask, [(0, rows, 0)])
-        got = engine._attend(attn, h, cos, sin, keys, values, slot, mask, None, first=start - lengths)
+        q, k, v = (kernels.project(p, h[:, 0]) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        got = cpu_kernels.decode_attention(
+            q, k, v, cos[:, 0], sin[:, 0], keys, values, start - lengths, slot, attn.scaling
+        ).reshape(rows, 1, -1)
+        got = kernels.project(attn.o_proj, got)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
         assert torch.equal(keys, ref_keys) and torch.equal(values, ref_values)  # the rotated key to the bit
         q = kernels.project(attn.q_proj, h).view(rows, 1, heads, head_dim).transpose(1, 2)
@@ -157,3 +161,21 @@ def test_decode_attention_equals_the_engines_torch_attention(kernel, heads, kv_h
     with pytest.raises(RuntimeError, match="starts at slot"):
         kv = torch.randn(rows, kv_heads * head_dim)
         cpu_kernels.decode_attention(h[:, 0], kv, kv, cos[:, 0], sin[:, 0], keys, values, lengths + 30, slot, 1.0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(5, 64), (3, 1, 24), (2, 13)])
+def test_rms_norm_equals_the_llama_module(kernel, shape):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from prefalign.rollout import engine
+
+    torch.manual_seed(shape[-1])
+    norm = LlamaRMSNorm(shape[-1], eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        x = torch.randn(*shape) * 3
+        torch.testing.assert_close(cpu_kernels.rms_norm(x, norm.weight, norm.variance_epsilon), norm(x))
+        torch.testing.assert_close(engine._norm(norm, x), norm(x))
+        other = torch.nn.LayerNorm(shape[-1])  # not an RMS norm: called as its module
+        assert torch.equal(engine._norm(other, x), other(x))

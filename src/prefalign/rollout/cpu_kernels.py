@@ -138,3 +138,8 @@ def decode_attention(q, k, v, cos, sin, keys, values, first, slot: int, scale: f
     its attention up to float rounding (the tests compare them).
     """
     return torch.ops.prefalign_cpu.decode_attention(q, k, v, cos, sin, keys, values, first, slot, scale)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Hugging Face's ``LlamaRMSNorm`` on float32 x (..., H): ``weight * (x * rsqrt(mean(x^2) + eps))``, one call."""
+    return torch.ops.prefalign_cpu.rms_norm(x, weight, eps)

@@ -94,20 +94,13 @@ def attention_buckets(lengths: list[int], start: int) -> list[tuple[int, int, in
     return [(min(g), max(g) + 1, start - max(lengths[i] for i in g)) for g in groups]
 
 
-def _attend(attn, h, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: int, mask, buckets, first=None):
+def _attend(attn, h, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: int, mask, buckets) -> torch.Tensor:
     """Self-attention of one new token per row (h: (B, 1, hidden)) over cache slots 0..slot; writes slot.
 
     buckets: :func:`attention_buckets` of the rows (sorted by decreasing prompt length): each run of rows
-    attends from its own first slot on. first: (B,) each row's first slot, given where the compiled
-    :func:`prefalign.rollout.cpu_kernels.decode_attention` runs it (rotary embedding, cache write and
-    attention in one call, each row over its own slots).
+    attends from its own first slot on.
     """
     rows, dim = h.shape[0], attn.head_dim
-    if first is not None:
-        q, k, v = (kernels.project(p, h).reshape(rows, -1) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
-        cos, sin = cos.reshape(rows, dim), sin.reshape(rows, dim)
-        out = cpu_kernels.decode_attention(q, k, v, cos, sin, keys, values, first, slot, attn.scaling)
-        return kernels.project(attn.o_proj, out.reshape(rows, 1, -1))
     q = kernels.project(attn.q_proj, h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hq, 1, D)
     k = kernels.project(attn.k_proj, h).view(rows, 1, -1, dim).transpose(1, 2)  # (B, Hkv, 1, D)
     v = kernels.project(attn.v_proj, h).view(rows, 1, -1, dim).transpose(1, 2)
@@ -123,6 +116,23 @@ def _attend(attn, h, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: i
     ]
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return kernels.project(attn.o_proj, out.reshape(rows, 1, -1))  # (B, Hkv, group, D) -> (B, 1, hidden)
+
+
+def _norm(module, x: torch.Tensor) -> torch.Tensor:
+    """An RMS norm through the compiled kernel where it is Hugging Face's (weight, variance_epsilon), else as module."""
+    if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
+        return cpu_kernels.rms_norm(x, module.weight, module.variance_epsilon)
+    return module(x)
+
+
+def _compiled_layer(layer, x: torch.Tensor, cos, sin, keys, values, slot: int, first) -> torch.Tensor:
+    """One decoder layer for x (B, hidden) through the compiled kernels (norms, projections, attention)."""
+    attn = layer.self_attn
+    h = _norm(layer.input_layernorm, x)
+    q, k, v = (kernels.project(p, h) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+    out = cpu_kernels.decode_attention(q, k, v, cos, sin, keys, values, first, slot, attn.scaling)
+    x = x + kernels.project(attn.o_proj, out)
+    return x + kernels.mlp(layer.mlp, _norm(layer.post_attention_layernorm, x))
 
 
 def decode_step(
@@ -149,9 +159,18 @@ def decode_step(
     buckets = buckets or [(0, tokens.shape[0], 0)]
     x = inner.embed_tokens(tokens[:, None])  # (B, 1, hidden)
     cos, sin = inner.rotary_emb(x, positions[:, None])
+    if first is not None:  # 2-D rows through the compiled kernels
+        x, rows = x[:, 0], x.shape[0]
+        cos, sin = cos.reshape(rows, -1), sin.reshape(rows, -1)
+        for i, layer in enumerate(inner.layers):
+            x = _compiled_layer(layer, x, cos, sin, cache.keys[i], cache.values[i], slot, first)
+        x = _norm(inner.norm, x)
+        if order is not None:
+            x = torch.empty_like(x).index_copy_(0, order, x)
+        return kernels.project(lm.lm_head, x).contiguous()
     for i, layer in enumerate(inner.layers):
         h = layer.input_layernorm(x)
-        x = x + _attend(layer.self_attn, h, cos, sin, cache.keys[i], cache.values[i], slot, mask, buckets, first)
+        x = x + _attend(layer.self_attn, h, cos, sin, cache.keys[i], cache.values[i], slot, mask, buckets)
         x = x + kernels.mlp(layer.mlp, layer.post_attention_layernorm(x))
     x = inner.norm(x)[:, 0]
     if order is not None:

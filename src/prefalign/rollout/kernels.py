@@ -39,12 +39,12 @@ def project(linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     (W @ x.T).T where that is faster (:func:`weight_first`), anything else as a module."""
     if type(linear) is not torch.nn.Linear:
         return linear(x)
-    flat = x.reshape(-1, x.shape[-1])  # (N, in)
+    flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # (N, in)
     if flat.shape[0] <= WEIGHT_FIRST_MAX_ROWS and cpu_kernels.usable(linear.weight, flat):
         out = cpu_kernels.small_linear(flat, linear.weight)
         if linear.bias is not None:
             out = out + linear.bias
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+        return out if x.dim() == 2 else out.reshape(*x.shape[:-1], out.shape[-1])
     if not weight_first(linear.weight, flat.shape[0]):
         return linear(x)
     out = (linear.weight @ flat.T).T  # (N, out), column-major

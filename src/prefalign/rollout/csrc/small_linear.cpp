@@ -142,7 +142,24 @@ inline void rotate(const float* x, const float* cos, const float* sin, float* ou
 template <int G>
 void attend_group(const float* q, const float* kc, const float* vc, int64_t n, int64_t D, float scale, float* scores,
                   float* out) {
-  for (int64_t s = 0; s < n; ++s) {
+  int64_t s = 0;
+  for (; s + 2 <= n; s += 2) {  // two slots at a time: 2 G independent accumulator chains
+    __m256 a0[G], a1[G];
+    for (int g = 0; g < G; ++g) a0[g] = a1[g] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; d += 8) {
+      const __m256 k0 = _mm256_loadu_ps(kc + s * D + d), k1 = _mm256_loadu_ps(kc + (s + 1) * D + d);
+      for (int g = 0; g < G; ++g) {
+        const __m256 qv = _mm256_loadu_ps(q + g * D + d);
+        a0[g] = _mm256_fmadd_ps(qv, k0, a0[g]);
+        a1[g] = _mm256_fmadd_ps(qv, k1, a1[g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      scores[g * n + s] = lane_sum(a0[g]) * scale;
+      scores[g * n + s + 1] = lane_sum(a1[g]) * scale;
+    }
+  }
+  for (; s < n; ++s) {
     __m256 acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
     for (int64_t d = 0; d < D; d += 8) {
@@ -155,24 +172,42 @@ void attend_group(const float* q, const float* kc, const float* vc, int64_t n, i
   for (int g = 0; g < G; ++g) {
     float* sc = scores + g * n;
     float top = -INFINITY;
-    for (int64_t s = 0; s < n; ++s) top = std::max(top, sc[s]);
-    const __m256 t = _mm256_set1_ps(top);
+    for (int64_t t = 0; t < n; ++t) top = std::max(top, sc[t]);
+    const __m256 m = _mm256_set1_ps(top);
     __m256 sum = _mm256_setzero_ps();
-    int64_t s = 0;
-    for (; s + 8 <= n; s += 8) {
-      const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(sc + s), t));
-      _mm256_storeu_ps(sc + s, e);
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8) {
+      const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(sc + t), m));
+      _mm256_storeu_ps(sc + t, e);
       sum = _mm256_add_ps(sum, e);
     }
     total[g] = lane_sum(sum);
-    for (; s < n; ++s) total[g] += (sc[s] = std::exp(sc[s] - top));
+    for (; t < n; ++t) total[g] += (sc[t] = std::exp(sc[t] - top));
   }
-  for (int64_t d = 0; d < D; d += 8) {
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) {  // two 8-float blocks of the head at a time: 2 G chains
+    __m256 a0[G], a1[G];
+    for (int g = 0; g < G; ++g) a0[g] = a1[g] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < n; ++t) {
+      const __m256 v0 = _mm256_loadu_ps(vc + t * D + d), v1 = _mm256_loadu_ps(vc + t * D + d + 8);
+      for (int g = 0; g < G; ++g) {
+        const __m256 p = _mm256_set1_ps(scores[g * n + t]);
+        a0[g] = _mm256_fmadd_ps(p, v0, a0[g]);
+        a1[g] = _mm256_fmadd_ps(p, v1, a1[g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m256 norm = _mm256_set1_ps(total[g]);
+      _mm256_storeu_ps(out + g * D + d, _mm256_div_ps(a0[g], norm));
+      _mm256_storeu_ps(out + g * D + d + 8, _mm256_div_ps(a1[g], norm));
+    }
+  }
+  for (; d < D; d += 8) {
     __m256 acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
-    for (int64_t s = 0; s < n; ++s) {
-      const __m256 vv = _mm256_loadu_ps(vc + s * D + d);
-      for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(scores[g * n + s]), vv, acc[g]);
+    for (int64_t t = 0; t < n; ++t) {
+      const __m256 vv = _mm256_loadu_ps(vc + t * D + d);
+      for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(scores[g * n + t]), vv, acc[g]);
     }
     for (int g = 0; g < G; ++g) _mm256_storeu_ps(out + g * D + d, _mm256_div_ps(acc[g], _mm256_set1_ps(total[g])));
   }
@@ -213,7 +248,10 @@ at::Tensor decode_attention(const at::Tensor& q_, const at::Tensor& k_, const at
   const float fscale = static_cast<float>(scale);
   at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(4 * S), qr(group * D);
-    for (int64_t item = begin; item < end; ++item) {
+    for (int64_t t = begin; t < end; ++t) {
+      // items from both ends in turn (0, last, 1, last - 1, ...): the rows come longest prompt first, so each
+      // thread's contiguous share of t gets long and short rows alike
+      const int64_t item = (t % 2 == 0) ? t / 2 : B * Hkv - 1 - t / 2;
       const int64_t b = item / Hkv, h = item % Hkv;
       const float *c = cp + b * D, *sn = sp + b * D;
       float* kc = keys_p + (item * S) * D;
@@ -229,10 +267,38 @@ at::Tensor decode_attention(const at::Tensor& q_, const at::Tensor& k_, const at
   return out;
 }
 
+// Hugging Face's LlamaRMSNorm on float32 rows: weight * (x * rsqrt(mean(x^2) + eps)), the mean summed 8 lanes at a
+// time (torch's reduction adds in another order: the same up to float rounding)
+at::Tensor rms_norm(const at::Tensor& x_, const at::Tensor& w_, double eps) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && w_.scalar_type() == at::kFloat, "rms_norm: float32 only");
+  const at::Tensor x = x_.contiguous(), w = w_.contiguous();
+  const int64_t H = w.numel();
+  TORCH_CHECK(H > 0 && x.numel() % H == 0 && x.size(-1) == H, "rms_norm: x (..., ", H, ") for a weight of ", H);
+  at::Tensor out = at::empty_like(x);
+  const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const float feps = static_cast<float>(eps);
+  for (int64_t r = 0; r < x.numel() / H; ++r) {
+    const float* row = xp + r * H;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= H; i += 8) {
+      const __m256 v = _mm256_loadu_ps(row + i);
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
+    }
+    float sum = lane_sum(acc);
+    for (; i < H; ++i) sum += row[i] * row[i];
+    const float scale = 1.0f / std::sqrt(sum / static_cast<float>(H) + feps);
+    for (i = 0; i < H; ++i) op[r * H + i] = wp[i] * (row[i] * scale);
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(prefalign_cpu, m) {
   m.def("small_linear(Tensor x, Tensor w) -> Tensor", &small_linear);
+  m.def("rms_norm(Tensor x, Tensor w, float eps) -> Tensor", &rms_norm);
   m.def(
       "decode_attention(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, "
       "Tensor first, int slot, float scale) -> Tensor",
