@@ -107,7 +107,7 @@ def test_switched_off_or_failing_build_falls_back(monkeypatch):
     monkeypatch.setattr(cpu_kernels.shutil, "which", lambda name: "/usr/bin/c++")
 
     def broken(verbose=False):
-        raise RuntimeError("Error building extension 'prefalign_small_linear'\nc++: fatal error: no input files")
+        raise RuntimeError("Error building extension 'prefalign_decode_kernels'\nc++: fatal error: no input files")
 
     monkeypatch.setattr(cpu_kernels, "build", broken)
     with pytest.warns(RuntimeWarning, match="its build failed .*no input files"):

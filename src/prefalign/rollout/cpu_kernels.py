@@ -1,11 +1,15 @@
-"""The generation engine's compiled CPU kernel: ``small_linear``, a weight product for a decode step's few rows.
+"""The generation engine's compiled CPU kernels (``csrc/decode_kernels.cpp``), for a decode step's few rows.
 
-The CPU BLAS that torch calls runs ``x @ W.T`` for 8 rows of x at ~5-6 GB/s of weights on this project's
-machine (SmolLM2-135M, 2 threads), where the machine streams 15-20 GB/s: the products of one decode step took
-107-116 ms, ``csrc/small_linear.cpp`` 48-51 ms (32 rows: 133-140 against 100-106 ms). It is C++ with AVX2
-and FMA intrinsics, compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja``,
-which the ``ninja`` package on PyPI provides; a few tens of seconds, once: the build is kept under
-``$PREFALIGN_CACHE_DIR/torch_extensions`` and reused while the source and torch version stay the same).
+* :func:`small_linear`, ``x @ W.T``: the CPU BLAS that torch calls runs it for 8 rows of x at ~5-6 GB/s of
+  weights on this project's machine (SmolLM2-135M, 2 threads), where the machine streams 15-20 GB/s: the
+  products of one decode step took 107-116 ms, this kernel 48-51 ms (32 rows: 133-140 against 100-106 ms).
+* :func:`decode_attention`: the rotary embedding, the cache write and each row's attention over its own
+  cache slots in one call (about 40 small torch ops a layer before).
+* :func:`rms_norm`: Hugging Face's ``LlamaRMSNorm`` in one call (about 9 torch ops).
+
+C++ with AVX2 and FMA intrinsics, compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler
+and ``ninja``, which the ``ninja`` package on PyPI provides; a few tens of seconds, once: the build is kept
+under ``$PREFALIGN_CACHE_DIR/torch_extensions`` and reused while the source and torch version stay the same).
 ``scripts/setup.sh`` builds it ahead.
 
 Where it cannot be used the engine keeps torch's own products, with one warning saying why: a CPU
@@ -28,7 +32,7 @@ import torch
 
 from prefalign.paths import cache_dir
 
-SOURCE = Path(__file__).with_name("csrc") / "small_linear.cpp"
+SOURCE = Path(__file__).with_name("csrc") / "decode_kernels.cpp"
 
 #: the smallest weight (elements) sent to the kernel: 384 KB of float32, more than a core's share of the cache, so
 #: the weight streams from memory, which is what the kernel does better. Smaller weights stay on the BLAS, which
@@ -66,10 +70,10 @@ def build(verbose: bool = False) -> None:
     from torch.utils import cpp_extension
 
     _ninja_on_path()
-    folder = cache_dir() / "torch_extensions" / f"small_linear-torch{torch.__version__.split('+')[0]}"
+    folder = cache_dir() / "torch_extensions" / f"decode_kernels-torch{torch.__version__.split('+')[0]}"
     folder.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(
-        name="prefalign_small_linear",
+        name="prefalign_decode_kernels",
         sources=[str(SOURCE)],
         extra_cflags=_FLAGS,
         extra_ldflags=["-fopenmp"],

@@ -2,13 +2,16 @@
 
 What it does differently from Hugging Face ``generate`` (same model modules, same arithmetic per layer):
 
-* **Prefill once per prompt**: each distinct prompt of a chunk runs through the model once (Hugging
-  Face's forward; distinct prompts of similar length share a right-padded forward, grouped to
-  weigh padding against the per-forward cost; the vocabulary projection on each prompt's last
-  position only) and its keys and values are copied into the rows of all of that prompt's samples.
-  ``generate`` re-encodes every sample's copy of the prompt, left-padded to the longest prompt of
-  the batch. (The study's tiny world has 128 distinct short prompts per chunk: one forward per
-  prompt made its PPO job's prefill 7x slower than grouped forwards.)
+* **Prefill once per prompt**: each distinct prompt of a chunk runs through the model once (the
+  vocabulary projection on each prompt's last position only) and its keys and values are copied into
+  the rows of all of that prompt's samples. Models of :data:`PACKED_PREFILL_MIN_PARAMS` and up run the
+  prompts packed into one sequence (:func:`_packed_layers`: positions restarting per prompt, causal
+  attention on each prompt's own span; SmolLM2's prefill of the benchmark's prompts 15-18% faster than
+  padded groups); smaller ones go through Hugging Face's forward, distinct prompts of similar length
+  sharing a right-padded forward, grouped to weigh padding against the per-forward cost. ``generate``
+  re-encodes every sample's copy of the prompt, left-padded to the longest prompt of the batch. (The
+  study's tiny world has 128 distinct short prompts per chunk: one forward per prompt made its PPO job's
+  prefill 7x slower than grouped forwards.)
 * **A static KV cache**: one (B, kv_heads, P + max_new_tokens, head_dim) buffer per layer and for
   keys and values, allocated once per chunk; prompts are right-aligned at slot P (left padding
   masked out), so step t writes every row's new key at slot P + t in one slice assignment. Nothing
@@ -20,12 +23,14 @@ What it does differently from Hugging Face ``generate`` (same model modules, sam
   11% faster in an A/B in one process). Logits and samples keep the caller's row order.
 * **A plain decode loop**: per token, the embedding, rotary embedding, per layer the two norms, the
   q/k/v/o and MLP projections and the vocabulary projection (:mod:`prefalign.rollout.kernels`: a plain
-  ``nn.Linear``'s weight through the compiled :mod:`prefalign.rollout.cpu_kernels` product on a CPU
-  where it builds (the decode step at 8 rows 1.6x faster), else as ``W @ x.T`` where that measured faster
-  than ``F.linear`` for a few rows on the CPU, else ``F.linear``; any other layer, e.g. a LoRA one, called
-  as the model's own module, so adapters apply) and attention as two matrix products on the key/value heads
-  (grouped-query heads packed, as Hugging Face does for one query token); no per-step mask building,
-  logits processors or cache objects.
+  ``nn.Linear``'s weight as ``W @ x.T`` where that measured faster than ``F.linear`` for a few rows on
+  the CPU, else ``F.linear``; any other layer, e.g. a LoRA one, called as the model's own module, so
+  adapters apply) and attention as two matrix products on the key/value heads (grouped-query heads
+  packed, as Hugging Face does for one query token); no per-step mask building, logits processors or
+  cache objects. Where :func:`compiled_attention` (float32 on an AVX2 CPU, weights that stream from
+  memory), the layer runs on the compiled kernels of :mod:`prefalign.rollout.cpu_kernels` instead: the
+  projections, the RMS norms, and the rotary embedding + cache write + attention of each row over its
+  own slots in one call (SmolLM2 at 8 rows: a decode step 69-80 ms against 170-174 ms without them).
 * **Sampling** (:mod:`prefalign.rollout.sampling`) on the logits the step produced: greedy argmax;
   temperature scaling in place; top-k on the k largest logits only; the log-probability of each
   chosen token under the full softmax at the sampling temperature is recorded (the rollout's

@@ -1,11 +1,14 @@
-// y = x @ w.T for a decode step's few rows of x (B, K) and a weight w (N, K), float32, AVX2 + FMA.
+// The built-in generation engine's decode kernels for a few rows on the CPU, float32, AVX2 + FMA; built on first use
+// by prefalign.rollout.cpu_kernels (torch.utils.cpp_extension), used only on AVX2 CPUs.
 //
-// Why: for a handful of rows the CPU BLAS reads the weight at ~5-6 GB/s (SmolLM2-135M's 211 projections, 8 rows,
-// 2 threads) where the machine streams 15-20 GB/s, so a decode step spends most of its time in those products. This
-// kernel reads each weight row once per block of x rows and keeps the block's partial sums in registers:
-// NT weight rows x NB x rows of 8-float accumulators, a dot product per output, summed over k in order and then
-// across the 8 lanes. The next tiles' weight rows are prefetched while the current tile computes.
-// Built on first use by prefalign.rollout.cpu_kernels (torch.utils.cpp_extension), used only on AVX2 CPUs.
+// small_linear: y = x @ w.T for a decode step's few rows of x (B, K) and a weight w (N, K). For a handful of rows
+// the CPU BLAS reads the weight at ~5-6 GB/s (SmolLM2-135M's 211 projections, 8 rows, 2 threads) where the machine
+// streams 15-20 GB/s, so a decode step spends most of its time in those products. This kernel reads each weight row
+// once per block of x rows and keeps the block's partial sums in registers: NT weight rows x NB x rows of 8-float
+// accumulators, a dot product per output, summed over k in order and then across the 8 lanes. The next tiles'
+// weight rows are prefetched while the current tile computes.
+// decode_attention: rotary embedding, cache write and attention of one new token per row (below).
+// rms_norm: Hugging Face's LlamaRMSNorm (below).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
