@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
 from prefalign.rollout import cpu_kernels, kernels
 from prefalign.rollout.batching import length_groups
@@ -124,8 +124,8 @@ def _attend(attn, h, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: i
 
 
 def _norm(module, x: torch.Tensor) -> torch.Tensor:
-    """An RMS norm through the compiled kernel where it is Hugging Face's (weight, variance_epsilon), else as module."""
-    if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
+    """A norm through the compiled kernel where it is Hugging Face's ``LlamaRMSNorm``, else as its module."""
+    if isinstance(module, LlamaRMSNorm):
         return cpu_kernels.rms_norm(x, module.weight, module.variance_epsilon)
     return module(x)
 
@@ -272,11 +272,14 @@ def _packed_prefill(lm, prompts: list[list[int]], owners: list[list[int]], rows:
     lengths = [len(p) for p in prompts]
     start = max(lengths)
     packs: list[list[int]] = []
+    filled = 0  # tokens in the last pack
     for i in sorted(range(len(prompts)), key=lambda i: -lengths[i]):
-        if packs and sum(lengths[j] for j in packs[-1]) + lengths[i] <= PREFILL_PACK_TOKENS:
+        if packs and filled + lengths[i] <= PREFILL_PACK_TOKENS:
             packs[-1].append(i)
+            filled += lengths[i]
         else:
             packs.append([i])
+            filled = lengths[i]
     cache = last = None
     for pack in packs:
         hidden, kv, starts = _packed_layers(lm, [prompts[i] for i in pack], device)

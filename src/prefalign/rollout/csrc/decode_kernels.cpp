@@ -227,6 +227,9 @@ void attend(int64_t group, const float* q, const float* kc, const float* vc, int
 at::Tensor decode_attention(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& cos_,
                             const at::Tensor& sin_, at::Tensor keys, at::Tensor values, const at::Tensor& first_,
                             int64_t slot, double scale) {
+  TORCH_CHECK(keys.device().is_cpu() && values.device().is_cpu() && q_.device().is_cpu() && k_.device().is_cpu() &&
+                  v_.device().is_cpu() && cos_.device().is_cpu() && sin_.device().is_cpu() && first_.device().is_cpu(),
+              "decode_attention: CPU tensors only");
   TORCH_CHECK(keys.is_contiguous() && values.is_contiguous() && keys.dim() == 4 && keys.sizes() == values.sizes(),
               "decode_attention: the cache buffers must be contiguous (B, Hkv, S, D)");
   const int64_t B = keys.size(0), Hkv = keys.size(1), S = keys.size(2), D = keys.size(3);
@@ -273,6 +276,7 @@ at::Tensor decode_attention(const at::Tensor& q_, const at::Tensor& k_, const at
 // Hugging Face's LlamaRMSNorm on float32 rows: weight * (x * rsqrt(mean(x^2) + eps)), the mean summed 8 lanes at a
 // time (torch's reduction adds in another order: the same up to float rounding)
 at::Tensor rms_norm(const at::Tensor& x_, const at::Tensor& w_, double eps) {
+  TORCH_CHECK(x_.device().is_cpu() && w_.device().is_cpu(), "rms_norm: CPU tensors only");
   TORCH_CHECK(x_.scalar_type() == at::kFloat && w_.scalar_type() == at::kFloat, "rms_norm: float32 only");
   const at::Tensor x = x_.contiguous(), w = w_.contiguous();
   const int64_t H = w.numel();
