@@ -5,7 +5,9 @@
 Model: SmolLM2-135M-Instruct in fp32. Prompts: the first B of the 40 HH-RLHF prompts the PPO benchmark
 uses (``data.num_prompts=40``, seed 0), whole (no truncation), one sample each. Every row generates
 exactly ``--new-tokens`` tokens (no stop at EOS), so both engines do the same work. For each batch
-size the two engines run alternately ``--repeats`` times, sampling at temperature 0.7 (interleaved, so a
+size, one untimed warm-up call of each engine first (a short generation: it loads or builds the compiled
+kernels, allocates the caches and starts the thread pool, none of which a steady run pays), then the two
+engines run alternately ``--repeats`` times, sampling at temperature 0.7 (interleaved, so a
 change in the machine's load hits both alike), then once each greedily: the greedy tokens are compared.
 Throughput = B x new tokens / wall seconds of the ``generate`` call (prefill included). The report gives
 the 1-minute load average before and after each batch size: above the thread count, other work shared
@@ -38,6 +40,9 @@ def measure(model, tokenizer, prompts: list[list[int]], new_tokens: int, repeats
     batch = len(prompts)
     sampled = SamplingConfig(temperature=0.7, max_new_tokens=new_tokens, stop_at_eos=False)
     seconds: dict[str, list[float]] = {"builtin": [], "hf": []}
+    warm_up = SamplingConfig(temperature=0.7, max_new_tokens=min(new_tokens, 4), stop_at_eos=False)
+    for engine in ("builtin", "hf"):
+        timed(model, tokenizer, prompts, warm_up, batch, engine, None)
     for repeat in range(repeats):
         for engine in ("builtin", "hf") if repeat % 2 == 0 else ("hf", "builtin"):
             seconds[engine].append(timed(model, tokenizer, prompts, sampled, batch, engine, repeat)[0])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from prefalign.models.logprobs import token_logprobs
 from prefalign.models.tiny import tiny_model_and_tokenizer
-from prefalign.rollout import cpu_kernels, kernels
+from prefalign.rollout import compiled, cpu_kernels, kernels
 from prefalign.rollout.generate import SamplingConfig, generate
 
 # an AVX2 CPU and a C++ compiler; with both, a failed build fails the tests instead of skipping them
@@ -79,15 +79,22 @@ def test_project_routes_big_weights_to_the_kernel(monkeypatch, kernel):
 
 
 @needs_kernel
-def test_engine_through_the_kernel_still_equals_hugging_face(monkeypatch, kernel):
-    calls, attention = [], cpu_kernels.decode_attention
+@pytest.mark.parametrize("fused", [True, False])
+def test_engine_through_the_kernel_still_equals_hugging_face(monkeypatch, kernel, fused):
+    calls, attention, layers = [], cpu_kernels.decode_attention, compiled.decode_layers
     monkeypatch.setattr(cpu_kernels, "MIN_WEIGHT_ELEMENTS", 0)
     monkeypatch.setattr(cpu_kernels, "small_linear", lambda x, w: calls.append("linear") or kernel(x, w))
     monkeypatch.setattr(cpu_kernels, "decode_attention", lambda *a: calls.append("attention") or attention(*a))
+    monkeypatch.setattr(compiled, "decode_layers", lambda *a: calls.append(("layers", a[-1] is not None)) or layers(*a))
+    if not fused:  # as for a LoRA model: op by op
+        monkeypatch.setattr(compiled, "fused_weights", lambda lm: None)
     model, tok = tiny_model_and_tokenizer(seed=3)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=24, num_samples=2)
     ours = generate(model, tok, PROMPTS, greedy, 4, engine="builtin")
-    assert {"linear", "attention"} <= set(calls), "the decode step should have used both kernels"
+    if fused:
+        assert ("layers", True) in calls and "attention" not in calls, "one decode_layer call a layer"
+    else:
+        assert ("layers", False) in calls and {"linear", "attention"} <= set(calls), "both kernels, op by op"
     assert torch.equal(ours.sequences, generate(model, tok, PROMPTS, greedy, 4, engine="hf").sequences)
     sampled = generate(model, tok, PROMPTS, SamplingConfig(temperature=0.7, max_new_tokens=16), 5, generator_seed=0)
     full = token_logprobs(model, sampled.sequences, sampled.attention_mask, sampled.response_mask, temperature=0.7)
@@ -167,14 +174,12 @@ def test_decode_attention_equals_the_engines_torch_attention(kernel, heads, kv_h
 def test_rms_norm_equals_the_llama_module(kernel, shape):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    from prefalign.rollout import engine
-
     torch.manual_seed(shape[-1])
     norm = LlamaRMSNorm(shape[-1], eps=1e-5)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         x = torch.randn(*shape) * 3
         torch.testing.assert_close(cpu_kernels.rms_norm(x, norm.weight, norm.variance_epsilon), norm(x))
-        torch.testing.assert_close(engine._norm(norm, x), norm(x))
+        torch.testing.assert_close(compiled.norm(norm, x), norm(x))
         other = torch.nn.LayerNorm(shape[-1])  # not an RMS norm: called as its module
-        assert torch.equal(engine._norm(other, x), other(x))
+        assert torch.equal(compiled.norm(other, x), other(x))

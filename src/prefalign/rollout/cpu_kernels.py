@@ -6,6 +6,10 @@
 * :func:`decode_attention`: the rotary embedding, the cache write and each row's attention over its own
   cache slots in one call (about 40 small torch ops a layer before).
 * :func:`rms_norm`: Hugging Face's ``LlamaRMSNorm`` in one call (about 9 torch ops).
+* :func:`silu_mul`: a gated MLP's ``silu(gate) * up`` in one pass (two torch ops, three passes).
+* ``decode_layer`` (called by :mod:`prefalign.rollout.compiled`): a whole plain Llama decoder layer for a decode
+  step's rows in one call: the norms, products, attention and residual adds above, from C++.
+* :func:`draw`: the sampler's full-vocabulary inverse-CDF draw and log-probability in one call per step.
 
 C++ with AVX2 and FMA intrinsics, compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler
 and ``ninja``, which the ``ninja`` package on PyPI provides; a few tens of seconds, once: the build is kept
@@ -142,6 +146,19 @@ def decode_attention(q, k, v, cos, sin, keys, values, first, slot: int, scale: f
     its attention up to float rounding (the tests compare them).
     """
     return torch.ops.prefalign_cpu.decode_attention(q, k, v, cos, sin, keys, values, first, slot, scale)
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` for float32 CPU tensors of one shape, in one pass (torch's formula for the SiLU,
+    ``g / (1 + exp(-g))``, with an exponential within a few ulp of torch's)."""
+    return torch.ops.prefalign_cpu.silu_mul(gate, up)
+
+
+def draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of float32 logits (B, V) (divided by ``temperature`` in place) by inverse CDF with the
+    uniforms u (B,) in [0, 1): the first id whose running sum of ``exp(logit - max)`` exceeds ``u * total``, as
+    :func:`prefalign.rollout.sampling._draw_full`; returns (ids (B,) long, log-probs (B,) float32)."""
+    return torch.ops.prefalign_cpu.draw(logits, temperature, u)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

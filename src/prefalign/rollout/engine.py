@@ -27,10 +27,12 @@ What it does differently from Hugging Face ``generate`` (same model modules, sam
   the CPU, else ``F.linear``; any other layer, e.g. a LoRA one, called as the model's own module, so
   adapters apply) and attention as two matrix products on the key/value heads (grouped-query heads
   packed, as Hugging Face does for one query token); no per-step mask building, logits processors or
-  cache objects. Where :func:`compiled_attention` (float32 on an AVX2 CPU, weights that stream from
-  memory), the layer runs on the compiled kernels of :mod:`prefalign.rollout.cpu_kernels` instead: the
-  projections, the RMS norms, and the rotary embedding + cache write + attention of each row over its
-  own slots in one call (SmolLM2 at 8 rows: a decode step 69-80 ms against 170-174 ms without them).
+  cache objects. Where :func:`prefalign.rollout.compiled.compiled_attention` (float32 on an AVX2 CPU,
+  weights that stream from memory), the layers run on the compiled kernels of
+  :mod:`prefalign.rollout.cpu_kernels` instead (:mod:`prefalign.rollout.compiled`): the projections, the
+  RMS norms, the gated SiLU, and the rotary embedding + cache write + attention of each row over its own
+  slots, a whole plain layer in one call (SmolLM2 at 8 rows: a decode step 69-80 ms against 170-174 ms
+  without them).
 * **Sampling** (:mod:`prefalign.rollout.sampling`) on the logits the step produced: greedy argmax;
   temperature scaling in place; top-k on the k largest logits only; the log-probability of each
   chosen token under the full softmax at the sampling temperature is recorded (the rollout's
@@ -45,9 +47,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from prefalign.rollout import cpu_kernels, kernels
+from prefalign.rollout import compiled, kernels
 from prefalign.rollout.batching import length_groups
 from prefalign.rollout.sampling import next_tokens
 
@@ -123,23 +125,6 @@ def _attend(attn, h, cos, sin, keys: torch.Tensor, values: torch.Tensor, slot: i
     return kernels.project(attn.o_proj, out.reshape(rows, 1, -1))  # (B, Hkv, group, D) -> (B, 1, hidden)
 
 
-def _norm(module, x: torch.Tensor) -> torch.Tensor:
-    """A norm through the compiled kernel where it is Hugging Face's ``LlamaRMSNorm``, else as its module."""
-    if isinstance(module, LlamaRMSNorm):
-        return cpu_kernels.rms_norm(x, module.weight, module.variance_epsilon)
-    return module(x)
-
-
-def _compiled_layer(layer, x: torch.Tensor, cos, sin, keys, values, slot: int, first) -> torch.Tensor:
-    """One decoder layer for x (B, hidden) through the compiled kernels (norms, projections, attention)."""
-    attn = layer.self_attn
-    h = _norm(layer.input_layernorm, x)
-    q, k, v = (kernels.project(p, h) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
-    out = cpu_kernels.decode_attention(q, k, v, cos, sin, keys, values, first, slot, attn.scaling)
-    x = x + kernels.project(attn.o_proj, out)
-    return x + kernels.mlp(layer.mlp, _norm(layer.post_attention_layernorm, x))
-
-
 def decode_step(
     lm,
     cache: StaticCache,
@@ -150,6 +135,7 @@ def decode_step(
     buckets=None,
     order=None,
     first=None,
+    fused=None,
 ) -> torch.Tensor:
     """(B, V) next-token logits after feeding ``tokens`` (B,) at ``positions`` (B,) into cache ``slot``.
 
@@ -157,7 +143,8 @@ def decode_step(
     buckets: runs of rows that attend from a later slot on (:func:`attention_buckets`; None: every row
     from slot 0). order: the cache rows are these rows of the output (None: the same order), so the
     logits come out in the caller's row order. first: (B,) long, each cache row's first slot, to run the
-    attention through the compiled kernel (:func:`compiled_attention` says where; None: torch's products).
+    attention through the compiled kernels (:func:`prefalign.rollout.compiled.compiled_attention` says where; None:
+    torch's products); fused: :func:`prefalign.rollout.compiled.fused_weights` (one kernel call a layer), else None.
     The layer arithmetic is Hugging Face's ``LlamaDecoderLayer`` (pre-norm, residual first).
     """
     inner = lm.model
@@ -167,9 +154,7 @@ def decode_step(
     if first is not None:  # 2-D rows through the compiled kernels
         x, rows = x[:, 0], x.shape[0]
         cos, sin = cos.reshape(rows, -1), sin.reshape(rows, -1)
-        for i, layer in enumerate(inner.layers):
-            x = _compiled_layer(layer, x, cos, sin, cache.keys[i], cache.values[i], slot, first)
-        x = _norm(inner.norm, x)
+        x = compiled.norm(inner.norm, compiled.decode_layers(lm, x, cos, sin, cache, slot, first, fused))
         if order is not None:
             x = torch.empty_like(x).index_copy_(0, order, x)
         return kernels.project(lm.lm_head, x).contiguous()
@@ -181,20 +166,6 @@ def decode_step(
     if order is not None:
         x = torch.empty_like(x).index_copy_(0, order, x)  # cache row j is output row order[j]
     return kernels.project(lm.lm_head, x).contiguous()  # (B, V), row-major for the sampler
-
-
-def compiled_attention(lm, cache: StaticCache) -> bool:
-    """Whether the decode step's attention goes to :func:`prefalign.rollout.cpu_kernels.decode_attention`: where
-    its projections go to the compiled product too (float32 on an AVX2 CPU, weights that stream from memory:
-    not the study's tiny models, whose runs stay as they were) and the head size is a multiple of 8."""
-    attn = lm.model.layers[0].self_attn
-    keys = cache.keys[0]
-    return (
-        keys.dtype == torch.float32
-        and keys.shape[-1] % 8 == 0
-        and type(attn.q_proj) is torch.nn.Linear
-        and cpu_kernels.usable(attn.q_proj.weight, keys[:1, 0, 0])
-    )
 
 
 #: the fixed cost of one prefill forward, in floating-point operations: about 2 ms of Python and module
@@ -262,7 +233,7 @@ def _packed_layers(lm, prompts: list[list[int]], device):
         ]
         out = torch.cat(spans, dim=2).transpose(1, 2).reshape(1, total, -1)
         x = x + attn.o_proj(out)
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x + compiled.mlp(layer.mlp, layer.post_attention_layernorm(x))
     last = torch.tensor([a + n - 1 for a, n in zip(starts, lengths)], device=device)
     return inner.norm(x[0, last]), kv, starts
 
@@ -374,7 +345,8 @@ def generate_chunk(
     logits = torch.empty_like(sorted_logits).index_copy_(0, cache_order, sorted_logits)
     lengths = torch.tensor([len(rows[i]) for i in order], device=device)  # (B,) cache order
     buckets = attention_buckets(lengths.tolist(), start)
-    first = (start - lengths) if compiled_attention(lm, cache) else None
+    first = (start - lengths) if compiled.compiled_attention(lm, cache) else None
+    fused = compiled.fused_weights(lm) if first is not None else None
     slots = torch.arange(start + max_new_tokens, device=device)
     mask = (slots[None, :] >= (start - lengths)[:, None])[:, None, None, :]  # (B, 1, 1, S): prompt slots and beyond
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
@@ -384,7 +356,7 @@ def generate_chunk(
             fed = tokens[-1].index_select(0, cache_order)  # the batch's last tokens in cache order
             slot = start + step - 1
             logits = decode_step(
-                lm, cache, fed, lengths + step - 1, slot, mask[..., : slot + 1], buckets, cache_order, first
+                lm, cache, fed, lengths + step - 1, slot, mask[..., : slot + 1], buckets, cache_order, first, fused
             )
         token, logprob = next_tokens(logits, temperature, top_k, top_p)
         token = torch.where(done, torch.full_like(token, pad_id), token)

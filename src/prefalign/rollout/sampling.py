@@ -11,7 +11,12 @@ probabilities, ``searchsorted``); on SmolLM2's 49152 tokens it took 1.5 ms inste
 and 5 ms instead of 46 ms at 32 rows for ``softmax`` + ``torch.multinomial`` (one CPU thread). Same
 distribution, a different random stream: a seed gives the same tokens run after run, but not the tokens
 ``multinomial`` (or Hugging Face ``generate``) would give for that seed.
-Random numbers come from ``generator`` when given, else from the global torch RNG.
+Random numbers come from ``generator`` when given, else from the global torch RNG. On a vocabulary of
+:data:`COMPILED_DRAW_MIN_VOCAB` tokens or more, where the compiled CPU kernels run
+(:mod:`prefalign.rollout.cpu_kernels`), the same inverse-CDF draw is one kernel call per step
+(``draw``: the division, the maximum, the exponentials, the running sum, the search and the log-probability, in
+three passes over each row instead of about ten torch ops), with the same uniforms: a seed draws the same tokens
+up to the rounding of the exponentials (within a few ulp of torch's).
 
 The recorded log-probability is that of the chosen token under the **full** softmax at the sampling
 temperature (at 1 for greedy), which is what the PPO scoring stage computes for the old
@@ -25,6 +30,12 @@ whole vocabulary.
 from __future__ import annotations
 
 import torch
+
+from prefalign.rollout import cpu_kernels
+
+#: the smallest vocabulary drawn by the compiled kernel: SmolLM2's 49,152 tokens took ~2.7 ms a decode step at
+#: 8 rows in torch ops; the study's tiny models (259 tokens) keep the torch draw, so their runs stay as they were
+COMPILED_DRAW_MIN_VOCAB = 4096
 
 
 def _top_p_keep(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -45,6 +56,17 @@ def _draw_full(logits: torch.Tensor, generator: torch.Generator | None = None) -
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
+def _compiled_draw(logits: torch.Tensor) -> bool:
+    """Whether the full-vocabulary draw goes to the compiled kernel (see the module docstring)."""
+    return (
+        logits.shape[-1] >= COMPILED_DRAW_MIN_VOCAB
+        and logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and logits.is_contiguous()
+        and cpu_kernels.available()
+    )
+
+
 def next_tokens(
     logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +74,9 @@ def next_tokens(
     logits = logits.float()
     if temperature == 0:
         chosen = logits.argmax(dim=-1)
+    elif top_k == 0 and top_p >= 1.0 and _compiled_draw(logits):  # divides by the temperature itself
+        u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device, dtype=logits.dtype)
+        return cpu_kernels.draw(logits, temperature, u[:, 0])
     else:
         if temperature != 1.0:
             logits.div_(temperature)

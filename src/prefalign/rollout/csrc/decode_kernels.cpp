@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -27,10 +28,12 @@ inline float lane_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// y[b0 + j][n0 + i] = dot(w[n0 + i], x[b0 + j]) for i < NT, j < NB; K a multiple of 8. PREFETCH: also bring the
-// weight rows two tiles on into the cache (the first block of x rows only: later blocks find this tile's rows there).
+// y[b0 + j][n0 + i] = dot(w[n0 + i], x[b0 + j]) (+ res[b0 + j][n0 + i] when res is given) for i < NT, j < NB; K a
+// multiple of 8. PREFETCH: also bring the weight rows two tiles on into the cache (the first block of x rows only:
+// later blocks find this tile's rows there).
 template <int NT, int NB, bool PREFETCH>
-inline void tile(const float* x, int64_t K, const float* w, float* y, int64_t N, int64_t n0, int64_t b0) {
+inline void tile(const float* x, int64_t K, const float* w, float* y, int64_t N, int64_t n0, int64_t b0,
+                 const float* res) {
   __m256 acc[NT][NB];
   for (int i = 0; i < NT; ++i)
     for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_setzero_ps();
@@ -47,29 +50,33 @@ inline void tile(const float* x, int64_t K, const float* w, float* y, int64_t N,
     }
   }
   for (int i = 0; i < NT; ++i)
-    for (int j = 0; j < NB; ++j) y[(b0 + j) * N + n0 + i] = lane_sum(acc[i][j]);
+    for (int j = 0; j < NB; ++j) {
+      const int64_t at = (b0 + j) * N + n0 + i;
+      y[at] = res ? res[at] + lane_sum(acc[i][j]) : lane_sum(acc[i][j]);
+    }
 }
 
 // every row of x against weight rows n0 .. n0 + NT: blocks of NB rows, then of 4, then one by one
 template <int NT, int NB>
-inline void rows_against(const float* x, int64_t B, int64_t K, const float* w, float* y, int64_t N, int64_t n0) {
+inline void rows_against(const float* x, int64_t B, int64_t K, const float* w, float* y, int64_t N, int64_t n0,
+                         const float* res) {
   int64_t b = 0;
   for (; b + NB <= B; b += NB) {
-    if (b == 0) tile<NT, NB, true>(x, K, w, y, N, n0, b);
-    else tile<NT, NB, false>(x, K, w, y, N, n0, b);
+    if (b == 0) tile<NT, NB, true>(x, K, w, y, N, n0, b, res);
+    else tile<NT, NB, false>(x, K, w, y, N, n0, b, res);
   }
   for (; b + 4 <= B; b += 4) {
-    if (b == 0) tile<NT, 4, true>(x, K, w, y, N, n0, b);
-    else tile<NT, 4, false>(x, K, w, y, N, n0, b);
+    if (b == 0) tile<NT, 4, true>(x, K, w, y, N, n0, b, res);
+    else tile<NT, 4, false>(x, K, w, y, N, n0, b, res);
   }
   for (; b < B; ++b) {
-    if (b == 0) tile<NT, 1, true>(x, K, w, y, N, n0, b);
-    else tile<NT, 1, false>(x, K, w, y, N, n0, b);
+    if (b == 0) tile<NT, 1, true>(x, K, w, y, N, n0, b, res);
+    else tile<NT, 1, false>(x, K, w, y, N, n0, b, res);
   }
 }
 
 template <int NT, int NB>
-void run(const float* x, int64_t B, int64_t K, const float* w, int64_t N, float* y) {
+void run(const float* x, int64_t B, int64_t K, const float* w, int64_t N, float* y, const float* res) {
   const int64_t tiles = (N + NT - 1) / NT;
   // about 256K multiply-adds per task, so that a small product stays on one thread
   const int64_t grain = std::max<int64_t>(1, 262144 / (K * NT * std::max<int64_t>(B, 1)));
@@ -77,37 +84,42 @@ void run(const float* x, int64_t B, int64_t K, const float* w, int64_t N, float*
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n0 = t * NT;
       if (n0 + NT <= N) {
-        rows_against<NT, NB>(x, B, K, w, y, N, n0);
+        rows_against<NT, NB>(x, B, K, w, y, N, n0, res);
       } else {
-        for (int64_t n = n0; n < N; ++n) rows_against<1, NB>(x, B, K, w, y, N, n);
+        for (int64_t n = n0; n < N; ++n) rows_against<1, NB>(x, B, K, w, y, N, n, res);
       }
     }
   });
 }
 
-at::Tensor small_linear(const at::Tensor& x_, const at::Tensor& w_) {
-  TORCH_CHECK(x_.device().is_cpu() && w_.device().is_cpu(), "small_linear: CPU tensors only");
-  TORCH_CHECK(x_.scalar_type() == at::kFloat && w_.scalar_type() == at::kFloat, "small_linear: float32 only");
-  TORCH_CHECK(x_.dim() == 2 && w_.dim() == 2 && x_.size(1) == w_.size(1), "small_linear: x (B, K) and w (N, K)");
-  TORCH_CHECK(x_.size(1) % 8 == 0, "small_linear: K must be a multiple of 8, got ", x_.size(1));
-  const at::Tensor x = x_.contiguous(), w = w_.contiguous();
-  const int64_t B = x.size(0), K = x.size(1), N = w.size(0);
-  at::Tensor y = at::empty({B, N}, x.options());
-  if (B == 0 || N == 0) return y;
-  const float* xp = x.data_ptr<float>();
-  const float* wp = w.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
+// y (B, N) = x (B, K) @ w (N, K).T (+ res (B, N) when not null), raw row-major float32 buffers
+void linear_into(const float* x, int64_t B, int64_t K, const float* w, int64_t N, float* y, const float* res) {
+  if (B == 0 || N == 0) return;
   // tiles chosen by measurement (SmolLM2-135M's 211 decode projections, 2 threads, nine tile shapes and prefetch
   // distances): below 16 rows 2 weight rows x 8 x rows (8 rows: 48-51 ms, the other shapes 48-70); from 16 rows
   // 3 x 4 (32 rows: 100-106 ms, the others 100-148; the CPU BLAS took 107-116 and 133-140 ms)
   if (B < 16) {
-    run<2, 8>(xp, B, K, wp, N, yp);
+    run<2, 8>(x, B, K, w, N, y, res);
   } else {
-    run<3, 4>(xp, B, K, wp, N, yp);
+    run<3, 4>(x, B, K, w, N, y, res);
   }
-  return y;
 }
 
+void check_linear(const at::Tensor& x, const at::Tensor& w, const char* what) {
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), what, ": CPU tensors only");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat, what, ": float32 only");
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), what, ": x (B, K) and w (N, K), got ",
+              x.sizes(), " and ", w.sizes());
+  TORCH_CHECK(x.size(1) % 8 == 0, what, ": K must be a multiple of 8, got ", x.size(1));
+}
+
+at::Tensor small_linear(const at::Tensor& x_, const at::Tensor& w_) {
+  check_linear(x_, w_, "small_linear");
+  const at::Tensor x = x_.contiguous(), w = w_.contiguous();
+  at::Tensor y = at::empty({x.size(0), w.size(0)}, x.options());
+  linear_into(x.data_ptr<float>(), x.size(0), x.size(1), w.data_ptr<float>(), w.size(0), y.data_ptr<float>(), nullptr);
+  return y;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // One decode step's attention for one new token per row, on the static cache (prefalign.rollout.engine):
@@ -301,11 +313,140 @@ at::Tensor rms_norm(const at::Tensor& x_, const at::Tensor& w_, double eps) {
   return out;
 }
 
+
+// e^x, 8 lanes, for any x: exp_nonpositive's polynomial on x clamped to 88 (e^88 ~ 1.7e38: float range), and 0 below
+// -87 (where expf underflows towards 0 too), so that a -inf logit gets probability 0
+inline __m256 exp_any(__m256 x) {
+  const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+  return _mm256_and_ps(exp_nonpositive(_mm256_min_ps(x, _mm256_set1_ps(88.0f))), keep);
+}
+
+// out = silu(g) * u elementwise, silu(g) = g / (1 + e^-g) as torch's CPU kernel writes it (8 lanes; the tail scalar)
+void silu_mul_into(const float* g, const float* u, float* out, int64_t n) {
+  at::parallel_for(0, (n + 7) / 8, 2048, [&](int64_t begin, int64_t end) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t i = b * 8;
+      if (i + 8 <= n) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 s = _mm256_div_ps(gv, _mm256_add_ps(one, exp_any(_mm256_sub_ps(zero, gv))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+      } else {
+        for (int64_t j = i; j < n; ++j) out[j] = (g[j] / (1.0f + std::exp(-g[j]))) * u[j];
+      }
+    }
+  });
+}
+
+at::Tensor silu_mul(const at::Tensor& g_, const at::Tensor& u_) {
+  TORCH_CHECK(g_.device().is_cpu() && u_.device().is_cpu(), "silu_mul: CPU tensors only");
+  TORCH_CHECK(g_.scalar_type() == at::kFloat && u_.scalar_type() == at::kFloat, "silu_mul: float32 only");
+  TORCH_CHECK(g_.sizes() == u_.sizes(), "silu_mul: gate ", g_.sizes(), " and up ", u_.sizes(), " differ in shape");
+  const at::Tensor g = g_.contiguous(), u = u_.contiguous();
+  at::Tensor out = at::empty_like(g);
+  silu_mul_into(g.data_ptr<float>(), u.data_ptr<float>(), out.data_ptr<float>(), g.numel());
+  return out;
+}
+
+// One Llama decoder layer for one new token per row (x: (B, H)), Hugging Face's LlamaDecoderLayer arithmetic:
+// h = rms_norm(x); attention (q, k, v projections, decode_attention, o projection); x2 = x + attention;
+// out = x2 + down(silu(gate(rms_norm(x2))) * up(rms_norm(x2))). Weights without bias, (out, in) row-major.
+at::Tensor decode_layer(const at::Tensor& x_, const at::Tensor& norm1, double eps1, const at::Tensor& wq,
+                        const at::Tensor& wk, const at::Tensor& wv, const at::Tensor& wo, const at::Tensor& norm2,
+                        double eps2, const at::Tensor& wg, const at::Tensor& wu, const at::Tensor& wd,
+                        const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys, at::Tensor values,
+                        const at::Tensor& first, int64_t slot, double scale) {
+  const at::Tensor x = x_.contiguous();
+  TORCH_CHECK(x.dim() == 2, "decode_layer: x (B, hidden), got ", x.sizes());
+  const int64_t B = x.size(0), H = x.size(1);
+  for (const at::Tensor* w : {&wq, &wk, &wv, &wo, &wg, &wu, &wd})
+    TORCH_CHECK(w->is_contiguous() && w->dim() == 2, "decode_layer: weights must be contiguous (out, in) matrices");
+  TORCH_CHECK(wo.size(0) == H && wd.size(0) == H && wg.sizes() == wu.sizes() && wd.size(1) == wg.size(0),
+              "decode_layer: the o / down projections must return the hidden size ", H,
+              " and gate, up and down agree");
+  const at::Tensor h = rms_norm(x, norm1, eps1);
+  const at::Tensor q = small_linear(h, wq), k = small_linear(h, wk), v = small_linear(h, wv);
+  const at::Tensor att = decode_attention(q, k, v, cos, sin, keys, values, first, slot, scale);
+  check_linear(att, wo, "decode_layer (o_proj)");
+  at::Tensor x2 = at::empty_like(x);
+  linear_into(att.data_ptr<float>(), B, att.size(1), wo.data_ptr<float>(), H, x2.data_ptr<float>(),
+              x.data_ptr<float>());
+  const at::Tensor h2 = rms_norm(x2, norm2, eps2);
+  at::Tensor gate = small_linear(h2, wg);
+  const at::Tensor up = small_linear(h2, wu);
+  silu_mul_into(gate.data_ptr<float>(), up.data_ptr<float>(), gate.data_ptr<float>(), gate.numel());
+  check_linear(gate, wd, "decode_layer (down_proj)");
+  at::Tensor out = at::empty_like(x);
+  linear_into(gate.data_ptr<float>(), B, gate.size(1), wd.data_ptr<float>(), H, out.data_ptr<float>(),
+              x2.data_ptr<float>());
+  return out;
+}
+
+// One sampled token per row of logits (B, V) at `temperature` (> 0), by inverse CDF, with its log-probability:
+// logits /= temperature (in place, as prefalign.rollout.sampling does), e = exp(logits - max) 8 lanes at a time,
+// their running sum in order (what torch's cumsum computes), the chosen id the first whose running sum exceeds
+// u[b] * total (torch.searchsorted(right=True)), clamped to the last id; log-prob = logit - max - log(sum of e).
+std::tuple<at::Tensor, at::Tensor> draw(at::Tensor logits, double temperature, const at::Tensor& u_) {
+  TORCH_CHECK(logits.device().is_cpu() && u_.device().is_cpu(), "draw: CPU tensors only");
+  TORCH_CHECK(logits.scalar_type() == at::kFloat && logits.dim() == 2 && logits.is_contiguous(),
+              "draw: logits must be contiguous float32 (B, V)");
+  TORCH_CHECK(temperature > 0, "draw: temperature must be > 0, got ", temperature);
+  const at::Tensor u = u_.to(at::kFloat).contiguous();
+  const int64_t B = logits.size(0), V = logits.size(1);
+  TORCH_CHECK(u.numel() == B, "draw: one uniform per row: ", u.numel(), " for ", B, " rows");
+  TORCH_CHECK(V > 0, "draw: an empty vocabulary");
+  at::Tensor ids = at::empty({B}, logits.options().dtype(at::kLong));
+  at::Tensor logprobs = at::empty({B}, logits.options());
+  float* lp = logits.data_ptr<float>();
+  const float* up = u.data_ptr<float>();
+  int64_t* ip = ids.data_ptr<int64_t>();
+  float* op = logprobs.data_ptr<float>();
+  const float t = static_cast<float>(temperature);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> cdf(V);
+    for (int64_t b = begin; b < end; ++b) {
+      float* row = lp + b * V;
+      if (t != 1.0f)
+        for (int64_t i = 0; i < V; ++i) row[i] /= t;
+      float top = -INFINITY;
+      for (int64_t i = 0; i < V; ++i) top = std::max(top, row[i]);
+      const __m256 m = _mm256_set1_ps(top);
+      int64_t i = 0;
+      for (; i + 8 <= V; i += 8) _mm256_storeu_ps(cdf.data() + i, exp_any(_mm256_sub_ps(_mm256_loadu_ps(row + i), m)));
+      for (; i < V; ++i) cdf[i] = std::exp(row[i] - top);
+      // the log-probability's normaliser summed in 4 x 8 lanes (the running sum's last term, added one by one,
+      // drifts by ~1e-5 relative over 49,152 terms)
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (i = 0; i + 32 <= V; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(cdf.data() + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(cdf.data() + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(cdf.data() + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(cdf.data() + i + 24));
+      }
+      float norm = lane_sum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+      for (; i < V; ++i) norm += cdf[i];
+      for (i = 1; i < V; ++i) cdf[i] += cdf[i - 1];
+      const float total = cdf[V - 1];
+      const int64_t c = std::min<int64_t>(std::upper_bound(cdf.begin(), cdf.end(), up[b] * total) - cdf.begin(), V - 1);
+      ip[b] = c;
+      op[b] = (row[c] - top) - std::log(norm);
+    }
+  });
+  return {ids, logprobs};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(prefalign_cpu, m) {
   m.def("small_linear(Tensor x, Tensor w) -> Tensor", &small_linear);
   m.def("rms_norm(Tensor x, Tensor w, float eps) -> Tensor", &rms_norm);
+  m.def("silu_mul(Tensor g, Tensor u) -> Tensor", &silu_mul);
+  m.def("draw(Tensor(a!) logits, float temperature, Tensor u) -> (Tensor, Tensor)", &draw);
+  m.def(
+      "decode_layer(Tensor x, Tensor norm1, float eps1, Tensor wq, Tensor wk, Tensor wv, Tensor wo, Tensor norm2, "
+      "float eps2, Tensor wg, Tensor wu, Tensor wd, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, "
+      "Tensor first, int slot, float scale) -> Tensor",
+      &decode_layer);
   m.def(
       "decode_attention(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, "
       "Tensor first, int slot, float scale) -> Tensor",
