@@ -8,7 +8,8 @@ either
   rotary embedding, cache write and attention of each row over its own slots, the residual adds (folded
   into the o and down products) and the gated SiLU MLP, all in C++. Used where every layer is plain: bias-free
   ``nn.Linear`` projections, ``LlamaRMSNorm`` norms, a SiLU activation. It saves the ~15 Python-level calls a
-  layer costs otherwise (SmolLM2 at 8 rows: ~3 ms of a ~45 ms decode step; see the README);
+  layer costs otherwise (SmolLM2, 8 rows, sampled, in one process: a decode step 39-49 ms against 51-57 ms op by op
+  with torch's SiLU and draw; whole generation 5.3 s against 6.0 s);
 * or **op by op** (:func:`layer`): the same kernels called from Python, with any layer that is not a plain
   ``nn.Linear`` (a LoRA layer) called as its module, so adapters apply.
 
