@@ -85,9 +85,9 @@ def _plain(linear) -> bool:
     )
 
 
-def fused_weights(lm) -> list[tuple] | None:
-    """Per decoder layer the weights ``decode_layer`` takes (norm, eps, q, k, v, o, norm, eps, gate, up, down,
-    attention scale), where every layer is plain (see the module docstring); else None (op by op)."""
+def fused_weights(lm) -> list[tuple[tuple, float]] | None:
+    """Per decoder layer (the tensors and epsilons ``decode_layer`` takes: norm, eps, q, k, v, o, norm, eps, gate, up,
+    down; the attention scale), where every layer is plain (see the module docstring); else None (op by op)."""
     out = []
     for block in lm.model.layers:
         attn, mlp_ = block.self_attn, block.mlp
@@ -100,25 +100,24 @@ def fused_weights(lm) -> list[tuple] | None:
         ):
             return None
         first_norm, second_norm = norms
-        out.append(
+        params = (
             (first_norm.weight, first_norm.variance_epsilon)
             + tuple(p.weight for p in linears[:4])
             + (second_norm.weight, second_norm.variance_epsilon)
             + tuple(p.weight for p in linears[4:])
-            + (attn.scaling,)
         )
+        out.append((params, attn.scaling))
     return out
 
 
-def decode_layers(lm, x: torch.Tensor, cos, sin, cache, slot: int, first, fused: list[tuple] | None) -> torch.Tensor:
+def decode_layers(lm, x: torch.Tensor, cos, sin, cache, slot: int, first, fused) -> torch.Tensor:
     """Every decoder layer for x (B, hidden): one ``decode_layer`` call each where ``fused`` (from
     :func:`fused_weights`) is given, else :func:`layer` op by op."""
     if fused is None:
         for i, block in enumerate(lm.model.layers):
             x = layer(block, x, cos, sin, cache.keys[i], cache.values[i], slot, first)
         return x
-    for i, weights in enumerate(fused):
-        *params, scale = weights
+    for i, (params, scale) in enumerate(fused):
         x = torch.ops.prefalign_cpu.decode_layer(
             x, *params, cos, sin, cache.keys[i], cache.values[i], first, slot, scale
         )

@@ -14,8 +14,8 @@ distribution, a different random stream: a seed gives the same tokens run after 
 Random numbers come from ``generator`` when given, else from the global torch RNG. On a vocabulary of
 :data:`COMPILED_DRAW_MIN_VOCAB` tokens or more, where the compiled CPU kernels run
 (:mod:`prefalign.rollout.cpu_kernels`), the same inverse-CDF draw is one kernel call per step
-(``draw``: the division, the maximum, the exponentials, the running sum, the search and the log-probability, in
-three passes over each row instead of about ten torch ops), with the same uniforms: a seed draws the same tokens
+(``draw``: the division, the maximum, the exponentials, the running sum, the search and the log-probability in
+one C++ loop per row instead of about ten torch ops), with the same uniforms: a seed draws the same tokens
 up to the rounding of the exponentials (within a few ulp of torch's).
 
 The recorded log-probability is that of the chosen token under the **full** softmax at the sampling
