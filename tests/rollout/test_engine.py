@@ -9,7 +9,7 @@ from transformers.generation.logits_process import TopPLogitsWarper
 
 from prefalign.models.logprobs import token_logprobs
 from prefalign.models.tiny import build_byte_tokenizer, tiny_model_and_tokenizer
-from prefalign.rollout import engine
+from prefalign.rollout import engine, prefill
 from prefalign.rollout.generate import SamplingConfig, generate
 from prefalign.rollout.sampling import _top_p_keep, next_tokens
 
@@ -151,10 +151,10 @@ def test_grouped_prefill_equals_one_prompt_at_a_time(monkeypatch, overhead):
     capacity = max(map(len, prompts)) + 4
     calls = []
     model.model.register_forward_hook(lambda *_: calls.append(1))
-    monkeypatch.setattr(engine, "prefill_overhead_tokens", lambda lm: overhead)
+    monkeypatch.setattr(prefill, "prefill_overhead_tokens", lambda lm: overhead)
     with torch.no_grad():
-        grouped = engine._prefill(model, prompts, owners, len(prompts), capacity, "cpu")
-        alone = [engine._prefill(model, [p], [[0]], 1, capacity, "cpu") for p in prompts]
+        grouped = prefill.prefill(model, prompts, owners, len(prompts), capacity, "cpu")
+        alone = [prefill.prefill(model, [p], [[0]], 1, capacity, "cpu") for p in prompts]
     assert (len(calls) - len(prompts) == 1) == (overhead > 1)  # a large per-call cost puts all in one forward
     start = grouped[2]
     for i, (p, (cache, logits, own_start)) in enumerate(zip(prompts, alone)):
@@ -181,13 +181,13 @@ def test_packed_prefill_equals_one_prompt_at_a_time(monkeypatch, pack_tokens):
     capacity = max(map(len, prompts)) + 4
     forwards = []
     model.model.embed_tokens.register_forward_hook(lambda *_: forwards.append(1))
-    monkeypatch.setattr(engine, "PREFILL_PACK_TOKENS", pack_tokens)
+    monkeypatch.setattr(prefill, "PREFILL_PACK_TOKENS", pack_tokens)
     with torch.no_grad():
-        monkeypatch.setattr(engine, "PACKED_PREFILL_MIN_PARAMS", 0)
-        cache, logits, start = engine._prefill(model, prompts, owners, rows, capacity, "cpu")
+        monkeypatch.setattr(prefill, "PACKED_PREFILL_MIN_PARAMS", 0)
+        cache, logits, start = prefill.prefill(model, prompts, owners, rows, capacity, "cpu")
         packed_forwards = len(forwards)
-        monkeypatch.setattr(engine, "PACKED_PREFILL_MIN_PARAMS", 10**12)
-        alone = [engine._prefill(model, [p], [[0]], 1, capacity, "cpu") for p in prompts]
+        monkeypatch.setattr(prefill, "PACKED_PREFILL_MIN_PARAMS", 10**12)
+        alone = [prefill.prefill(model, [p], [[0]], 1, capacity, "cpu") for p in prompts]
     total = sum(map(len, prompts))
     assert packed_forwards == (1 if pack_tokens >= total else 4)  # a cap of 12 tokens: 9 | 9 | 4+3+3+2 | 1
     for i, (p, (own, own_logits, own_start)) in enumerate(zip(prompts, alone)):
@@ -207,7 +207,7 @@ def test_packed_prefill_equals_one_prompt_at_a_time(monkeypatch, pack_tokens):
 
 @pytest.mark.parametrize("make", [lambda: tiny_model_and_tokenizer(seed=3), lambda: gqa_model(seed=1)])
 def test_packed_prefill_generation_equals_hugging_face(monkeypatch, make):
-    monkeypatch.setattr(engine, "PACKED_PREFILL_MIN_PARAMS", 0)
+    monkeypatch.setattr(prefill, "PACKED_PREFILL_MIN_PARAMS", 0)
     model, tok = make()
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=24, num_samples=2)
     ours = generate(model, tok, PROMPTS, greedy, 4, engine="builtin")
@@ -220,7 +220,7 @@ def test_packed_prefill_generation_equals_hugging_face(monkeypatch, make):
 @pytest.mark.parametrize("packed", [False, True])
 def test_lora_policy_greedy_equal(monkeypatch, packed):
     peft = pytest.importorskip("peft")
-    monkeypatch.setattr(engine, "PACKED_PREFILL_MIN_PARAMS", 0 if packed else 10**12)
+    monkeypatch.setattr(prefill, "PACKED_PREFILL_MIN_PARAMS", 0 if packed else 10**12)
     model, tok = gqa_model(seed=6)
     lora = peft.get_peft_model(
         model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -272,3 +272,56 @@ def test_real_model_greedy_equal_and_logprobs():
     # 30 fp32 layers: the decode step (one token per row) and the full forward (all tokens at once) round
     # differently; measured up to 1.8e-5 here, about as far as two full forwards batched differently
     torch.testing.assert_close(sampled.logprobs, full, atol=5e-5, rtol=0)
+
+
+def test_shared_prefix():
+    system = list(range(100, 110))
+    assert prefill.shared_prefix([system + [1, 2], system + [3], system + [1, 4]]) == 10
+    assert prefill.shared_prefix([system + [1], system + [1]]) == 10  # each keeps its last token
+    assert prefill.shared_prefix([system, system + [5]]) == 9
+    assert prefill.shared_prefix([system + [1]]) == 0  # one prompt: nothing to share
+    assert prefill.shared_prefix([system[:7] + [1], system[:7] + [2]]) == 0  # under SHARED_PREFIX_MIN_TOKENS
+    assert prefill.shared_prefix([[9] + system, system]) == 0
+
+
+@pytest.mark.parametrize("pack_tokens", [4096, 14])
+def test_shared_prefix_runs_once_and_equals_each_prompt_alone(monkeypatch, pack_tokens):
+    """Prompts that start alike (a chat template's system prompt) run that start once; every row still gets the
+    keys, values and logits of a forward of its whole prompt alone, whatever the packs."""
+    model, tok = gqa_model(seed=4)
+    system = list(range(100, 111))
+    prompts = [system + p for p in PROMPTS] + [system[:-1] + [3, 4]]  # the last one shares 10 of the 11
+    owners = [[2 * i, 2 * i + 1] if i % 2 == 0 else [2 * i] for i in range(len(prompts))]
+    rows = max(r for o in owners for r in o) + 1
+    capacity = max(map(len, prompts)) + 4
+    fed = []
+    model.model.embed_tokens.register_forward_hook(lambda _m, args, _o: fed.append(args[0].shape[-1]))
+    monkeypatch.setattr(prefill, "PREFILL_PACK_TOKENS", pack_tokens)
+    monkeypatch.setattr(prefill, "PACKED_PREFILL_MIN_PARAMS", 0)
+    with torch.no_grad():
+        cache, logits, start = prefill.prefill(model, prompts, owners, rows, capacity, "cpu")
+        tokens_fed = list(fed)
+        monkeypatch.setattr(prefill, "PACKED_PREFILL_MIN_PARAMS", 10**12)
+        alone = [prefill.prefill(model, [p], [[0]], 1, capacity, "cpu") for p in prompts]
+    assert tokens_fed[0] == 10 and sum(tokens_fed) == 10 + sum(len(p) - 10 for p in prompts)
+    assert (len(tokens_fed) > 2) == (pack_tokens < sum(tokens_fed))
+    for i, (p, (own, own_logits, own_start)) in enumerate(zip(prompts, alone)):
+        for row in owners[i]:
+            torch.testing.assert_close(logits[row], own_logits[0], atol=1e-5, rtol=0)
+            for layer in range(len(own.keys)):
+                for ours, theirs in ((cache.keys, own.keys), (cache.values, own.values)):
+                    torch.testing.assert_close(
+                        ours[layer][row, :, start - len(p) : start],
+                        theirs[layer][0, :, own_start - len(p) : own_start],
+                        atol=1e-5,
+                        rtol=0,
+                    )
+                    assert not ours[layer][row, :, : start - len(p)].any()
+    # and the generations: greedy equal to Hugging Face's, sampled log-probs those of a full forward
+    monkeypatch.setattr(prefill, "PACKED_PREFILL_MIN_PARAMS", 0)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=12, num_samples=2)
+    ours = generate(model, tok, prompts, greedy, 6, engine="builtin")
+    assert torch.equal(ours.sequences, generate(model, tok, prompts, greedy, 6, engine="hf").sequences)
+    sampled = generate(model, tok, prompts, SamplingConfig(temperature=0.8, max_new_tokens=8), 6, generator_seed=2)
+    full = token_logprobs(model, sampled.sequences, sampled.attention_mask, sampled.response_mask, temperature=0.8)
+    torch.testing.assert_close(sampled.logprobs, full, atol=1e-5, rtol=0)

@@ -9,7 +9,7 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from prefalign.rollout import compiled, cpu_kernels, sampling
-from prefalign.rollout.engine import StaticCache
+from prefalign.rollout.prefill import StaticCache
 from prefalign.rollout.sampling import _draw_full, next_tokens
 
 needs_kernel = pytest.mark.skipif(cpu_kernels._why_not() is not None, reason=str(cpu_kernels._why_not()))

@@ -4,10 +4,12 @@ What it does differently from Hugging Face ``generate`` (same model modules, sam
 
 * **Prefill once per prompt**: each distinct prompt of a chunk runs through the model once (the
   vocabulary projection on each prompt's last position only) and its keys and values are copied into
-  the rows of all of that prompt's samples. Models of :data:`PACKED_PREFILL_MIN_PARAMS` and up run the
-  prompts packed into one sequence (:func:`_packed_layers`: positions restarting per prompt, causal
-  attention on each prompt's own span; SmolLM2's prefill of the benchmark's prompts 15-18% faster than
-  padded groups); smaller ones go through Hugging Face's forward, distinct prompts of similar length
+  the rows of all of that prompt's samples (:mod:`prefalign.rollout.prefill`). Models of
+  :data:`~prefalign.rollout.prefill.PACKED_PREFILL_MIN_PARAMS` and up run the prompts packed into one
+  sequence (positions restarting per prompt, causal attention on each prompt's own span; SmolLM2's
+  prefill of the benchmark's prompts 15-18% faster than padded groups), a start all the prompts share
+  (a chat template's system prompt) run once before them; smaller ones go through Hugging Face's
+  forward, distinct prompts of similar length
   sharing a right-padded forward, grouped to weigh padding against the per-forward cost. ``generate``
   re-encodes every sample's copy of the prompt, left-padded to the longest prompt of the batch. (The
   study's tiny world has 128 distinct short prompts per chunk: one forward per prompt made its PPO job's
@@ -46,11 +48,11 @@ Hugging Face ``generate`` (:func:`prefalign.rollout.generate.generate` decides).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from prefalign.rollout import compiled, kernels
 from prefalign.rollout.batching import length_groups
+from prefalign.rollout.prefill import StaticCache, prefill
 from prefalign.rollout.sampling import next_tokens
 
 SUPPORTED_MODEL_TYPES = ("llama",)
@@ -72,15 +74,6 @@ def supports(model: torch.nn.Module) -> bool:
         and hasattr(lm, "model")
         and hasattr(lm, "lm_head")
     )
-
-
-class StaticCache:
-    """Per layer, keys and values as (B, kv_heads, capacity, head_dim) buffers; prompts right-aligned at ``start``."""
-
-    def __init__(self, num_layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype, device):
-        shape = (rows, kv_heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
 
 
 #: a decode attention call's fixed cost in cache slots of one row, which :func:`attention_buckets` weighs against
@@ -168,150 +161,6 @@ def decode_step(
     return kernels.project(lm.lm_head, x).contiguous()  # (B, V), row-major for the sampler
 
 
-#: the fixed cost of one prefill forward, in floating-point operations: about 2 ms of Python and module
-#: dispatch at ~150 GFLOP/s. :func:`_prefill` weighs it against padded tokens (2 x parameters FLOPs each).
-PREFILL_CALL_FLOPS = 3e8
-
-
-def prefill_overhead_tokens(lm) -> int:
-    """One prefill forward's fixed cost in tokens of this model (~350 for the study's tiny model, 1 for SmolLM2)."""
-    params = sum(p.numel() for p in lm.parameters())
-    return max(1, min(4096, round(PREFILL_CALL_FLOPS / (2 * max(params, 1)))))
-
-
-#: models of at least this many parameters prefill packed (:func:`_packed_layers`): SmolLM2-135M's prefill of the
-#: benchmark's 8 / 32 HH-RLHF prompts took 3.6-3.9 / 13.9 s packed against 4.4-4.9 / 16.0-17.0 s in padded groups
-#: (the products on all the prompts' tokens at once run nearer the machine's peak than on one short prompt each).
-#: Smaller models (the study's tiny worlds, under a million) keep the padded groups, whose runs stay as they were.
-PACKED_PREFILL_MIN_PARAMS = 10_000_000
-
-#: the most prompt tokens in one packed prefill forward (a longer prompt goes alone)
-PREFILL_PACK_TOKENS = 4096
-
-
-def packs_prompts(lm) -> bool:
-    """Whether :func:`_prefill` packs the prompts into one sequence (:data:`PACKED_PREFILL_MIN_PARAMS`)."""
-    return sum(p.numel() for p in lm.parameters()) >= PACKED_PREFILL_MIN_PARAMS
-
-
-def _packed_layers(lm, prompts: list[list[int]], device):
-    """The prompts run as one sequence, each attending to itself only; returns (the final-norm hidden state of each
-    prompt's last token (P, hidden), per layer (keys, values) of all the tokens (Hkv, T, D), the prompts' starts).
-
-    Hugging Face's ``LlamaDecoderLayer`` arithmetic, the model's own modules (LoRA layers apply); the
-    rotary positions restart at 0 for each prompt and attention is ``scaled_dot_product_attention``
-    (causal) on each prompt's own span, so each prompt gets what a forward of it alone computes, up to
-    float rounding in the larger products.
-    """
-    inner = lm.model
-    lengths = [len(p) for p in prompts]
-    total = sum(lengths)
-    starts = [0]
-    for n in lengths[:-1]:
-        starts.append(starts[-1] + n)
-    ids = torch.tensor([t for p in prompts for t in p], dtype=torch.long, device=device)[None]  # (1, T)
-    positions = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
-    x = inner.embed_tokens(ids)
-    cos, sin = inner.rotary_emb(x, positions)
-    kv = []
-    for layer in inner.layers:
-        attn, dim = layer.self_attn, layer.self_attn.head_dim
-        h = layer.input_layernorm(x)
-        q, k, v = (proj(h).view(1, total, -1, dim).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        kv.append((k[0], v[0]))
-        spans = [
-            F.scaled_dot_product_attention(
-                q[:, :, a : a + n],
-                k[:, :, a : a + n],
-                v[:, :, a : a + n],
-                is_causal=True,
-                scale=attn.scaling,
-                enable_gqa=True,
-            )
-            for a, n in zip(starts, lengths)
-        ]
-        out = torch.cat(spans, dim=2).transpose(1, 2).reshape(1, total, -1)
-        x = x + attn.o_proj(out)
-        x = x + compiled.mlp(layer.mlp, layer.post_attention_layernorm(x))
-    last = torch.tensor([a + n - 1 for a, n in zip(starts, lengths)], device=device)
-    return inner.norm(x[0, last]), kv, starts
-
-
-def _packed_prefill(lm, prompts: list[list[int]], owners: list[list[int]], rows: int, capacity: int, device):
-    """:func:`_prefill` with the prompts packed (longest first, up to :data:`PREFILL_PACK_TOKENS` a forward)."""
-    lengths = [len(p) for p in prompts]
-    start = max(lengths)
-    packs: list[list[int]] = []
-    filled = 0  # tokens in the last pack
-    for i in sorted(range(len(prompts)), key=lambda i: -lengths[i]):
-        if packs and filled + lengths[i] <= PREFILL_PACK_TOKENS:
-            packs[-1].append(i)
-            filled += lengths[i]
-        else:
-            packs.append([i])
-            filled = lengths[i]
-    cache = last = None
-    for pack in packs:
-        hidden, kv, starts = _packed_layers(lm, [prompts[i] for i in pack], device)
-        logits = lm.lm_head(hidden).float()
-        if cache is None:
-            k0 = kv[0][0]  # (Hkv, T, D)
-            cache = StaticCache(len(kv), rows, k0.shape[0], capacity, k0.shape[2], k0.dtype, device)
-            last = torch.empty(rows, logits.shape[-1], dtype=torch.float32, device=device)
-        for j, (i, a) in enumerate(zip(pack, starts)):
-            n, targets = lengths[i], torch.tensor(owners[i], device=device)
-            for layer, (k, v) in enumerate(kv):
-                cache.keys[layer][targets, :, start - n : start] = k[None, :, a : a + n].to(cache.keys[layer].dtype)
-                cache.values[layer][targets, :, start - n : start] = v[None, :, a : a + n].to(cache.values[layer].dtype)
-            last[targets] = logits[j]
-    return cache, last, start
-
-
-def _prefill(lm, prompts: list[list[int]], owners: list[list[int]], rows: int, capacity: int, device):
-    """Run each distinct prompt once; returns (cache, (B, V) logits of each row's last prompt token, start slot).
-
-    Packed (:func:`_packed_prefill`) where :func:`packs_prompts`; else distinct prompts of similar length
-    share a forward (:func:`prefalign.rollout.batching.length_groups`, padded work against
-    :func:`prefill_overhead_tokens` per forward): right-padded, so under the causal mask no real position
-    sees a padding token and no attention mask is needed; each prompt's keys and values are its first
-    ``len(prompt)`` positions, its logits those of its last real position (only those rows go through the
-    vocabulary projection).
-    """
-    if packs_prompts(lm):
-        return _packed_prefill(lm, prompts, owners, rows, capacity, device)
-    lengths = [len(p) for p in prompts]
-    start = max(lengths)
-    cache = None
-    last = None
-    for group in length_groups(lengths, max_rows=len(prompts), overhead_tokens=prefill_overhead_tokens(lm)):
-        width = lengths[group[0]]  # groups come longest first
-        ids = torch.tensor([prompts[i] + [0] * (width - lengths[i]) for i in group], dtype=torch.long, device=device)
-        out = lm.model(input_ids=ids, use_cache=True)
-        ends = torch.tensor([lengths[i] - 1 for i in group], device=device)
-        hidden = out.last_hidden_state[torch.arange(len(group), device=device), ends]  # (g, hidden), final norm applied
-        logits = lm.lm_head(hidden).float()
-        layers = (out.cache if hasattr(out, "cache") else out.past_key_values).layers
-        if cache is None:
-            k0 = layers[0].keys
-            cache = StaticCache(len(layers), rows, k0.shape[1], capacity, k0.shape[3], k0.dtype, device)
-            last = torch.empty(rows, logits.shape[-1], dtype=torch.float32, device=device)
-        # every cache row of the group's prompts: its prompt's position j in the group and its length n
-        targets = torch.tensor([r for i in group for r in owners[i]], device=device)
-        source = torch.tensor([j for j, i in enumerate(group) for _ in owners[i]], device=device)
-        n = torch.tensor([lengths[i] for i in group for _ in owners[i]], device=device)
-        # slot start - width + t holds position t - (width - n) of the prompt (nothing when that is negative)
-        position = torch.arange(width, device=device)[None, :] - (width - n)[:, None]  # (R, width)
-        valid = (position >= 0)[:, None, :, None]
-        for buffers, name in ((cache.keys, "keys"), (cache.values, "values")):
-            for buffer, layer in zip(buffers, layers):
-                kv = getattr(layer, name)[source]  # (R, H, width, D)
-                index = position.clamp(min=0)[:, None, :, None].expand(-1, kv.shape[1], -1, kv.shape[3])
-                buffer[targets, :, start - width : start] = (kv.gather(2, index) * valid).to(buffer.dtype)
-        last[targets] = logits[source]
-    return cache, last, start
-
-
 @torch.no_grad()
 def generate_chunk(
     model: torch.nn.Module,
@@ -340,7 +189,7 @@ def generate_chunk(
         distinct.setdefault(tuple(rows[i]), []).append(j)
     prompts = [list(p) for p in distinct]
     capacity = max(map(len, prompts)) + max_new_tokens
-    cache, sorted_logits, start = _prefill(lm, prompts, list(distinct.values()), len(rows), capacity, device)
+    cache, sorted_logits, start = prefill(lm, prompts, list(distinct.values()), len(rows), capacity, device)
     cache_order = torch.tensor(order, device=device)
     logits = torch.empty_like(sorted_logits).index_copy_(0, cache_order, sorted_logits)
     lengths = torch.tensor([len(rows[i]) for i in order], device=device)  # (B,) cache order
